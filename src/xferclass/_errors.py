@@ -1,0 +1,45 @@
+"""Exceptions raised by xferclass.
+
+Every error a user can cause by passing bad input derives from
+:class:`XferclassError`, so a caller can catch them all in one place; each also
+derives from the built-in exception a Python user would expect (``ValueError``,
+``FileNotFoundError``, ``KeyError``) so that generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "XferclassError",
+    "BackboneNotFoundError",
+    "DatasetError",
+    "WeightsUnavailableError",
+    "ModelFileError",
+    "TrainingError",
+]
+
+
+class XferclassError(Exception):
+    """Base class of every error raised by xferclass on bad input."""
+
+
+class BackboneNotFoundError(XferclassError, KeyError):
+    """An unknown backbone name was asked for."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly.
+        return str(self.args[0]) if self.args else ""
+
+
+class DatasetError(XferclassError, ValueError):
+    """A dataset folder, file or tf.data pipeline cannot be used as given."""
+
+
+class WeightsUnavailableError(XferclassError, RuntimeError):
+    """Pretrained weights could not be downloaded or read."""
+
+
+class ModelFileError(XferclassError, ValueError):
+    """A model file is missing, truncated or not a Keras model."""
+
+
+class TrainingError(XferclassError, RuntimeError):
+    """Training stopped because it could not go on (for example a NaN loss)."""

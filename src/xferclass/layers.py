@@ -1,0 +1,76 @@
+"""Keras layers that xferclass puts inside its models.
+
+They are registered as serializable, so a saved ``.keras`` model loads with
+Keras's safe mode on once ``xferclass`` is imported; no Lambda layers are used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+__all__ = ["Preprocessing", "PREPROCESS_MODES"]
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+#: What each mode does to raw RGB pixels ``x`` in [0, 255].
+PREPROCESS_MODES = {
+    "tf": "x / 127.5 - 1, to [-1, 1] (Xception, Inception, ResNet v2, MobileNet v2)",
+    "torch": "(x / 255 - ImageNet mean) / ImageNet std (DenseNet)",
+    "caffe": "RGB to BGR, minus the ImageNet BGR mean (ResNet50, VGG)",
+    "unit": "x / 255, to [0, 1]",
+    "none": "unchanged; the backbone rescales inside itself (EfficientNet, ConvNeXt)",
+}
+
+
+@keras.saving.register_keras_serializable(package="xferclass")
+class Preprocessing(keras.layers.Layer):
+    """Turns raw RGB pixels in [0, 255] into what a backbone expects.
+
+    It is the first layer of every model that :func:`xferclass.build_classifier`
+    makes, so a saved model is always fed raw pixels.
+
+    Args:
+        mode: One of :data:`PREPROCESS_MODES`.
+
+    Examples:
+        >>> import numpy as np
+        >>> from xferclass import Preprocessing
+        >>> Preprocessing("tf")(np.array([[0.0, 127.5, 255.0]])).numpy().tolist()
+        [[-1.0, 0.0, 1.0]]
+    """
+
+    def __init__(self, mode: str = "tf", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if mode not in PREPROCESS_MODES:
+            raise ValueError(
+                f"Preprocessing: mode={mode!r} is not one of {sorted(PREPROCESS_MODES)}"
+            )
+        self.mode = mode
+
+    def call(self, inputs: Any) -> Any:
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "unit":
+            return x / 255.0
+        if self.mode == "torch":
+            mean = ops.convert_to_tensor(_IMAGENET_MEAN, dtype=self.compute_dtype)
+            std = ops.convert_to_tensor(_IMAGENET_STD, dtype=self.compute_dtype)
+            return (x / 255.0 - mean) / std
+        if self.mode == "caffe":
+            mean = ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=self.compute_dtype)
+            return ops.flip(x, axis=-1) - mean
+        return x
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["mode"] = self.mode
+        return config
