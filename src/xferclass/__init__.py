@@ -1,4 +1,11 @@
-"""xferclass: a folder of labelled images in, a trained image classifier out."""
+"""xferclass: a folder of labelled images in, a trained image classifier out.
+
+Examples:
+    >>> import xferclass
+    >>> train = xferclass.load_image_dataset("clothes/train")  # doctest: +SKIP
+    >>> model = xferclass.build_classifier(num_classes=len(train.class_names))  # doctest: +SKIP
+    >>> xferclass.fit(model, train, epochs=10)  # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,13 @@ from ._errors import (
     XferclassError,
 )
 from ._registry import BackboneSpec, get_backbone, list_backbones, register_backbone
+# from .data import load_image_dataset  (enabled once data.py lands)
+# from .inference import Predictions, predict
 from .layers import Preprocessing
+from .metrics import evaluate_regression_style
 from .models import build_classifier
+from .saving import load_model
+from .training import fine_tune, fit, make_augmentation, save_model
 
 __version__ = "0.1.0"
 
@@ -21,13 +33,22 @@ __all__ = [
     "BackboneSpec",
     "DatasetError",
     "ModelFileError",
+    # "Predictions",
     "Preprocessing",
     "TrainingError",
     "WeightsUnavailableError",
     "XferclassError",
     "__version__",
     "build_classifier",
+    "evaluate_regression_style",
+    "fine_tune",
+    "fit",
     "get_backbone",
     "list_backbones",
+    # "load_image_dataset",
+    "load_model",
+    "make_augmentation",
+    # "predict",
     "register_backbone",
+    "save_model",
 ]

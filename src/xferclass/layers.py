@@ -36,6 +36,11 @@ class Preprocessing(keras.layers.Layer):
 
     Args:
         mode: One of :data:`PREPROCESS_MODES`.
+        class_names: The class names of the model's outputs, in order. They do
+            not change the computation; they travel with the saved model so
+            that :func:`xferclass.predict` and the command line can name the
+            predicted classes. :func:`xferclass.fit` fills them in from the
+            training data.
 
     Examples:
         >>> import numpy as np
@@ -44,13 +49,16 @@ class Preprocessing(keras.layers.Layer):
         [[-1.0, 0.0, 1.0]]
     """
 
-    def __init__(self, mode: str = "tf", **kwargs: Any) -> None:
+    def __init__(
+        self, mode: str = "tf", class_names: list[str] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         if mode not in PREPROCESS_MODES:
             raise ValueError(
                 f"Preprocessing: mode={mode!r} is not one of {sorted(PREPROCESS_MODES)}"
             )
         self.mode = mode
+        self.class_names = list(class_names) if class_names is not None else None
 
     def call(self, inputs: Any) -> Any:
         x = ops.cast(inputs, self.compute_dtype)
@@ -73,4 +81,5 @@ class Preprocessing(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["mode"] = self.mode
+        config["class_names"] = self.class_names
         return config

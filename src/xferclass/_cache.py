@@ -1,0 +1,264 @@
+"""Cached activations: run the frozen part of a model once, train the rest many times.
+
+An :class:`ActivationStore` keeps rows (pooled features, or the activations at a
+cut inside the backbone) in memory up to a byte budget and spills everything to
+a file in a temporary folder past it. Reading back a batch from the file uses
+``os.pread`` on the rows asked for, so memory stays bounded by the budget plus
+a few batches however large the split is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["ActivationStore", "CachedSplit", "cache_split", "DEFAULT_MEMORY_LIMIT"]
+
+#: Bytes of activations kept in memory before spilling to disk (all stores of
+#: one training run together). ``XFERCLASS_CACHE_MEMORY`` overrides it.
+DEFAULT_MEMORY_LIMIT = 2 * 1024**3
+
+
+def memory_limit_from_env(value: int | None) -> int:
+    if value is not None:
+        return int(value)
+    env = os.environ.get("XFERCLASS_CACHE_MEMORY")
+    return int(env) if env else DEFAULT_MEMORY_LIMIT
+
+
+class _Budget:
+    """Bytes of memory left to all stores of one run."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = int(limit)
+
+
+class ActivationStore:
+    """Rows of one fixed shape and dtype, in memory or spilled to a file.
+
+    Args:
+        row_shape: Shape of one row (one image's activations).
+        dtype: Storage dtype (float32, or float16 to halve the footprint).
+        budget: Shared memory budget; past it the store spills to ``directory``.
+        directory: Folder for the spill file.
+    """
+
+    def __init__(self, row_shape: Sequence[int], dtype: Any, budget: _Budget, directory: str):
+        self.row_shape = tuple(int(d) for d in row_shape)
+        self.dtype = np.dtype(dtype)
+        self.row_bytes = int(np.prod(self.row_shape)) * self.dtype.itemsize
+        self._budget = budget
+        self._directory = directory
+        self._chunks: list[np.ndarray] = []
+        self._array: np.ndarray | None = None
+        self._file: Any = None
+        self._fd: int | None = None
+        self.count = 0
+
+    @property
+    def on_disk(self) -> bool:
+        return self._file is not None
+
+    def append(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if rows.shape[1:] != self.row_shape:
+            raise ValueError(f"rows of shape {rows.shape[1:]} do not fit {self.row_shape}")
+        if self._file is None and rows.nbytes <= self._budget.left:
+            self._budget.left -= rows.nbytes
+            self._chunks.append(rows)
+        else:
+            if self._file is None:
+                self._spill()
+            self._file.write(rows.tobytes())
+        self.count += len(rows)
+
+    def _spill(self) -> None:
+        handle = tempfile.NamedTemporaryFile(
+            dir=self._directory, prefix="activations-", suffix=".bin", delete=False
+        )
+        for chunk in self._chunks:
+            handle.write(chunk.tobytes())
+            self._budget.left += chunk.nbytes
+        self._chunks = []
+        self._file = handle
+
+    def finish(self) -> None:
+        """Stop appending; make the rows readable."""
+        if self._file is not None:
+            self._file.flush()
+            self._file.close()
+            self._fd = os.open(self._file.name, os.O_RDONLY)
+        else:
+            empty = np.zeros((0, *self.row_shape), self.dtype)
+            self._array = np.concatenate(self._chunks) if self._chunks else empty
+            self._chunks = []
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        """Rows at ``indices``, as float32."""
+        if self._array is not None:
+            return self._array[indices].astype(np.float32, copy=False)
+        assert self._fd is not None
+        out = np.empty((len(indices), *self.row_shape), self.dtype)
+        flat = out.reshape(len(indices), -1).view(np.uint8)
+        for k, i in enumerate(indices):
+            data = os.pread(self._fd, self.row_bytes, int(i) * self.row_bytes)
+            flat[k] = np.frombuffer(data, np.uint8)
+        return out.astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._array = None
+
+
+class CachedSplit:
+    """The cached activations of one split: one store and one label array per view.
+
+    View 0 holds the plain images; further views hold augmented copies. Each
+    epoch, every row index is drawn from one view picked at random. When the
+    source dataset yields its images in the same order on every pass (as
+    :func:`xferclass.load_image_dataset` does for caching), row ``i`` is the
+    same image in every view, so each image is seen once per epoch.
+    """
+
+    def __init__(self, stores: list[ActivationStore], labels: list[np.ndarray], batch_size: int):
+        self.stores = stores
+        self.view_labels = labels
+        self.labels = labels[0]
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def on_disk(self) -> bool:
+        return any(store.on_disk for store in self.stores)
+
+    def dataset(self, *, shuffle: bool, seed: int | None) -> tf.data.Dataset:
+        """A tf.data pipeline of ``(activations, labels)`` batches."""
+        n = len(self.labels)
+        rng = np.random.default_rng(seed)
+        lock = threading.Lock()
+        views = len(self.stores)
+
+        def gather(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            indices = np.asarray(indices, dtype=np.int64)
+            if views == 1:
+                return self.stores[0].take(indices), self.labels[indices]
+            with lock:
+                picks = rng.integers(views, size=len(indices))
+            rows = np.empty((len(indices), *self.stores[0].row_shape), np.float32)
+            labels = np.empty((len(indices), self.labels.shape[1]), np.float32)
+            for view in range(views):
+                mask = picks == view
+                if mask.any():
+                    rows[mask] = self.stores[view].take(indices[mask])
+                    labels[mask] = self.view_labels[view][indices[mask]]
+            return rows, labels
+
+        row_shape = self.stores[0].row_shape
+        width = self.labels.shape[1]
+
+        def load(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            rows, labels = tf.numpy_function(gather, [indices], [tf.float32, tf.float32])
+            rows.set_shape((None, *row_shape))
+            labels.set_shape((None, width))
+            return rows, labels
+
+        order = tf.data.Dataset.range(n)
+        if shuffle:
+            order = order.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        return order.batch(self.batch_size).map(load).prefetch(tf.data.AUTOTUNE)
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
+
+
+class CacheDirectory:
+    """A temporary folder for spilled activations, removed on close."""
+
+    def __init__(self, parent: str | None = None) -> None:
+        self.path = tempfile.mkdtemp(prefix="xferclass-cache-", dir=parent)
+        self.budget: _Budget | None = None
+
+    def close(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self) -> CacheDirectory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def cache_split(
+    extract: Callable[[tf.Tensor], Any],
+    dataset: tf.data.Dataset,
+    *,
+    name: str,
+    directory: CacheDirectory,
+    budget: _Budget,
+    augment: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    views: int = 1,
+    dtype: Any = np.float32,
+    verbose: int = 1,
+) -> CachedSplit:
+    """Run ``extract`` over every batch of ``dataset`` and keep the results.
+
+    Args:
+        extract: Maps a batch of images to a batch of activations.
+        dataset: ``(images, labels)`` batches.
+        name: The split's name, for progress output.
+        directory: Where spilled activations go.
+        budget: The run's shared memory budget.
+        augment: Applied to the images of views 1 and up.
+        views: 1 for the plain images only; ``1 + k`` adds ``k`` augmented passes.
+        dtype: Storage dtype.
+        verbose: 0 silent, 1 progress bar.
+    """
+    steps = int(dataset.cardinality())
+    stores: list[ActivationStore] = []
+    view_labels: list[np.ndarray] = []
+    batch_size = 0
+    source = dataset.map(lambda x, y, *rest: (x, y)).prefetch(tf.data.AUTOTUNE)
+    for view in range(views):
+        label = f"{name}" if view == 0 else f"{name}, augmented view {view}"
+        if verbose:
+            total = f" ({steps} batches)" if steps > 0 else ""
+            print(f"xferclass: caching backbone activations for {label}{total}", flush=True)
+        progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose)
+        store: ActivationStore | None = None
+        labels: list[np.ndarray] = []
+        for step, (images, batch_labels) in enumerate(source, start=1):
+            if view > 0 and augment is not None:
+                images = augment(images)
+            rows = np.asarray(extract(images))
+            if store is None:
+                store = ActivationStore(rows.shape[1:], dtype, budget, directory.path)
+            store.append(rows)
+            labels.append(np.asarray(batch_labels, np.float32))
+            batch_size = max(batch_size, len(rows))
+            progress.update(step)
+        if store is None:
+            from ._errors import DatasetError
+
+            raise DatasetError(f"{name} is empty: it yielded no batches")
+        store.finish()
+        stores.append(store)
+        view_labels.append(np.concatenate(labels))
+    if any(store.count != stores[0].count for store in stores):
+        raise ValueError(
+            f"{name} yielded a different number of images on another pass; a dataset to be "
+            "cached must yield the same images every epoch"
+        )
+    return CachedSplit(stores, view_labels, batch_size)

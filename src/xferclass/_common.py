@@ -1,0 +1,74 @@
+"""Helpers shared by training, evaluation and prediction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from ._errors import DatasetError
+
+__all__: list[str] = []
+
+
+def require_dataset(dataset: Any, argument: str) -> tf.data.Dataset:
+    """Check that ``dataset`` is a tf.data.Dataset of ``(images, one-hot labels)``."""
+    if not isinstance(dataset, tf.data.Dataset):
+        raise DatasetError(
+            f"{argument} must be a tf.data.Dataset of (images, labels) batches, such as "
+            f"xferclass.load_image_dataset returns; got {type(dataset).__name__}"
+        )
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) >= 2):
+        raise DatasetError(
+            f"{argument} must yield (images, labels) pairs; its elements are {spec!r}"
+        )
+    return dataset
+
+
+def label_width(dataset: tf.data.Dataset) -> int | None:
+    """Number of classes in a dataset's one-hot labels, when the spec tells it."""
+    shape = dataset.element_spec[1].shape
+    if shape.rank is None or shape.rank < 1:
+        return None
+    return shape[-1]
+
+
+def check_class_count(model: keras.Model, dataset: tf.data.Dataset, argument: str) -> None:
+    """Raise when the dataset's class count differs from the model's output size."""
+    outputs = model.output_shape[-1]
+    width = label_width(dataset)
+    names = getattr(dataset, "class_names", None)
+    count = len(names) if names is not None else width
+    if count is not None and outputs is not None and count != outputs:
+        raise DatasetError(
+            f"{argument} has {count} classes but the model outputs {outputs}; build the model "
+            f"with num_classes={count} or pin the classes with load_image_dataset(class_names=...)"
+        )
+    if width is not None and width == 1:
+        raise DatasetError(
+            f"{argument} yields labels of width 1; xferclass expects one-hot labels "
+            "(load_image_dataset makes them)"
+        )
+
+
+def model_class_names(model: keras.Model) -> list[str] | None:
+    """The class names stored in a model's Preprocessing layer, if any."""
+    from .layers import Preprocessing
+
+    for layer in model.layers:
+        if isinstance(layer, Preprocessing):
+            return layer.class_names
+    return None
+
+
+def store_class_names(model: keras.Model, class_names: Any) -> None:
+    """Record class names in a model's Preprocessing layer, if it has one."""
+    from .layers import Preprocessing
+
+    if class_names is None:
+        return
+    for layer in model.layers:
+        if isinstance(layer, Preprocessing):
+            layer.class_names = [str(name) for name in class_names]

@@ -1,0 +1,174 @@
+"""``predict``: images in, class names and probabilities out."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ._common import model_class_names
+from ._errors import DatasetError
+
+__all__ = ["predict", "Predictions"]
+
+ImageInput = Union[str, "os.PathLike[str]", Sequence[Any], np.ndarray, tf.Tensor, tf.data.Dataset]
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What :func:`predict` returns, one entry per image.
+
+    Attributes:
+        labels: The predicted class name of each image (the class index as a
+            string when no class names are known).
+        indices: The predicted class index of each image.
+        confidences: The probability of the predicted class.
+        probabilities: All class probabilities, shape ``(n, num_classes)``.
+        class_names: The class names, in the model's output order.
+        sources: The file paths, when the images were given as paths.
+    """
+
+    labels: list[str]
+    indices: np.ndarray
+    confidences: np.ndarray
+    probabilities: np.ndarray
+    class_names: list[str]
+    sources: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self) -> Iterator[tuple[str, float]]:
+        return iter(zip(self.labels, self.confidences.tolist()))
+
+    def top(self, k: int = 3) -> list[list[tuple[str, float]]]:
+        """The ``k`` most probable classes of each image, with their probabilities."""
+        order = np.argsort(-self.probabilities, axis=1)[:, :k]
+        return [
+            [(self.class_names[j], float(row[j])) for j in idx]
+            for idx, row in zip(order, self.probabilities)
+        ]
+
+
+def _input_size(model: keras.Model) -> tuple[int, int]:
+    shape = model.input_shape
+    if len(shape) != 4 or shape[1] is None or shape[2] is None:
+        raise ValueError(f"model input shape {shape} is not (batch, height, width, 3)")
+    return int(shape[1]), int(shape[2])
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike))
+
+
+def _image_batches(
+    images: Any, size: tuple[int, int], batch_size: int
+) -> tuple[tf.data.Dataset, list[str] | None]:
+    from .data import image_paths_dataset
+
+    if isinstance(images, tf.data.Dataset):
+        spec = images.element_spec
+        dataset = images.map(lambda x, *rest: x) if isinstance(spec, tuple) else images
+        if dataset.element_spec.shape.rank == 3:
+            dataset = dataset.batch(batch_size)
+        dataset = dataset.map(lambda x: tf.image.resize(tf.cast(x, tf.float32), size))
+        return dataset, None
+    if _is_path(images):
+        images = [images]
+    if isinstance(images, (list, tuple)) and images and all(_is_path(p) for p in images):
+        paths = [os.fspath(p) for p in images]
+        return image_paths_dataset(paths, size, batch_size=batch_size), paths
+    if isinstance(images, (list, tuple)) and not images:
+        raise DatasetError("images is empty: pass file paths, an array or a dataset")
+    array = np.asarray(images)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
+        raise DatasetError(
+            f"images has shape {array.shape}; pass (height, width, 3) for one image or "
+            "(n, height, width, 3) for a batch, or file paths"
+        )
+    tensor = tf.convert_to_tensor(array)
+    if array.shape[-1] == 1:
+        tensor = tf.image.grayscale_to_rgb(tensor)
+    elif array.shape[-1] == 4:
+        tensor = tensor[..., :3]
+    dataset = tf.data.Dataset.from_tensor_slices(tf.cast(tensor, tf.float32)).batch(batch_size)
+    if tuple(array.shape[1:3]) != size:
+        dataset = dataset.map(lambda x: tf.image.resize(x, size), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset, None
+
+
+def predict(
+    model: keras.Model,
+    images: ImageInput,
+    class_names: Sequence[str] | None = None,
+    *,
+    batch_size: int = 32,
+    verbose: int = 0,
+) -> Predictions:
+    """Classify images with a trained model.
+
+    Images go through exactly the same steps as in training: files are decoded,
+    converted to RGB and resized by the same function that
+    :func:`xferclass.load_image_dataset` uses, and the model's own
+    preprocessing layer does the rest. Arrays are taken as RGB pixels in
+    [0, 255] and resized to the model's input size when they differ.
+
+    Args:
+        model: A classifier, e.g. from :func:`build_classifier` or
+            ``keras.models.load_model``.
+        images: A file path, a list of paths, one image array ``(h, w, 3)``, a
+            batch ``(n, h, w, 3)``, or a tf.data.Dataset of images or of
+            ``(images, labels)`` batches.
+        class_names: Names of the model's classes; defaults to the names
+            stored in the model by :func:`xferclass.fit`.
+        batch_size: Images per forward pass.
+        verbose: 1 shows a progress bar.
+
+    Returns:
+        A :class:`Predictions` with labels, indices, confidences and probabilities.
+
+    Raises:
+        DatasetError: An image cannot be read, or the number of class names
+            differs from the model's output size.
+
+    Examples:
+        >>> result = predict(model, ["shoe.jpg", "hat.png"])  # doctest: +SKIP
+        >>> result.labels  # doctest: +SKIP
+        ['shoes', 'hat']
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive int")
+    outputs = int(model.output_shape[-1])
+    names = list(class_names) if class_names is not None else model_class_names(model)
+    if names is None:
+        names = [str(i) for i in range(outputs)]
+    if len(names) != outputs:
+        raise DatasetError(
+            f"class_names has {len(names)} names but the model outputs {outputs} classes"
+        )
+    dataset, sources = _image_batches(images, _input_size(model), batch_size)
+    steps = int(dataset.cardinality())
+    progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose)
+    chunks = []
+    for step, batch in enumerate(dataset.prefetch(tf.data.AUTOTUNE), start=1):
+        chunks.append(np.asarray(model.predict_on_batch(batch), dtype=np.float32))
+        progress.update(step)
+    if not chunks:
+        raise DatasetError("images is empty: there is nothing to predict")
+    probabilities = np.concatenate(chunks)
+    indices = np.argmax(probabilities, axis=1)
+    return Predictions(
+        labels=[names[i] for i in indices],
+        indices=indices,
+        confidences=probabilities[np.arange(len(indices)), indices],
+        probabilities=probabilities,
+        class_names=names,
+        sources=sources,
+    )
