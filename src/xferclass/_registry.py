@@ -62,7 +62,7 @@ def register_backbone(
     preprocess: str,
     default_size: int | tuple[int, int],
     *,
-    min_size: int = 32,
+    min_size: int | None = None,
     weights: str = "custom",
     family: str = "custom",
     licence: str = "",
@@ -80,7 +80,8 @@ def register_backbone(
             ``"caffe"`` (BGR, mean subtracted), ``"unit"`` ([0, 1]) or ``"none"``
             (the builder's model takes raw [0, 255] pixels).
         default_size: Native input size, an int or ``(height, width)``.
-        min_size: Smallest input side the architecture accepts.
+        min_size: Smallest input side the architecture accepts; defaults to
+            the smaller of 32 and the native size.
         weights: Where pretrained weights come from, in words.
         family: Architecture family, for listing.
         licence: Licence of the pretrained weights.
@@ -129,7 +130,7 @@ def register_backbone(
         builder=builder,
         preprocess=preprocess,
         default_size=(int(size[0]), int(size[1])),
-        min_size=int(min_size),
+        min_size=int(min_size) if min_size is not None else min(32, *size),
         weights=weights,
         family=family,
         licence=licence,

@@ -11,7 +11,7 @@ from typing import Any
 import keras
 from keras import ops
 
-__all__ = ["Preprocessing", "PREPROCESS_MODES"]
+__all__ = ["Preprocessing", "InferenceMode", "PREPROCESS_MODES"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -83,3 +83,32 @@ class Preprocessing(keras.layers.Layer):
         config["mode"] = self.mode
         config["class_names"] = self.class_names
         return config
+
+
+@keras.saving.register_keras_serializable(package="xferclass")
+class InferenceMode(keras.layers.Wrapper):
+    """Runs the wrapped layer (a backbone) in inference mode, always.
+
+    Keras 3 passes the outer ``training`` flag down to nested models, even to a
+    call made with ``training=False`` when the graph was built. A backbone's
+    BatchNormalization and Dropout layers must not switch to training mode when
+    the head trains or when the top of the backbone is fine-tuned, so
+    :func:`xferclass.build_classifier` wraps the backbone in this layer, which
+    takes no ``training`` argument and calls the backbone with
+    ``training=False``. Gradients still flow: the wrapped weights train whenever
+    they are trainable.
+
+    Args:
+        layer: The layer or model to wrap.
+    """
+
+    def call(self, inputs: Any) -> Any:
+        return self.layer(inputs, training=False)
+
+    def build(self, input_shape: Any = None) -> None:
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self.built = True
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return self.layer.compute_output_shape(input_shape)

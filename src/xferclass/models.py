@@ -12,12 +12,13 @@ import keras
 from . import _backbones  # noqa: F401  (registers the built-in backbones)
 from ._errors import WeightsUnavailableError
 from ._registry import BackboneSpec, get_backbone
-from .layers import Preprocessing
+from .layers import InferenceMode, Preprocessing
 
 __all__ = ["build_classifier", "split_classifier", "ClassifierParts"]
 
 #: Names of the layers that every model made by build_classifier has.
 PREPROCESSING = "preprocessing"
+BACKBONE = "backbone"
 POOL = "pool"
 HEAD_DENSE = "head_dense"
 HEAD_DROPOUT = "head_dropout"
@@ -188,10 +189,10 @@ def build_classifier(
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope, _dtype_policy(mixed_precision):
         base = _build_backbone(spec, (size[0], size[1], 3), weights)
-        base.trainable = bool(train_backbone)
+        wrapper = InferenceMode(base, name=BACKBONE)
         inputs = keras.Input(shape=(size[0], size[1], 3), name="image")
         x = Preprocessing(spec.preprocess, name=PREPROCESSING)(inputs)
-        x = base(x, training=False)
+        x = wrapper(x)
         x = keras.layers.GlobalAveragePooling2D(name=POOL)(x)
         if head_units:
             x = keras.layers.Dense(head_units, activation="relu", name=HEAD_DENSE)(x)
@@ -201,7 +202,17 @@ def build_classifier(
             num_classes, activation="softmax", dtype="float32", name=PREDICTIONS
         )(x)
         model = keras.Model(inputs, outputs, name=f"{spec.name}_classifier")
+        wrapper.trainable = bool(train_backbone)
+        if train_backbone:
+            _freeze_batch_norm(base)
     return model
+
+
+def _freeze_batch_norm(backbone: keras.Model) -> None:
+    """Keep BatchNormalization statistics and parameters fixed while the rest trains."""
+    for layer in backbone._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
 
 
 class ClassifierParts:
@@ -210,18 +221,21 @@ class ClassifierParts:
     Attributes:
         model: The whole model.
         preprocessing: Its :class:`Preprocessing` layer.
-        backbone: The backbone (a ``keras.Model``).
+        wrapper: The :class:`InferenceMode` layer around the backbone.
+        backbone: The backbone itself (a ``keras.Model``).
         head: The layers after the backbone, in order (pooling first).
     """
 
     def __init__(self, model: keras.Model) -> None:
         self.model = model
         names = [layer.name for layer in model.layers]
+        if PREPROCESSING not in names or BACKBONE not in names or POOL not in names:
+            raise ValueError("the model lacks the layers of build_classifier")
         self.preprocessing = model.get_layer(PREPROCESSING)
-        backbones = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-        if len(backbones) != 1:
-            raise ValueError("the model has no single nested backbone model")
-        self.backbone = backbones[0]
+        self.wrapper = model.get_layer(BACKBONE)
+        if not isinstance(self.wrapper, InferenceMode):
+            raise ValueError("the backbone is not wrapped in InferenceMode")
+        self.backbone = self.wrapper.layer
         start = names.index(POOL)
         self.head = model.layers[start:]
 
@@ -237,8 +251,7 @@ def split_classifier(model: keras.Model) -> ClassifierParts | None:
     except ValueError:
         return None
     names = [layer.name for layer in model.layers]
-    expected_order = [n for n in (PREPROCESSING, parts.backbone.name, POOL) if n in names]
-    if names[1:4] != expected_order or names[-1] != PREDICTIONS:
+    if names[1:4] != [PREPROCESSING, BACKBONE, POOL] or names[-1] != PREDICTIONS:
         return None
     if not all(layer.name in (POOL, HEAD_DENSE, HEAD_DROPOUT, PREDICTIONS) for layer in parts.head):
         return None

@@ -25,6 +25,7 @@ import tensorflow as tf
 from ._cache import CacheDirectory, CachedSplit, _Budget, cache_split, memory_limit_from_env
 from ._common import check_class_count, require_dataset, store_class_names
 from ._errors import DatasetError, ModelFileError, TrainingError
+from .layers import InferenceMode
 from .models import POOL, split_classifier
 
 __all__ = ["fit", "fine_tune", "make_augmentation", "save_model"]
@@ -457,7 +458,7 @@ def fit(
     reasons = []
     if parts is None:
         reasons.append("the model was not made by build_classifier")
-    elif not (_frozen(parts.backbone) and _frozen(parts.preprocessing)):
+    elif not (_frozen(parts.wrapper) and _frozen(parts.preprocessing)):
         reasons.append("the backbone is trainable")
     use_cache = cache is not False and not reasons
     if cache is True and reasons:
@@ -583,8 +584,9 @@ def _find_cut(backbone: keras.Model, first: int) -> tuple[Any, keras.Model]:
     return backbone.input, backbone
 
 
-def _unfreeze(backbone: keras.Model, first: int) -> list[str]:
+def _unfreeze(wrapper: keras.layers.Layer, backbone: keras.Model, first: int) -> list[str]:
     """Make layers from ``first`` on trainable, except BatchNormalization."""
+    wrapper.trainable = True
     backbone.trainable = True
     unfrozen = []
     for index, layer in enumerate(backbone.layers):
@@ -693,7 +695,7 @@ def fine_tune(
     past: dict[str, list[float]] = {}
     if head_epochs:
         _say(loud, f"phase 1: training the head for {head_epochs} epochs, backbone frozen")
-        backbone.trainable = False
+        parts.wrapper.trainable = False
         with _scope(strategy):
             _compile(model, head_learning_rate, jit_compile)
         phase1 = fit(model, train, validation, epochs=head_epochs,
@@ -706,7 +708,7 @@ def fine_tune(
     monitor = "val_accuracy" if validation is not None else "accuracy"
     best = max(past[monitor]) if past.get(monitor) else None
 
-    unfrozen = _unfreeze(backbone, first)
+    unfrozen = _unfreeze(parts.wrapper, backbone, first)
     _say(
         loud,
         f"phase 2: fine-tuning {len(unfrozen)} backbone layers from {backbone.layers[first].name!r} "
@@ -732,10 +734,10 @@ def fine_tune(
         with _scope(strategy):
             inputs = keras.Input(model.input_shape[1:])
             bottom = keras.Model(backbone.input, cut)
-            features = bottom(parts.preprocessing(inputs), training=False)
+            features = InferenceMode(bottom)(parts.preprocessing(inputs))
             extractor = keras.Model(inputs, features)
             top_input = keras.Input(tuple(cut.shape[1:]), name="cut_input")
-            x = top(top_input, training=False)
+            x = InferenceMode(top, name="backbone_top")(top_input)
             for layer in parts.head:
                 x = layer(x)
             trained = keras.Model(top_input, x, name="top")
