@@ -29,11 +29,41 @@ def tiny_dataset(n: int = 48, batch_size: int = 16, seed: int = 0) -> tf.data.Da
     return dataset
 
 
+def tiny_backbone(input_shape: tuple[int, int, int], weights: object = None) -> keras.Model:
+    """A small conv net with BatchNorm and a residual block, quick to build and run.
+
+    Layer names follow keras.applications: ``block{N}_...``; the residual add of
+    block 2 means the graph cannot be cut between ``block2_conv_a`` and ``block2_add``.
+    """
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="stem_conv")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="block1_conv")(x)
+    x = keras.layers.BatchNormalization(name="block1_bn")(x)
+    x = keras.layers.ReLU(name="block1_relu")(x)
+    y = keras.layers.Conv2D(16, 3, padding="same", name="block2_conv_a")(x)
+    y = keras.layers.BatchNormalization(name="block2_bn")(y)
+    y = keras.layers.ReLU(name="block2_relu")(y)
+    y = keras.layers.Conv2D(16, 3, padding="same", name="block2_conv_b")(y)
+    x = keras.layers.Add(name="block2_add")([x, y])
+    x = keras.layers.Conv2D(32, 1, name="top_conv")(x)
+    x = keras.layers.BatchNormalization(name="top_bn")(x)
+    x = keras.layers.ReLU(name="top_relu")(x)
+    return keras.Model(inputs, x, name="tiny_backbone")
+
+
+if "test_tiny" not in xferclass.list_backbones():
+    xferclass.register_backbone(
+        "test_tiny", tiny_backbone, preprocess="unit", default_size=SIZE, family="test"
+    )
+
+
 def tiny_model(seed: int = 1, **kwargs: object) -> keras.Model:
     keras.utils.set_random_seed(seed)
     options: dict[str, object] = dict(weights=None, input_size=SIZE, head_units=16)
     options.update(kwargs)
-    return xferclass.build_classifier("mobilenet_v2", num_classes=CLASSES, **options)
+    return xferclass.build_classifier("test_tiny", num_classes=CLASSES, **options)
 
 
 def twin(model: keras.Model) -> keras.Model:

@@ -19,7 +19,7 @@ from ._errors import (
 )
 from ._registry import BackboneSpec, get_backbone, list_backbones, register_backbone
 # from .data import load_image_dataset  (enabled once data.py lands)
-# from .inference import Predictions, predict
+from .inference import Predictions, predict
 from .layers import Preprocessing
 from .metrics import evaluate_regression_style
 from .models import build_classifier
@@ -33,7 +33,7 @@ __all__ = [
     "BackboneSpec",
     "DatasetError",
     "ModelFileError",
-    # "Predictions",
+    "Predictions",
     "Preprocessing",
     "TrainingError",
     "WeightsUnavailableError",
@@ -48,7 +48,7 @@ __all__ = [
     # "load_image_dataset",
     "load_model",
     "make_augmentation",
-    # "predict",
+    "predict",
     "register_backbone",
     "save_model",
 ]
