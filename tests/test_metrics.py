@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import tiny_arrays, tiny_dataset, tiny_model
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+import xferclass
+from xferclass.metrics import collect_predictions, regression_metrics
+
+
+def _sklearn(y, p):
+    return {
+        "mae": mean_absolute_error(y, p),
+        "mse": mean_squared_error(y, p),
+        "rmse": np.sqrt(mean_squared_error(y, p)),
+        "r2": r2_score(y, p),
+        "accuracy": np.mean(y.argmax(1) == p.argmax(1)),
+    }
+
+
+def _random_case(seed, n, k):
+    rng = np.random.default_rng(seed)
+    y = np.eye(k)[rng.integers(0, k, n)]
+    logits = rng.normal(size=(n, k)) * 3
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return y, p
+
+
+@pytest.mark.parametrize("seed,n,k", [(0, 50, 3), (1, 7, 10), (2, 200, 2)])
+def test_matches_scikit_learn(seed, n, k):
+    y, p = _random_case(seed, n, k)
+    ours = regression_metrics(y, p)
+    for key, value in _sklearn(y, p).items():
+        assert ours[key] == pytest.approx(value, rel=1e-12, abs=1e-12)
+    assert ours["n"] == n
+
+
+def test_constant_class_column_follows_scikit_learn():
+    # Class 2 never occurs: its label column is constant, so scikit-learn scores it 1
+    # if predicted exactly (all zeros) and 0 otherwise.
+    y = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0]], float)
+    exact = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.6, 0.4, 0.0]])
+    off = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1]])
+    for p in (exact, off):
+        assert regression_metrics(y, p)["r2"] == pytest.approx(r2_score(y, p), abs=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(2, 40), st.integers(2, 6))
+def test_matches_scikit_learn_property(seed, n, k):
+    y, p = _random_case(seed, n, k)
+    ours = regression_metrics(y, p)
+    for key, value in _sklearn(y, p).items():
+        assert ours[key] == pytest.approx(value, rel=1e-9, abs=1e-9)
+
+
+def test_perfect_and_uniform_predictions():
+    y = np.eye(4)[[0, 1, 2, 3, 0]]
+    perfect = regression_metrics(y, y)
+    assert perfect["mae"] == 0 and perfect["r2"] == 1 and perfect["accuracy"] == 1
+    uniform = regression_metrics(y, np.full_like(y, 0.25))
+    # MSE of a uniform guess: ((0.75)^2 + 3 * 0.25^2) / 4
+    assert uniform["mse"] == pytest.approx((0.75**2 + 3 * 0.25**2) / 4)
+
+
+def test_brier_score_relation():
+    y, p = _random_case(5, 30, 5)
+    brier = np.mean(np.sum((y - p) ** 2, axis=1))
+    assert regression_metrics(y, p)["mse"] * 5 == pytest.approx(brier)
+
+
+def test_evaluate_regression_style_on_a_model():
+    model = tiny_model()
+    dataset = tiny_dataset(40, batch_size=16)
+    metrics = xferclass.evaluate_regression_style(model, dataset)
+    images, labels = tiny_arrays(40)
+    reference = _sklearn(labels, model.predict(images, verbose=0).astype(np.float64))
+    for key, value in reference.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-6)
+    assert metrics["n"] == 40
+
+
+def test_reshuffling_dataset_pairs_labels_with_their_own_predictions():
+    model = tiny_model()
+    images, labels = tiny_arrays(40)
+    shuffled = (
+        tf.data.Dataset.from_tensor_slices((images, labels))
+        .shuffle(40, reshuffle_each_iteration=True)
+        .batch(8)
+    )
+    y, p = collect_predictions(model, shuffled)
+    order = np.lexsort(y.T)
+    reference = model.predict(images, verbose=0)
+    expected = regression_metrics(labels, reference)
+    got = regression_metrics(y[order], p[order])
+    assert got["mse"] == pytest.approx(expected["mse"], abs=1e-6)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match=r"must both be \(n, k\)"):
+        regression_metrics(np.eye(3), np.eye(2))
+    empty = tf.data.Dataset.from_tensor_slices(
+        (np.zeros((0, 32, 32, 3), "float32"), np.zeros((0, 3), "float32"))
+    ).batch(4)
+    with pytest.raises(xferclass.DatasetError, match="empty"):
+        xferclass.evaluate_regression_style(tiny_model(), empty)
+    with pytest.raises(xferclass.DatasetError, match="tf.data.Dataset"):
+        xferclass.evaluate_regression_style(tiny_model(), [1, 2, 3])

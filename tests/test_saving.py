@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import numpy as np
+import pytest
+from helpers import tiny_arrays, tiny_dataset, tiny_model
+
+import xferclass
+
+
+def test_save_and_load_in_a_fresh_process_gives_the_same_predictions(tmp_path):
+    model = tiny_model(dropout=0.2)
+    xferclass.fit(model, tiny_dataset(), epochs=2, verbose=0)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    images, _ = tiny_arrays(6, seed=4)
+    np.save(tmp_path / "images.npy", images)
+    expected = model.predict(images, verbose=0)
+    script = textwrap.dedent(
+        f"""
+        import json, numpy as np, keras
+        import xferclass
+        model = keras.models.load_model({str(path)!r})  # safe_mode is on by default
+        p = model.predict(np.load({str(tmp_path / "images.npy")!r}), verbose=0)
+        np.save({str(tmp_path / "out.npy")!r}, p)
+        print(json.dumps([layer.__class__.__name__ for layer in model.layers]))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    layers = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "Lambda" not in layers and "Preprocessing" in layers and "InferenceMode" in layers
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-6)
+
+
+def test_atomic_save_leaves_no_temporary_files(tmp_path):
+    model = tiny_model()
+    xferclass.save_model(model, tmp_path / "a.keras")
+    xferclass.save_model(model, tmp_path / "a.keras")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.keras"]
+    with pytest.raises(ValueError, match="must end in .keras"):
+        xferclass.save_model(model, tmp_path / "a.h5")
+
+
+def test_load_model_errors(tmp_path):
+    with pytest.raises(xferclass.ModelFileError, match="no such file"):
+        xferclass.load_model(tmp_path / "missing.keras")
+    with pytest.raises(xferclass.ModelFileError, match="is a folder"):
+        xferclass.load_model(tmp_path)
+    legacy = tmp_path / "old.h5"
+    legacy.write_bytes(b"\x89HDF\r\n\x1a\n")
+    with pytest.raises(xferclass.ModelFileError, match="can run code"):
+        xferclass.load_model(legacy)
+    text = tmp_path / "notes.keras"
+    text.write_text("hello")
+    with pytest.raises(xferclass.ModelFileError, match="not a Keras model file"):
+        xferclass.load_model(text)
+    other_zip = tmp_path / "other.keras"
+    with zipfile.ZipFile(other_zip, "w") as archive:
+        archive.writestr("readme.txt", "not a model")
+    with pytest.raises(xferclass.ModelFileError, match="zip file but not a Keras model"):
+        xferclass.load_model(other_zip)
+    good = tmp_path / "good.keras"
+    tiny_model().save(good)
+    data = good.read_bytes()
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(xferclass.ModelFileError):
+        xferclass.load_model(truncated)
+
+
+def test_lambda_layers_are_refused_by_safe_mode(tmp_path):
+    import keras
+
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(xferclass.ModelFileError, match="could not be loaded"):
+        xferclass.load_model(path)
