@@ -177,7 +177,36 @@ class CachedSplit:
         order = tf.data.Dataset.range(n)
         if shuffle:
             order = order.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        return order.batch(self.batch_size).map(load).prefetch(tf.data.AUTOTUNE)
+        # Under a multi-worker strategy every worker holds the whole cache, and
+        # DATA sharding hands each worker its share of every global batch: the
+        # same batches as on one device. (AUTO would try FILE sharding first.)
+        options = tf.data.Options()
+        policy = tf.data.experimental.AutoShardPolicy.DATA
+        options.experimental_distribute.auto_shard_policy = policy
+        batches = order.batch(self.batch_size).map(load).prefetch(tf.data.AUTOTUNE)
+        return batches.with_options(options)
+
+    def map_views(
+        self, function: Callable[[Any], Any], directory: CacheDirectory, budget: _Budget
+    ) -> CachedSplit:
+        """Apply ``function`` to every row of every view, batch by batch, in order.
+
+        This turns activations cached at a cut inside the backbone into the
+        pooled features of the head without running the backbone again.
+        """
+        stores = []
+        n = len(self.labels)
+        for store in self.stores:
+            out: ActivationStore | None = None
+            for start in range(0, n, self.batch_size):
+                rows = np.asarray(function(store.take(np.arange(start, min(n, start + self.batch_size)))))
+                if out is None:
+                    out = ActivationStore(rows.shape[1:], np.float32, budget, directory.path)
+                out.append(rows)
+            assert out is not None
+            out.finish()
+            stores.append(out)
+        return CachedSplit(stores, self.view_labels, self.batch_size)
 
     def close(self) -> None:
         for store in self.stores:

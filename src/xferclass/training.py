@@ -230,7 +230,20 @@ def _frozen(layer: keras.layers.Layer) -> bool:
 
 
 def _strategy_of(model: keras.Model, strategy: Any) -> Any:
-    return strategy if strategy is not None else getattr(model, "_distribute_strategy", None)
+    """The strategy that trains ``model``: ``strategy``, or the one it was built under."""
+    built = getattr(model, "_distribute_strategy", None)
+    if strategy is None or (built is None and type(strategy).__name__.startswith("_Default")):
+        return built
+    if built is not strategy:
+        where = "outside any" if built is None else f"under another ({type(built).__name__})"
+        raise ValueError(
+            f"strategy={type(strategy).__name__} was passed, but the model was built {where} "
+            "tf.distribute strategy; a model's variables must be created in the scope of the "
+            "strategy that trains it: pass the same strategy to "
+            "build_classifier(..., strategy=strategy), or build the model inside "
+            "`with strategy.scope():`"
+        )
+    return strategy
 
 
 def _scope(strategy: Any) -> Any:
@@ -238,9 +251,86 @@ def _scope(strategy: Any) -> Any:
 
 
 def _extractor(model: keras.Model, output: Any, strategy: Any) -> Callable[[tf.Tensor], Any]:
-    with _scope(strategy):
-        sub = keras.Model(model.input, output)
-    return sub.predict_on_batch
+    return _forward(keras.Model(model.input, output), strategy)
+
+
+def _forward(sub: keras.Model, strategy: Any) -> Callable[[tf.Tensor], Any]:
+    """``sub``'s inference on one batch, computed whole by this process.
+
+    Without a strategy this is ``predict_on_batch``. Under a strategy it cannot
+    be: Keras hands the whole batch to every replica and concatenates their
+    outputs (across workers too), so each row would come back once per replica.
+    Instead each process runs the batch itself, split among its own devices and
+    with no collective communication: every worker caches the whole split, and
+    the training on the cache is what gets distributed.
+    """
+    if strategy is None:
+        return sub.predict_on_batch
+    devices = list(getattr(strategy.extended, "worker_devices", ())) or [None]
+
+    @tf.function(reduce_retracing=True)
+    def forward(images: tf.Tensor) -> tf.Tensor:
+        share = -(-tf.shape(images)[0] // len(devices))
+        outputs = []
+        for index, device in enumerate(devices):
+            with tf.device(device):
+                part = images[index * share : (index + 1) * share]
+                outputs.append(sub(part, training=False))
+        return tf.concat(outputs, axis=0)
+
+    return forward
+
+
+def _multi_worker(strategy: Any) -> bool:
+    """Whether ``strategy`` is a MultiWorkerMirroredStrategy over several workers."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
+    )
+
+
+def _fix_multi_worker_fit(model: keras.Model, dataset: tf.data.Dataset) -> None:
+    """Let Keras 3 ``fit`` and ``evaluate`` run ``model`` over several workers.
+
+    Under a MultiWorkerMirroredStrategy with more than one worker, Keras 3's
+    TensorFlow trainer fails in two places (keras-team/keras#20585,
+    tensorflow/tensorflow#72388): before the first step it reduces the first
+    distributed ``(x, y)`` batch with one ``strategy.reduce`` call, which the
+    collective ops reject for a tuple; and it averages every step's logs with
+    ``strategy.reduce("MEAN", value, axis=0)``, which fails for the scalar loss
+    and metrics. So ``model`` (this instance, once) builds its compiled state
+    from ``dataset``'s element spec instead of a reduced batch, and its train
+    and test steps return their logs with shape ``(1,)``, which that reduction
+    averages over the replicas, as it does on one host.
+    """
+    if getattr(model, "_xferclass_multi_worker", False):
+        return
+    spec = dataset.element_spec
+    build = model._maybe_symbolic_build
+    train_step = model.train_step
+    test_step = model.test_step
+
+    def rank_one(logs: Any) -> Any:
+        return tf.nest.map_structure(
+            lambda v: tf.reshape(v, [1]) if tf.is_tensor(v) and v.shape.rank == 0 else v, logs
+        )
+
+    def maybe_symbolic_build(iterator: Any = None, data_batch: Any = None) -> Any:
+        return build(data_batch=spec if iterator is not None else data_batch)
+
+    model._maybe_symbolic_build = maybe_symbolic_build
+    model.train_step = lambda data: rank_one(train_step(data))
+    model.test_step = lambda data: rank_one(test_step(data))
+    model._xferclass_multi_worker = True
+
+
+def _order_seed(seed: int | None, strategy: Any) -> int | None:
+    """The seed that shuffles the cached rows: fixed when several workers must agree.
+
+    Each worker shuffles its own copy of the cache and takes its share of every
+    batch; with different orders some images would be seen twice an epoch and
+    others not at all.
+    """
+    return 0 if seed is None and _multi_worker(strategy) else seed
 
 
 def _shuffled(dataset: tf.data.Dataset) -> bool:
@@ -279,6 +369,8 @@ def _run_fit(
                 monitor=monitor, mode="max", patience=int(early_stopping), restore_best_weights=True
             )
         )
+    if _multi_worker(_strategy_of(fitted, None)):
+        _fix_multi_worker_fit(fitted, train)
     interrupted = False
     try:
         fitted.fit(
@@ -522,7 +614,9 @@ def fit(
             return _run_fit(
                 head,
                 model,
-                cached_train.dataset(shuffle=_shuffled(train) or views > 1, seed=seed),
+                cached_train.dataset(
+                    shuffle=_shuffled(train) or views > 1, seed=_order_seed(seed, strategy)
+                ),
                 cached_validation.dataset(shuffle=False, seed=None) if cached_validation else None,
                 epochs=epochs,
                 callbacks=callbacks,
@@ -680,103 +774,169 @@ def fine_tune(
         raise ValueError(f"cache_dtype={cache_dtype!r} must be 'auto', 'float32' or 'float16'")
     if cache not in ("auto", True, False):
         raise ValueError(f"cache={cache!r} must be 'auto', True or False")
+    if isinstance(augment_views, bool) or not isinstance(augment_views, int) or augment_views < 1:
+        raise ValueError(f"augment_views={augment_views!r} must be a positive int")
     backbone = parts.backbone
     first = _first_unfrozen(backbone.layers, unfreeze)
     checkpoint_path = _checkpoint_path(checkpoint)
     loud = _verbosity(verbose)
     strategy = _strategy_of(model, strategy)
-    common = dict(
-        callbacks=callbacks, checkpoint=checkpoint_path, early_stopping=early_stopping,
-        verbose=verbose, cache=cache, augment=augment, augment_views=augment_views,
-        cache_memory=cache_memory, cache_dir=cache_dir, seed=seed, strategy=strategy,
-        jit_compile=jit_compile,
-    )  # fmt: skip
+    augmentation = make_augmentation(augment, seed)
+    store_class_names(model, getattr(train, "class_names", None))
+    monitor = "val_accuracy" if validation is not None else "accuracy"
 
+    if cache is False:
+        return _fine_tune_uncached(
+            model, parts, train, validation, first=first, head_epochs=head_epochs,
+            epochs=epochs, learning_rate=learning_rate, head_learning_rate=head_learning_rate,
+            augmentation=augmentation, callbacks=callbacks, checkpoint=checkpoint_path,
+            early_stopping=early_stopping, verbose=loud, strategy=strategy,
+            jit_compile=jit_compile, monitor=monitor,
+        )  # fmt: skip
+
+    # Everything below the cut is frozen in both phases: run it once.
+    parts.wrapper.trainable = False
+    cut, top = _find_cut(backbone, first)
+    with _scope(strategy):
+        inputs = keras.Input(model.input_shape[1:])
+        bottom = keras.Model(backbone.input, cut)
+        extractor = keras.Model(inputs, InferenceMode(bottom)(parts.preprocessing(inputs)))
+        top_input = keras.Input(tuple(cut.shape[1:]), name="cut_input")
+        top_output = InferenceMode(top, name="backbone_top")(top_input)
+        pooled = keras.Model(top_input, parts.head[0](top_output))
+        x = top_output
+        for layer in parts.head:
+            x = layer(x)
+        trained = keras.Model(top_input, x, name="top")
+        head = _head_model(parts.head[1:], pooled.output, strategy, "head")
+    budget = _Budget(memory_limit_from_env(cache_memory))
+    views = 1 + (augment_views if augmentation is not None else 0)
+    dtype = cache_dtype
+    if dtype == "auto":
+        images = len(getattr(train, "file_paths", [])) or None
+        row_bytes = 4 * int(np.prod(cut.shape[1:]))
+        fits = images is None or images * views * row_bytes <= budget.left
+        dtype = "float32" if fits else "float16"
+    _say(loud, f"caching activations at the cut {tuple(cut.shape[1:])} in {dtype}")
+    augment_fn = (lambda x: augmentation(x, training=True)) if augmentation else None
+    shuffle = _shuffled(train) or views > 1
     past: dict[str, list[float]] = {}
+    best: float | None = None
+    with CacheDirectory(cache_dir) as folder:
+        at_cut = cache_split(
+            extractor.predict_on_batch, _ordered(train), name="train", directory=folder,
+            budget=budget, augment=augment_fn, views=views, dtype=dtype, verbose=loud,
+        )  # fmt: skip
+        at_cut_validation: CachedSplit | None = None
+        if validation is not None:
+            at_cut_validation = cache_split(
+                extractor.predict_on_batch, validation, name="validation", directory=folder,
+                budget=budget, dtype=dtype, verbose=loud,
+            )  # fmt: skip
+        splits = [at_cut, at_cut_validation]
+        try:
+            if head_epochs:
+                _say(loud, f"phase 1: training the head for {head_epochs} epochs, backbone frozen")
+                features = at_cut.map_views(pooled.predict_on_batch, folder, budget)
+                splits.append(features)
+                features_validation = None
+                if at_cut_validation is not None:
+                    features_validation = at_cut_validation.map_views(
+                        pooled.predict_on_batch, folder, budget
+                    )
+                    splits.append(features_validation)
+                with _scope(strategy):
+                    _compile(model, head_learning_rate, jit_compile)
+                    _compile(head, head_learning_rate, jit_compile, optimizer=model.optimizer)
+                phase1 = _run_fit(
+                    head, model, features.dataset(shuffle=shuffle, seed=seed),
+                    features_validation.dataset(shuffle=False, seed=None)
+                    if features_validation else None,
+                    epochs=head_epochs, callbacks=callbacks, checkpoint=checkpoint_path,
+                    early_stopping=early_stopping, verbose=loud, resume_state=(0, None, {}),
+                )  # fmt: skip
+                past = {key: list(values) for key, values in phase1.history.items()}
+                if getattr(phase1, "interrupted", False):
+                    phase1.history["phase"] = [1.0] * len(phase1.epoch)
+                    return phase1
+                best = max(past[monitor]) if past.get(monitor) else None
+            done = len(next(iter(past.values()), []))
+            unfrozen = _unfreeze(parts.wrapper, backbone, first)
+            _say(
+                loud,
+                f"phase 2: fine-tuning {len(unfrozen)} backbone layers from "
+                f"{backbone.layers[first].name!r} on, for {epochs} epochs at learning rate "
+                f"{learning_rate:g}, on the cached activations",
+            )
+            with _scope(strategy):
+                optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+                _compile(model, learning_rate, jit_compile, optimizer=optimizer)
+                _compile(trained, learning_rate, jit_compile, optimizer=optimizer)
+            history = _run_fit(
+                trained, model, at_cut.dataset(shuffle=shuffle, seed=seed),
+                at_cut_validation.dataset(shuffle=False, seed=None) if at_cut_validation else None,
+                epochs=done + epochs, callbacks=callbacks, checkpoint=checkpoint_path,
+                early_stopping=early_stopping, verbose=loud, resume_state=(done, best, past),
+            )  # fmt: skip
+        finally:
+            for split in splits:
+                if split is not None:
+                    split.close()
+    history.history["phase"] = [1.0] * done + [2.0] * (len(history.epoch) - done)
+    return history
+
+
+def _fine_tune_uncached(
+    model: keras.Model,
+    parts: Any,
+    train: tf.data.Dataset,
+    validation: tf.data.Dataset | None,
+    *,
+    first: int,
+    head_epochs: int,
+    epochs: int,
+    learning_rate: float,
+    head_learning_rate: float,
+    augmentation: keras.Sequential | None,
+    callbacks: Sequence[keras.callbacks.Callback] | None,
+    checkpoint: str | None,
+    early_stopping: int | None,
+    verbose: int,
+    strategy: Any,
+    jit_compile: Any,
+    monitor: str,
+) -> keras.callbacks.History:
+    """Both phases through the whole network, as plain Keras fine-tuning does."""
+    source = train
+    if augmentation is not None:
+        source = train.map(
+            lambda x, y, *rest: (augmentation(x, training=True), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        ).prefetch(tf.data.AUTOTUNE)
+    run = dict(
+        callbacks=callbacks, checkpoint=checkpoint, early_stopping=early_stopping,
+        verbose=verbose,
+    )  # fmt: skip
+    past: dict[str, list[float]] = {}
+    best = None
     if head_epochs:
-        _say(loud, f"phase 1: training the head for {head_epochs} epochs, backbone frozen")
+        _say(verbose, f"phase 1: training the head for {head_epochs} epochs, backbone frozen")
         parts.wrapper.trainable = False
         with _scope(strategy):
             _compile(model, head_learning_rate, jit_compile)
-        phase1 = fit(model, train, validation, epochs=head_epochs,
-                     cache_dtype="float32", **common)  # type: ignore[arg-type]  # fmt: skip
+        phase1 = _run_fit(model, model, source, validation, epochs=head_epochs,
+                          resume_state=(0, None, {}), **run)  # type: ignore[arg-type]  # fmt: skip
         past = {key: list(values) for key, values in phase1.history.items()}
         if getattr(phase1, "interrupted", False):
             phase1.history["phase"] = [1.0] * len(phase1.epoch)
             return phase1
+        best = max(past[monitor]) if past.get(monitor) else None
     done = len(next(iter(past.values()), []))
-    monitor = "val_accuracy" if validation is not None else "accuracy"
-    best = max(past[monitor]) if past.get(monitor) else None
-
-    unfrozen = _unfreeze(parts.wrapper, backbone, first)
-    _say(
-        loud,
-        f"phase 2: fine-tuning {len(unfrozen)} backbone layers from {backbone.layers[first].name!r} "
-        f"on, for {epochs} epochs at learning rate {learning_rate:g}",
-    )
+    unfrozen = _unfreeze(parts.wrapper, parts.backbone, first)
+    _say(verbose, f"phase 2: fine-tuning {len(unfrozen)} backbone layers for {epochs} epochs")
     with _scope(strategy):
-        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
-        _compile(model, learning_rate, jit_compile, optimizer=optimizer)
-    augmentation = make_augmentation(augment, seed)
-    resume_state = (done, best, past)
-    run = dict(
-        epochs=done + epochs, callbacks=callbacks, checkpoint=checkpoint_path,
-        early_stopping=early_stopping, verbose=loud, resume_state=resume_state,
-    )  # fmt: skip
-
-    if cache is False:
-        source = train
-        if augmentation is not None:
-            source = train.map(lambda x, y, *r: (augmentation(x, training=True), y))
-        history = _run_fit(model, model, source, validation, **run)  # type: ignore[arg-type]
-    else:
-        cut, top = _find_cut(backbone, first)
-        with _scope(strategy):
-            inputs = keras.Input(model.input_shape[1:])
-            bottom = keras.Model(backbone.input, cut)
-            features = InferenceMode(bottom)(parts.preprocessing(inputs))
-            extractor = keras.Model(inputs, features)
-            top_input = keras.Input(tuple(cut.shape[1:]), name="cut_input")
-            x = InferenceMode(top, name="backbone_top")(top_input)
-            for layer in parts.head:
-                x = layer(x)
-            trained = keras.Model(top_input, x, name="top")
-            _compile(trained, learning_rate, jit_compile, optimizer=optimizer)
-        budget = _Budget(memory_limit_from_env(cache_memory))
-        row_bytes = 4 * int(np.prod(cut.shape[1:]))
-        views = 1 + (augment_views if augmentation is not None else 0)
-        images = len(getattr(train, "file_paths", [])) or None
-        dtype = cache_dtype
-        if dtype == "auto":
-            fits = images is None or images * views * row_bytes <= budget.left
-            dtype = "float32" if fits else "float16"
-        _say(loud, f"caching activations at the cut {tuple(cut.shape[1:])} in {dtype}")
-        augment_fn = (lambda x: augmentation(x, training=True)) if augmentation else None
-        with CacheDirectory(cache_dir) as folder:
-            cached_train = cache_split(
-                extractor.predict_on_batch, _ordered(train), name="train", directory=folder,
-                budget=budget, augment=augment_fn, views=views, dtype=dtype, verbose=loud,
-            )  # fmt: skip
-            cached_validation: CachedSplit | None = None
-            if validation is not None:
-                cached_validation = cache_split(
-                    extractor.predict_on_batch, validation, name="validation", directory=folder,
-                    budget=budget, dtype=dtype, verbose=loud,
-                )  # fmt: skip
-            try:
-                history = _run_fit(
-                    trained,
-                    model,
-                    cached_train.dataset(shuffle=_shuffled(train) or views > 1, seed=seed),
-                    cached_validation.dataset(shuffle=False, seed=None)
-                    if cached_validation
-                    else None,
-                    **run,  # type: ignore[arg-type]
-                )
-            finally:
-                cached_train.close()
-                if cached_validation is not None:
-                    cached_validation.close()
-    count = len(history.epoch)
-    history.history["phase"] = [1.0] * done + [2.0] * (count - done)
+        _compile(model, learning_rate, jit_compile)
+    history = _run_fit(model, model, source, validation, epochs=done + epochs,
+                       resume_state=(done, best, past), **run)  # type: ignore[arg-type]  # fmt: skip
+    history.history["phase"] = [1.0] * done + [2.0] * (len(history.epoch) - done)
     return history
