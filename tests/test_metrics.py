@@ -3,12 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import tiny_arrays, tiny_dataset, tiny_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 import xferclass
+from helpers import tiny_arrays, tiny_dataset, tiny_model
 from xferclass.metrics import collect_predictions, regression_metrics
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from helpers import SIZE, tiny_model
 
 import xferclass
+from helpers import SIZE, tiny_model
 from xferclass.layers import Preprocessing
 from xferclass.models import split_classifier
 

@@ -8,9 +8,9 @@ import zipfile
 
 import numpy as np
 import pytest
-from helpers import tiny_arrays, tiny_dataset, tiny_model
 
 import xferclass
+from helpers import tiny_arrays, tiny_dataset, tiny_model
 
 
 def test_save_and_load_in_a_fresh_process_gives_the_same_predictions(tmp_path):
@@ -31,7 +31,9 @@ def test_save_and_load_in_a_fresh_process_gives_the_same_predictions(tmp_path):
         print(json.dumps([layer.__class__.__name__ for layer in model.layers]))
         """
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     layers = json.loads(done.stdout.strip().splitlines()[-1])
     assert "Lambda" not in layers and "Preprocessing" in layers and "InferenceMode" in layers

@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import CLASSES, SIZE, tiny_arrays, tiny_dataset, tiny_model, twin
 
 import xferclass
+from helpers import SIZE, tiny_arrays, tiny_dataset, tiny_model, twin
 from xferclass import _cache
 from xferclass.models import split_classifier
 
@@ -45,7 +45,9 @@ def test_cached_fit_equals_plain_keras_fit():
     theirs = _plain_fit(plain, train, validation, epochs=3)
     assert _max_weight_difference(cached, plain) < 1e-5
     images, _ = tiny_arrays(12, seed=3)
-    np.testing.assert_allclose(cached.predict(images, verbose=0), plain.predict(images, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        cached.predict(images, verbose=0), plain.predict(images, verbose=0), atol=1e-5
+    )
     for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
         np.testing.assert_allclose(ours.history[key], theirs.history[key], rtol=1e-4, atol=1e-5)
 
@@ -83,7 +85,9 @@ def test_cache_spills_to_disk_and_cleans_up(tmp_path, monkeypatch):
     in_memory = tiny_model()
     spilled = twin(in_memory)
     xferclass.fit(in_memory, tiny_dataset(), epochs=2, verbose=0)
-    xferclass.fit(spilled, tiny_dataset(), epochs=2, verbose=0, cache_memory=1000, cache_dir=tmp_path)
+    xferclass.fit(
+        spilled, tiny_dataset(), epochs=2, verbose=0, cache_memory=1000, cache_dir=tmp_path
+    )
     assert seen == [False, True]
     assert list(tmp_path.iterdir()) == []  # the spill folder is removed afterwards
     assert _max_weight_difference(in_memory, spilled) < 1e-6
@@ -99,7 +103,9 @@ def test_float16_cache_is_close():
 
 def test_augmented_views_are_cached_and_training_runs(capsys):
     model = tiny_model()
-    history = xferclass.fit(model, tiny_dataset(), epochs=2, augment="light", augment_views=2, seed=0)
+    history = xferclass.fit(
+        model, tiny_dataset(), epochs=2, augment="light", augment_views=2, seed=0
+    )
     out = capsys.readouterr().out
     assert "augmented view 1" in out and "augmented view 2" in out
     assert len(history.history["loss"]) == 2
@@ -124,9 +130,18 @@ def test_augmentation_presets():
 def test_fine_tune_cut_cache_equals_plain_fine_tuning():
     a = tiny_model()
     b = twin(a)
-    ha = xferclass.fine_tune(a, tiny_dataset(), tiny_dataset(), head_epochs=1, epochs=2, unfreeze=6, verbose=0)
+    ha = xferclass.fine_tune(
+        a, tiny_dataset(), tiny_dataset(), head_epochs=1, epochs=2, unfreeze=6, verbose=0
+    )
     hb = xferclass.fine_tune(
-        b, tiny_dataset(), tiny_dataset(), head_epochs=1, epochs=2, unfreeze=6, verbose=0, cache=False
+        b,
+        tiny_dataset(),
+        tiny_dataset(),
+        head_epochs=1,
+        epochs=2,
+        unfreeze=6,
+        verbose=0,
+        cache=False,
     )
     assert ha.history["phase"] == [1.0, 2.0, 2.0]
     assert _max_weight_difference(a, b) < 1e-5
@@ -143,7 +158,9 @@ def test_fine_tune_cut_cache_equals_plain_fine_tuning():
 def test_fine_tune_changes_only_the_unfrozen_layers():
     model = tiny_model()
     parts = split_classifier(model)
-    before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in parts.backbone.layers}
+    before = {
+        layer.name: [w.copy() for w in layer.get_weights()] for layer in parts.backbone.layers
+    }
     xferclass.fine_tune(model, tiny_dataset(), head_epochs=0, epochs=1, unfreeze=0.3, verbose=0,
                         learning_rate=1e-2)  # fmt: skip
     changed = {
@@ -201,7 +218,9 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
     images, labels = tiny_arrays(16)
     labels[0, 0] = np.nan
     poisoned = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
-    with pytest.raises(xferclass.TrainingError, match="loss became nan.*last good checkpoint") as info:
+    with pytest.raises(
+        xferclass.TrainingError, match="loss became nan.*last good checkpoint"
+    ) as info:
         xferclass.fit(model, poisoned, tiny_dataset(), epochs=3, checkpoint=path, verbose=0,
                       cache=False)  # fmt: skip
     assert info.value.history is not None

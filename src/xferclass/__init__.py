@@ -18,6 +18,7 @@ from ._errors import (
     XferclassError,
 )
 from ._registry import BackboneSpec, get_backbone, list_backbones, register_backbone
+
 # from .data import load_image_dataset  (enabled once data.py lands)
 from .inference import Predictions, predict
 from .layers import Preprocessing

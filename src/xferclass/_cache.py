@@ -199,7 +199,9 @@ class CachedSplit:
         for store in self.stores:
             out: ActivationStore | None = None
             for start in range(0, n, self.batch_size):
-                rows = np.asarray(function(store.take(np.arange(start, min(n, start + self.batch_size)))))
+                rows = np.asarray(
+                    function(store.take(np.arange(start, min(n, start + self.batch_size))))
+                )
                 if out is None:
                     out = ActivationStore(rows.shape[1:], np.float32, budget, directory.path)
                 out.append(rows)

@@ -100,7 +100,9 @@ def _image_batches(
         tensor = tensor[..., :3]
     dataset = tf.data.Dataset.from_tensor_slices(tf.cast(tensor, tf.float32)).batch(batch_size)
     if tuple(array.shape[1:3]) != size:
-        dataset = dataset.map(lambda x: tf.image.resize(x, size), num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(
+            lambda x: tf.image.resize(x, size), num_parallel_calls=tf.data.AUTOTUNE
+        )
     return dataset, None
 
 

@@ -77,9 +77,7 @@ def regression_metrics(labels: Any, probabilities: Any) -> dict[str, float]:
     y = np.asarray(labels, dtype=np.float64)
     p = np.asarray(probabilities, dtype=np.float64)
     if y.shape != p.shape or y.ndim != 2:
-        raise ValueError(
-            f"labels {y.shape} and probabilities {p.shape} must both be (n, k) arrays"
-        )
+        raise ValueError(f"labels {y.shape} and probabilities {p.shape} must both be (n, k) arrays")
     error = y - p
     mse = float(np.mean(error**2))
     residual = np.sum(error**2, axis=0)

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from ._cache import CacheDirectory, CachedSplit, _Budget, cache_split, memory_limit_from_env
 from ._common import check_class_count, require_dataset, store_class_names
-from ._errors import DatasetError, ModelFileError, TrainingError
+from ._errors import ModelFileError, TrainingError
 from .layers import InferenceMode
 from .models import POOL, split_classifier
 
@@ -71,14 +71,18 @@ def make_augmentation(augment: Any, seed: int | None = None) -> keras.Sequential
             stack += [
                 layers.RandomRotation(0.05 * strength, seed=seed, name="rotation"),
                 layers.RandomZoom(0.1 * strength, seed=seed, name="zoom"),
-                layers.RandomTranslation(0.1 * strength, 0.1 * strength, seed=seed, name="translation"),
+                layers.RandomTranslation(
+                    0.1 * strength, 0.1 * strength, seed=seed, name="translation"
+                ),
             ]
         if augment == "strong":
             stack.append(layers.RandomContrast(0.2, seed=seed, name="contrast"))
         return keras.Sequential(stack, name=f"augment_{augment}")
     if isinstance(augment, keras.layers.Layer):
         return augment if isinstance(augment, keras.Sequential) else keras.Sequential([augment])
-    if isinstance(augment, (list, tuple)) and all(isinstance(a, keras.layers.Layer) for a in augment):
+    if isinstance(augment, (list, tuple)) and all(
+        isinstance(a, keras.layers.Layer) for a in augment
+    ):
         return keras.Sequential(list(augment), name="augment")
     raise ValueError(f"augment={augment!r} is not a preset name, a Keras layer or a list of layers")
 
@@ -196,7 +200,9 @@ class _Training(keras.callbacks.Callback):
         )
 
 
-def _compile(model: keras.Model, learning_rate: float, jit_compile: Any, optimizer: Any = None) -> None:
+def _compile(
+    model: keras.Model, learning_rate: float, jit_compile: Any, optimizer: Any = None
+) -> None:
     model.compile(
         optimizer=optimizer or keras.optimizers.Adam(learning_rate=learning_rate),
         loss="categorical_crossentropy",
@@ -358,9 +364,7 @@ def _run_fit(
 ) -> keras.callbacks.History:
     initial_epoch, best, past = resume_state
     monitor = "val_accuracy" if validation is not None else "accuracy"
-    guard = _Training(
-        full_model, checkpoint=checkpoint, monitor=monitor, best=best, history=past
-    )
+    guard = _Training(full_model, checkpoint=checkpoint, monitor=monitor, best=best, history=past)
     history = keras.callbacks.History()
     extra: list[keras.callbacks.Callback] = [guard, history]
     if early_stopping:
@@ -389,7 +393,7 @@ def _run_fit(
     history.history = {key: list(values) for key, values in guard.past.items()}
     history.epoch = list(range(len(next(iter(history.history.values()), []))))
     history.set_model(full_model)
-    history.interrupted = interrupted  # type: ignore[attr-defined]
+    history.interrupted = interrupted
     if guard.bad_loss is not None:
         epoch, batch, loss = guard.bad_loss
         kept = ""
@@ -406,7 +410,9 @@ def _run_fit(
     return history
 
 
-def _validate_common(model: Any, train: Any, validation: Any, epochs: Any, learning_rate: Any) -> None:
+def _validate_common(
+    model: Any, train: Any, validation: Any, epochs: Any, learning_rate: Any
+) -> None:
     if not isinstance(model, keras.Model):
         raise TypeError(f"model must be a keras.Model; got {type(model).__name__}")
     require_dataset(train, "train")
@@ -429,9 +435,7 @@ def _checkpoint_path(checkpoint: Any) -> str | None:
     return path
 
 
-def _head_model(
-    layers: Sequence[Any], start_output: Any, strategy: Any, name: str
-) -> keras.Model:
+def _head_model(layers: Sequence[Any], start_output: Any, strategy: Any, name: str) -> keras.Model:
     """A model from ``start_output``'s shape through ``layers``, which it shares."""
     with _scope(strategy):
         inputs = keras.Input(shape=tuple(start_output.shape[1:]), name=f"{name}_input")
@@ -640,7 +644,9 @@ def _first_unfrozen(layers: list[Any], unfreeze: Any) -> int:
         raise ValueError(f"unfreeze={unfreeze!r} must be a layer count, a fraction or a layer name")
     if isinstance(unfreeze, int):
         if not 1 <= unfreeze <= count:
-            raise ValueError(f"unfreeze={unfreeze!r} must be between 1 and {count} (backbone layers)")
+            raise ValueError(
+                f"unfreeze={unfreeze!r} must be between 1 and {count} (backbone layers)"
+            )
         return count - unfreeze
     if isinstance(unfreeze, float):
         if not 0.0 < unfreeze <= 1.0:
