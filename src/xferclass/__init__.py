@@ -18,8 +18,7 @@ from ._errors import (
     XferclassError,
 )
 from ._registry import BackboneSpec, get_backbone, list_backbones, register_backbone
-
-# from .data import load_image_dataset  (enabled once data.py lands)
+from .data import SkippedFilesWarning, is_image_file, load_image_dataset, read_images
 from .inference import Predictions, predict
 from .layers import Preprocessing
 from .metrics import evaluate_regression_style
@@ -36,6 +35,7 @@ __all__ = [
     "ModelFileError",
     "Predictions",
     "Preprocessing",
+    "SkippedFilesWarning",
     "TrainingError",
     "WeightsUnavailableError",
     "XferclassError",
@@ -45,11 +45,13 @@ __all__ = [
     "fine_tune",
     "fit",
     "get_backbone",
+    "is_image_file",
     "list_backbones",
-    # "load_image_dataset",
+    "load_image_dataset",
     "load_model",
     "make_augmentation",
     "predict",
+    "read_images",
     "register_backbone",
     "save_model",
 ]

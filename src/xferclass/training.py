@@ -826,36 +826,37 @@ def fine_tune(
     _say(loud, f"caching activations at the cut {tuple(cut.shape[1:])} in {dtype}")
     augment_fn = (lambda x: augmentation(x, training=True)) if augmentation else None
     shuffle = _shuffled(train) or views > 1
+    order_seed = _order_seed(seed, strategy)
     past: dict[str, list[float]] = {}
     best: float | None = None
     with CacheDirectory(cache_dir) as folder:
         at_cut = cache_split(
-            extractor.predict_on_batch, _ordered(train), name="train", directory=folder,
+            _forward(extractor, strategy), _ordered(train), name="train", directory=folder,
             budget=budget, augment=augment_fn, views=views, dtype=dtype, verbose=loud,
         )  # fmt: skip
         at_cut_validation: CachedSplit | None = None
         if validation is not None:
             at_cut_validation = cache_split(
-                extractor.predict_on_batch, validation, name="validation", directory=folder,
+                _forward(extractor, strategy), validation, name="validation", directory=folder,
                 budget=budget, dtype=dtype, verbose=loud,
             )  # fmt: skip
         splits = [at_cut, at_cut_validation]
         try:
             if head_epochs:
                 _say(loud, f"phase 1: training the head for {head_epochs} epochs, backbone frozen")
-                features = at_cut.map_views(pooled.predict_on_batch, folder, budget)
+                features = at_cut.map_views(_forward(pooled, strategy), folder, budget)
                 splits.append(features)
                 features_validation = None
                 if at_cut_validation is not None:
                     features_validation = at_cut_validation.map_views(
-                        pooled.predict_on_batch, folder, budget
+                        _forward(pooled, strategy), folder, budget
                     )
                     splits.append(features_validation)
                 with _scope(strategy):
                     _compile(model, head_learning_rate, jit_compile)
                     _compile(head, head_learning_rate, jit_compile, optimizer=model.optimizer)
                 phase1 = _run_fit(
-                    head, model, features.dataset(shuffle=shuffle, seed=seed),
+                    head, model, features.dataset(shuffle=shuffle, seed=order_seed),
                     features_validation.dataset(shuffle=False, seed=None)
                     if features_validation else None,
                     epochs=head_epochs, callbacks=callbacks, checkpoint=checkpoint_path,
@@ -879,7 +880,7 @@ def fine_tune(
                 _compile(model, learning_rate, jit_compile, optimizer=optimizer)
                 _compile(trained, learning_rate, jit_compile, optimizer=optimizer)
             history = _run_fit(
-                trained, model, at_cut.dataset(shuffle=shuffle, seed=seed),
+                trained, model, at_cut.dataset(shuffle=shuffle, seed=order_seed),
                 at_cut_validation.dataset(shuffle=False, seed=None) if at_cut_validation else None,
                 epochs=done + epochs, callbacks=callbacks, checkpoint=checkpoint_path,
                 early_stopping=early_stopping, verbose=loud, resume_state=(done, best, past),
