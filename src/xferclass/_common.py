@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -72,3 +73,32 @@ def store_class_names(model: keras.Model, class_names: Any) -> None:
     for layer in model.layers:
         if isinstance(layer, Preprocessing):
             layer.class_names = [str(name) for name in class_names]
+
+
+def forward_function(sub: keras.Model, strategy: Any = None) -> Callable[[tf.Tensor], Any]:
+    """``sub``'s inference on one batch, computed whole by this process.
+
+    Without a strategy this is ``predict_on_batch``. Under a strategy it cannot
+    be: Keras hands the whole batch to every replica and concatenates their
+    outputs (across workers too), so each row would come back once per replica.
+    Instead each process runs the batch itself, split among its own devices and
+    with no collective communication: every worker caches the whole split, and
+    the training on the cache is what gets distributed.
+    """
+    if strategy is None:
+        strategy = getattr(sub, "_distribute_strategy", None)
+    if strategy is None or strategy.num_replicas_in_sync == 1:
+        return sub.predict_on_batch
+    devices = list(getattr(strategy.extended, "worker_devices", ())) or [None]
+
+    @tf.function(reduce_retracing=True)
+    def forward(images: tf.Tensor) -> tf.Tensor:
+        share = -(-tf.shape(images)[0] // len(devices))
+        outputs = []
+        for index, device in enumerate(devices):
+            with tf.device(device):
+                part = images[index * share : (index + 1) * share]
+                outputs.append(sub(part, training=False))
+        return tf.concat(outputs, axis=0)
+
+    return forward

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ._common import model_class_names
+from ._common import forward_function, model_class_names
 from ._errors import DatasetError
 
 __all__ = ["predict", "Predictions"]
@@ -157,10 +157,11 @@ def predict(
         )
     dataset, sources = _image_batches(images, _input_size(model), batch_size)
     steps = int(dataset.cardinality())
+    forward = forward_function(model)
     progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose)
     chunks = []
     for step, batch in enumerate(dataset.prefetch(tf.data.AUTOTUNE), start=1):
-        chunks.append(np.asarray(model.predict_on_batch(batch), dtype=np.float32))
+        chunks.append(np.asarray(forward(batch), dtype=np.float32))
         progress.update(step)
     if not chunks:
         raise DatasetError("images is empty: there is nothing to predict")

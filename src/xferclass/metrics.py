@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ._common import check_class_count, require_dataset
+from ._common import check_class_count, forward_function, require_dataset
 
 __all__ = ["evaluate_regression_style", "collect_predictions", "regression_metrics"]
 
@@ -43,10 +43,11 @@ def collect_predictions(
     labels: list[np.ndarray] = []
     probabilities: list[np.ndarray] = []
     steps = int(dataset.cardinality())
+    forward = forward_function(model)
     progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose)
     batches = dataset.map(lambda x, y, *rest: (x, y)).prefetch(tf.data.AUTOTUNE)
     for step, (x, y) in enumerate(batches, start=1):
-        probabilities.append(np.asarray(model.predict_on_batch(x), dtype=np.float64))
+        probabilities.append(np.asarray(forward(x), dtype=np.float64))
         labels.append(np.asarray(y, dtype=np.float64))
         progress.update(step)
     if not labels:

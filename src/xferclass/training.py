@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from ._cache import CacheDirectory, CachedSplit, _Budget, cache_split, memory_limit_from_env
-from ._common import check_class_count, require_dataset, store_class_names
+from ._common import check_class_count, forward_function, require_dataset, store_class_names
 from ._errors import ModelFileError, TrainingError
 from .layers import InferenceMode
 from .models import POOL, split_classifier
@@ -257,34 +257,7 @@ def _scope(strategy: Any) -> Any:
 
 
 def _extractor(model: keras.Model, output: Any, strategy: Any) -> Callable[[tf.Tensor], Any]:
-    return _forward(keras.Model(model.input, output), strategy)
-
-
-def _forward(sub: keras.Model, strategy: Any) -> Callable[[tf.Tensor], Any]:
-    """``sub``'s inference on one batch, computed whole by this process.
-
-    Without a strategy this is ``predict_on_batch``. Under a strategy it cannot
-    be: Keras hands the whole batch to every replica and concatenates their
-    outputs (across workers too), so each row would come back once per replica.
-    Instead each process runs the batch itself, split among its own devices and
-    with no collective communication: every worker caches the whole split, and
-    the training on the cache is what gets distributed.
-    """
-    if strategy is None:
-        return sub.predict_on_batch
-    devices = list(getattr(strategy.extended, "worker_devices", ())) or [None]
-
-    @tf.function(reduce_retracing=True)
-    def forward(images: tf.Tensor) -> tf.Tensor:
-        share = -(-tf.shape(images)[0] // len(devices))
-        outputs = []
-        for index, device in enumerate(devices):
-            with tf.device(device):
-                part = images[index * share : (index + 1) * share]
-                outputs.append(sub(part, training=False))
-        return tf.concat(outputs, axis=0)
-
-    return forward
+    return forward_function(keras.Model(model.input, output), strategy)
 
 
 def _multi_worker(strategy: Any) -> bool:
@@ -831,25 +804,25 @@ def fine_tune(
     best: float | None = None
     with CacheDirectory(cache_dir) as folder:
         at_cut = cache_split(
-            _forward(extractor, strategy), _ordered(train), name="train", directory=folder,
+            forward_function(extractor, strategy), _ordered(train), name="train", directory=folder,
             budget=budget, augment=augment_fn, views=views, dtype=dtype, verbose=loud,
         )  # fmt: skip
         at_cut_validation: CachedSplit | None = None
         if validation is not None:
             at_cut_validation = cache_split(
-                _forward(extractor, strategy), validation, name="validation", directory=folder,
-                budget=budget, dtype=dtype, verbose=loud,
+                forward_function(extractor, strategy), validation, name="validation",
+                directory=folder, budget=budget, dtype=dtype, verbose=loud,
             )  # fmt: skip
         splits = [at_cut, at_cut_validation]
         try:
             if head_epochs:
                 _say(loud, f"phase 1: training the head for {head_epochs} epochs, backbone frozen")
-                features = at_cut.map_views(_forward(pooled, strategy), folder, budget)
+                features = at_cut.map_views(forward_function(pooled, strategy), folder, budget)
                 splits.append(features)
                 features_validation = None
                 if at_cut_validation is not None:
                     features_validation = at_cut_validation.map_views(
-                        _forward(pooled, strategy), folder, budget
+                        forward_function(pooled, strategy), folder, budget
                     )
                     splits.append(features_validation)
                 with _scope(strategy):
