@@ -58,7 +58,7 @@ class ActivationStore:
         self._budget = budget
         self._directory = directory
         self._chunks: list[np.ndarray] = []
-        self._array: np.ndarray | None = None
+        self._starts: np.ndarray | None = None  # first row of each in-memory chunk
         self._file: Any = None
         self._fd: int | None = None
         self.count = 0
@@ -97,14 +97,21 @@ class ActivationStore:
             self._file.close()
             self._fd = os.open(self._file.name, os.O_RDONLY)
         else:
-            empty = np.zeros((0, *self.row_shape), self.dtype)
-            self._array = np.concatenate(self._chunks) if self._chunks else empty
-            self._chunks = []
+            # The chunks stay as they are: concatenating them would need twice
+            # the memory for a moment, and freed heap is not always given back.
+            sizes = [len(chunk) for chunk in self._chunks]
+            self._starts = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
 
     def take(self, indices: np.ndarray) -> np.ndarray:
         """Rows at ``indices``, as float32."""
-        if self._array is not None:
-            return self._array[indices].astype(np.float32, copy=False)
+        if self._starts is not None:
+            indices = np.asarray(indices, dtype=np.int64)
+            chunk_of = np.searchsorted(self._starts, indices, side="right") - 1
+            out = np.empty((len(indices), *self.row_shape), np.float32)
+            for chunk in np.unique(chunk_of):
+                mask = chunk_of == chunk
+                out[mask] = self._chunks[chunk][indices[mask] - self._starts[chunk]]
+            return out
         assert self._fd is not None
         out = np.empty((len(indices), *self.row_shape), self.dtype)
         flat = out.reshape(len(indices), -1).view(np.uint8)
@@ -117,7 +124,8 @@ class ActivationStore:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        self._array = None
+        self._chunks = []
+        self._starts = None
 
 
 class CachedSplit:

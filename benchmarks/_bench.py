@@ -1,0 +1,322 @@
+"""Helpers shared by the ``bench_*.py`` scripts (not a benchmark itself).
+
+- :func:`machine` describes the machine and software (CPU model, cores, load
+  average, versions, date) for the report;
+- :func:`image_folder` gives a folder of labelled images: the real clothing
+  data (or a stratified subset of it, as symbolic links), else generated JPEGs;
+- :func:`forward_rate` measures a model's forward images/s on prefetched batches;
+- :func:`write_section` writes one script's section of ``docs/benchmarks.md``
+  between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` markers.
+"""
+
+from __future__ import annotations
+
+import datetime as _datetime
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "benchmarks.md"
+CLOTHING = Path(
+    os.environ.get("XFERCLASS_CLOTHING", str(ROOT.parent / "shared/data/clothing-dataset-small"))
+)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+HEADER = """# Benchmarks
+
+<!-- Sections between BEGIN/END markers are rewritten by the scripts in benchmarks/. -->
+"""
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ start-up chatter (call before importing it)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# ------------------------------------------------------------------------------ machine
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cores() -> str:
+    logical = os.cpu_count() or 0
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = logical
+    return f"{usable}" if usable == logical else f"{usable} usable of {logical}"
+
+
+def load_average() -> str:
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "n/a"
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
+def versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    import xferclass
+
+    return {
+        "Python": platform.python_version(),
+        "TensorFlow": tf.__version__,
+        "Keras": keras.__version__,
+        "xferclass": xferclass.__version__,
+    }
+
+
+def command() -> str:
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)
+    return shlex.join(["python", script, *sys.argv[1:]])
+
+
+class Machine:
+    """What the report says about where and when it ran; ``finish()`` at the end."""
+
+    def __init__(self) -> None:
+        self.started = _datetime.datetime.now().astimezone()
+        self.load_start = load_average()
+        self.load_end = ""
+        self.command = command()
+
+    def finish(self) -> None:
+        self.load_end = load_average()
+
+    def markdown(self) -> str:
+        info = versions()
+        software = ", ".join(f"{name} {version}" for name, version in info.items())
+        return "\n".join(
+            [
+                f"- Command: `{self.command}`",
+                f"- Date: {self.started:%Y-%m-%d %H:%M %Z}",
+                f"- CPU: {cpu_model()}, {cores()} cores",
+                f"- Load average (1 / 5 / 15 min): {self.load_start} at the start, "
+                f"{self.load_end or load_average()} at the end",
+                f"- Software: {software}",
+            ]
+        )
+
+
+def machine() -> Machine:
+    return Machine()
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def _class_files(root: Path) -> dict[str, list[Path]]:
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return {
+        name: sorted(f for f in (root / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        for name in classes
+    }
+
+
+def _stratified(files: dict[str, list[Path]], count: int) -> dict[str, list[Path]]:
+    """About ``count`` files, the same fraction of every class, the first ones by name."""
+    total = sum(len(v) for v in files.values())
+    if count <= 0 or count >= total:
+        return files
+    picked = {name: v[: max(1, round(count * len(v) / total))] for name, v in files.items()}
+    # Rounding can miss the count by a few; fix up on the largest classes.
+    while (have := sum(len(v) for v in picked.values())) != count:
+        step = 1 if have < count else -1
+        name = max(files, key=lambda n: len(files[n]) - len(picked[n]) * (1 if step > 0 else -1))
+        size = len(picked[name]) + step
+        if not 1 <= size <= len(files[name]):
+            break
+        picked[name] = files[name][:size]
+    return picked
+
+
+def _generate(root: Path, count: int, classes: int = 10, side: int = 256) -> None:
+    """``count`` JPEGs of coloured blobs in ``classes`` folders (no real data here)."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32)
+    for index in range(count):
+        label = index % classes
+        folder = root / f"class_{label:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        colour = np.array([(label * 67) % 256, (label * 131) % 256, (label * 199) % 256])
+        cy, cx = rng.uniform(side * 0.3, side * 0.7, 2)
+        mask = (y - cy) ** 2 + (x - cx) ** 2 < (side * rng.uniform(0.15, 0.3)) ** 2
+        image = rng.normal(128, 30, (side, side, 3))
+        image[mask] = colour + rng.normal(0, 10, (int(mask.sum()), 3))
+        data = tf.io.encode_jpeg(np.clip(image, 0, 255).astype(np.uint8), quality=90)
+        (folder / f"{index:06d}.jpg").write_bytes(data.numpy())
+
+
+class ImageFolder:
+    """A folder of class subfolders; ``close()`` removes it when it is temporary."""
+
+    def __init__(self, path: Path, source: str, count: int, temporary: str | None) -> None:
+        self.path = path
+        self.source = source
+        self.count = count
+        self._temporary = temporary
+
+    def files(self) -> list[str]:
+        return [str(f) for v in _class_files(self.path).values() for f in v]
+
+    def close(self) -> None:
+        if self._temporary is not None:
+            import shutil
+
+            shutil.rmtree(self._temporary, ignore_errors=True)
+            self._temporary = None
+
+
+def image_folder(split: str, count: int = 0, *, generate_if_missing: int = 600) -> ImageFolder:
+    """The clothing ``split`` (``train``/``validation``), ``count`` images of it (0: all).
+
+    A subset is the first files by name of every class, in proportion, linked
+    into a temporary folder. Without the clothing data, ``count`` (or
+    ``generate_if_missing``) JPEGs are generated instead.
+    """
+    source = CLOTHING / split
+    if source.is_dir():
+        files = _class_files(source)
+        total = sum(len(v) for v in files.values())
+        if count <= 0 or count >= total:
+            return ImageFolder(source, f"clothing-dataset-small/{split} (all)", total, None)
+        temporary = tempfile.mkdtemp(prefix=f"bench-{split}-")
+        picked = _stratified(files, count)
+        for name, chosen in picked.items():
+            (Path(temporary) / name).mkdir()
+            for file in chosen:
+                os.symlink(file, Path(temporary) / name / file.name)
+        have = sum(len(v) for v in picked.values())
+        label = f"clothing-dataset-small/{split}, stratified subset of {have} of {total}"
+        return ImageFolder(Path(temporary), label, have, temporary)
+    temporary = tempfile.mkdtemp(prefix=f"bench-generated-{split}-")
+    n = count if count > 0 else generate_if_missing
+    _generate(Path(temporary), n)
+    return ImageFolder(
+        Path(temporary), f"{n} generated JPEGs (no clothing data found)", n, temporary
+    )
+
+
+# ------------------------------------------------------------------------------ timing
+
+
+def forward_rate(
+    forward: Callable[[Any], Any], batches: Sequence[Any], *, warmup: int = 2, repeats: int = 1
+) -> tuple[float, float]:
+    """Images/s of ``forward`` over in-memory ``batches``: (best pass, mean of passes).
+
+    ``warmup`` batches run first (tracing, allocator, thread pools).
+    """
+    import numpy as np
+
+    for batch in list(batches)[:warmup]:
+        np.asarray(forward(batch))
+    images = sum(int(b.shape[0]) for b in batches)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for batch in batches:
+            np.asarray(forward(batch))
+        rates.append(images / (time.perf_counter() - start))
+    return max(rates), sum(rates) / len(rates)
+
+
+class Stopwatch:
+    """Wall and process CPU seconds of a ``with`` block."""
+
+    def __enter__(self) -> Stopwatch:
+        self._wall = time.perf_counter()
+        self._cpu = time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self._wall
+        self.cpu = time.process_time() - self._cpu
+
+
+def epoch_timer() -> Any:
+    """A Keras callback recording when training began and when each epoch ended."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.begin: float | None = None
+            self.ends: list[float] = []
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            self.begin = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            self.ends.append(time.perf_counter())
+
+        def epoch_seconds(self) -> list[float]:
+            marks = [self.begin or 0.0, *self.ends]
+            return [b - a for a, b in zip(marks, marks[1:])]
+
+    return EpochTimer()
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table (also readable as plain text)."""
+    cells = [[str(c) for c in row] for row in rows]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+def write_section(name: str, markdown: str, path: Path = DOCS) -> None:
+    """Replace (or append) the section ``name`` of ``docs/benchmarks.md``."""
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    text = path.read_text(encoding="utf-8") if path.exists() else HEADER
+    block = f"{begin}\n{markdown.strip()}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".md.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+    print(f"wrote the {name} section of {os.path.relpath(path, ROOT)}")
+
+
+def section(name: str, title: str, info: Machine, body: str, *, write: bool = True) -> str:
+    """Print a report and, when ``write``, store it as section ``name``."""
+    markdown = f"## {title}\n\n{info.markdown()}\n\n{body.strip()}\n"
+    print()
+    print(markdown)
+    if write:
+        write_section(name, markdown)
+    return markdown
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    return f"{value:,.{digits}f}"
