@@ -1,0 +1,80 @@
+"""A kill at any instant leaves the previous best checkpoint loadable.
+
+Training runs in subprocesses that save a checkpoint every epoch (tiny epochs, so
+most of the time is spent saving). Each is killed with SIGKILL at a random
+moment after its first checkpoint exists; the checkpoint must then load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import xferclass
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    sys.path.insert(0, {tests!r})
+    from helpers import tiny_dataset, tiny_model
+    import xferclass
+
+    model = tiny_model()
+    # Validation on shuffled labels makes "best" change often, so saves are frequent.
+    xferclass.fit(model, tiny_dataset(32), tiny_dataset(16, seed=7), epochs=10_000,
+                  checkpoint={path!r}, verbose=0, learning_rate=0.05)
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_corrupts_the_checkpoint(tmp_path: Path) -> None:
+    tests = str(Path(__file__).parent)
+    rng = random.Random(1234)
+    runs = []
+    for k in range(3):
+        path = tmp_path / f"run{k}" / "best.keras"
+        path.parent.mkdir()
+        process = subprocess.Popen(
+            [sys.executable, "-c", SCRIPT.format(tests=tests, path=str(path))],
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        runs.append((process, path, rng.uniform(0.2, 3.0)))
+    try:
+        for process, path, delay in runs:
+            deadline = time.monotonic() + 240
+            while not path.exists():
+                assert process.poll() is None, process.communicate()[1].decode()[-2000:]
+                assert time.monotonic() < deadline, "no checkpoint within 240 s"
+                time.sleep(0.05)
+            time.sleep(delay)
+            last_state = path.parent / "best.state.json"
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+            assert process.returncode == -signal.SIGKILL
+            model = xferclass.load_model(path)
+            assert model.output_shape == (None, 3)
+            if last_state.exists():
+                state = json.loads(last_state.read_text())
+                assert state["epoch"] >= 1 and "val_accuracy" in state["history"]
+                xferclass.load_model(path.parent / "best.last.keras")
+    finally:
+        for process, _, _ in runs:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            assert process.stderr is not None
+            process.stderr.close()
