@@ -33,7 +33,8 @@ SCRIPT = textwrap.dedent(
     model = tiny_model()
     # Validation on shuffled labels makes "best" change often, so saves are frequent.
     xferclass.fit(model, tiny_dataset(32), tiny_dataset(16, seed=7), epochs=10_000,
-                  checkpoint={path!r}, verbose=0, learning_rate=0.05)
+                  checkpoint={path!r}, verbose=0, learning_rate=0.05,
+                  cache_dir={folder!r})
     """
 )
 
@@ -47,7 +48,11 @@ def test_sigkill_at_random_moments_never_corrupts_the_checkpoint(tmp_path: Path)
         path = tmp_path / f"run{k}" / "best.keras"
         path.parent.mkdir()
         process = subprocess.Popen(
-            [sys.executable, "-c", SCRIPT.format(tests=tests, path=str(path))],
+            [
+                sys.executable,
+                "-c",
+                SCRIPT.format(tests=tests, path=str(path), folder=str(path.parent)),
+            ],
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
