@@ -281,3 +281,15 @@ def test_progress_output_names_each_phase(capsys):
     assert "caching backbone activations for validation" in out
     assert "training the head on cached features" in out
     assert os.linesep in out
+
+
+def test_mixed_precision_and_jit_compile_options():
+    model = tiny_model(mixed_precision=True)
+    assert model.get_layer("head_dense").compute_dtype == "float16"
+    assert model.get_layer("predictions").compute_dtype == "float32"  # softmax stays float32
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    history = xferclass.fit(model, tiny_dataset(), epochs=2, verbose=0, jit_compile=True)
+    assert all(np.isfinite(history.history["loss"]))
+    assert model.predict(tiny_arrays(4)[0], verbose=0).dtype == np.float32
+    with pytest.raises(ValueError, match="mixed_precision='float8'"):
+        tiny_model(mixed_precision="float8")
