@@ -222,6 +222,29 @@ def image_folder(split: str, count: int = 0, *, generate_if_missing: int = 600) 
 # ------------------------------------------------------------------------------ timing
 
 
+def load_splits(
+    train_folder: ImageFolder,
+    val_folder: ImageFolder,
+    size: int,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+) -> tuple[Any, Any]:
+    """The training and validation datasets of a benchmark, in one class order."""
+    from xferclass import load_image_dataset
+
+    train = load_image_dataset(
+        train_folder.path, size, batch_size=batch_size, shuffle=shuffle, seed=seed
+    )
+    val = load_image_dataset(
+        val_folder.path, size, batch_size=batch_size, shuffle=False,
+        class_names=train.class_names,
+    )  # fmt: skip
+    print(f"train: {train_folder.source}; validation: {val_folder.source}")
+    return train, val
+
+
 def forward_rate(
     forward: Callable[[Any], Any], batches: Sequence[Any], *, warmup: int = 2, repeats: int = 1
 ) -> tuple[float, float]:

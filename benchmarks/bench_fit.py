@@ -32,7 +32,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import xferclass  # noqa: E402
-from xferclass.data import load_image_dataset  # noqa: E402
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,16 +55,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     train_folder = _bench.image_folder("train", args.images)
     val_folder = _bench.image_folder("validation", args.val_images)
     try:
-        train = load_image_dataset(
-            train_folder.path, args.size, batch_size=args.batch_size, shuffle=args.shuffle,
-            seed=args.seed,
-        )  # fmt: skip
-        val = load_image_dataset(
-            val_folder.path, args.size, batch_size=args.batch_size, shuffle=False,
-            class_names=train.class_names,
+        train, val = _bench.load_splits(
+            train_folder, val_folder, args.size, batch_size=args.batch_size,
+            shuffle=args.shuffle, seed=args.seed,
         )  # fmt: skip
         n_train, n_val = len(train.file_paths), len(val.file_paths)
-        print(f"train: {train_folder.source}; validation: {val_folder.source}")
 
         keras.utils.set_random_seed(args.seed)
         classes = len(train.class_names)
