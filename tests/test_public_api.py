@@ -18,7 +18,8 @@ PUBLIC = {
     "evaluate_regression_style", "predict", "Predictions",
     # errors
     "XferclassError", "BackboneNotFoundError", "DatasetError", "WeightsUnavailableError",
-    "ModelFileError", "TrainingError",
+    "ModelFileError", "TrainingError", "InvalidArgumentError", "InvalidArgumentTypeError",
+    "MissingDependencyError", "ExportError",
     "__version__",
 }  # fmt: skip
 
@@ -38,9 +39,14 @@ def test_every_public_name_exists_and_is_documented() -> None:
 def test_errors_share_one_base_and_the_builtin_they_stand_for() -> None:
     assert issubclass(xferclass.DatasetError, ValueError)
     assert issubclass(xferclass.BackboneNotFoundError, KeyError)
+    assert issubclass(xferclass.InvalidArgumentError, ValueError)
+    assert issubclass(xferclass.InvalidArgumentTypeError, TypeError)
+    assert issubclass(xferclass.MissingDependencyError, ImportError)
     for error in (
         xferclass.BackboneNotFoundError, xferclass.DatasetError, xferclass.ModelFileError,
         xferclass.WeightsUnavailableError, xferclass.TrainingError,
+        xferclass.InvalidArgumentError, xferclass.InvalidArgumentTypeError,
+        xferclass.MissingDependencyError, xferclass.ExportError,
     ):  # fmt: skip
         assert issubclass(error, xferclass.XferclassError)
 

@@ -8,7 +8,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from ._errors import DatasetError
+from ._errors import DatasetError, InvalidArgumentError
 
 __all__: list[str] = []
 
@@ -75,8 +75,25 @@ def store_class_names(model: keras.Model, class_names: Any) -> None:
             layer.class_names = [str(name) for name in class_names]
 
 
-def forward_function(sub: keras.Model, strategy: Any = None) -> Callable[[tf.Tensor], Any]:
+#: Inference engines a frozen forward pass can run on (``engine=`` arguments).
+ENGINES = ("auto", "keras", "onnxruntime", "openvino")
+
+
+def check_engine(engine: Any) -> str:
+    """Validate an ``engine=`` argument."""
+    if engine not in ENGINES:
+        raise InvalidArgumentError(f"engine={engine!r} must be one of {', '.join(ENGINES)}")
+    return str(engine)
+
+
+def forward_function(
+    sub: keras.Model, strategy: Any = None, *, engine: str = "keras"
+) -> Callable[[tf.Tensor], Any]:
     """``sub``'s inference on one batch, computed whole by this process.
+
+    ``engine`` names the runtime of the pass (see :data:`ENGINES`); every frozen
+    forward pass of xferclass goes through here. ``"auto"`` and ``"keras"`` run
+    on Keras.
 
     Without a strategy this is ``predict_on_batch``. Under a strategy it cannot
     be: Keras hands the whole batch to every replica and concatenates their
@@ -85,6 +102,8 @@ def forward_function(sub: keras.Model, strategy: Any = None) -> Callable[[tf.Ten
     with no collective communication: every worker caches the whole split, and
     the training on the cache is what gets distributed.
     """
+    if check_engine(engine) not in ("auto", "keras"):
+        raise InvalidArgumentError(f"engine={engine!r} is not available in this build")
     if strategy is None:
         strategy = getattr(sub, "_distribute_strategy", None)
     if strategy is None or strategy.num_replicas_in_sync == 1:

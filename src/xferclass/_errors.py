@@ -15,6 +15,10 @@ __all__ = [
     "WeightsUnavailableError",
     "ModelFileError",
     "TrainingError",
+    "InvalidArgumentError",
+    "InvalidArgumentTypeError",
+    "MissingDependencyError",
+    "ExportError",
 ]
 
 
@@ -43,3 +47,19 @@ class ModelFileError(XferclassError, ValueError):
 
 class TrainingError(XferclassError, RuntimeError):
     """Training stopped because it could not go on (for example a NaN loss)."""
+
+
+class InvalidArgumentError(XferclassError, ValueError):
+    """An argument has a value that xferclass cannot use (the message says which)."""
+
+
+class InvalidArgumentTypeError(XferclassError, TypeError):
+    """An argument has a type that xferclass cannot use (the message says which)."""
+
+
+class MissingDependencyError(XferclassError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+class ExportError(XferclassError, RuntimeError):
+    """A model could not be exported to the asked-for format."""
