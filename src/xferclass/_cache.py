@@ -290,6 +290,19 @@ class CacheDirectory:
         self.close()
 
 
+def _storage_dtype(dtype: Any, rows: np.ndarray, batches: int, budget: _Budget, name: str) -> Any:
+    """``dtype``, or for ``"auto"`` float32 when the split's estimated size fits the budget."""
+    if dtype != "auto":
+        return dtype
+    estimate = rows.nbytes * max(batches, 1) * (4 // rows.dtype.itemsize or 1)
+    chosen = "float32" if estimate <= budget.left else "float16"
+    logger.info(
+        "storing %s in %s (about %.1f MiB in float32; %.1f MiB of memory budget left)",
+        name, chosen, estimate / 2**20, budget.left / 2**20,
+    )  # fmt: skip
+    return chosen
+
+
 def cache_split(
     extract: Callable[[tf.Tensor], Any],
     dataset: tf.data.Dataset,
@@ -312,7 +325,8 @@ def cache_split(
         budget: The run's shared memory budget.
         augment: Applied to the images of views 1 and up.
         views: 1 for the plain images only; ``1 + k`` adds ``k`` augmented copies.
-        dtype: Storage dtype.
+        dtype: Storage dtype, or ``"auto"``: float32 when the split's size
+            (estimated from its first batch) fits the budget, else float16.
         verbose: 0 silent, 1 progress bar.
     """
     steps = int(dataset.cardinality())
@@ -332,6 +346,8 @@ def cache_split(
         for view in range(views):
             shown = augment(images) if view > 0 and augment is not None else images
             rows = np.asarray(extract(shown))
+            if not stores:
+                dtype = _storage_dtype(dtype, rows, steps * views, budget, name)
             if len(stores) == view:
                 stores.append(ActivationStore(rows.shape[1:], dtype, budget, directory.path))
             stores[view].append(rows)

@@ -301,21 +301,10 @@ class _Sources:
     def forward(self, sub: keras.Model) -> Any:
         return forward_function(sub, self.strategy, engine=self.config.engine)
 
-    def _dtype(self, row_shape: Sequence[int]) -> str:
-        if self.config.cache_dtype != "auto":
-            return self.config.cache_dtype
-        batches = int(self.train.cardinality())
-        if batches <= 0:
-            return "float32"
-        first = next(iter(self.train.take(1)))[0]
-        rows = batches * int(first.shape[0]) * self.views * (2 if self.validation else 1)
-        fits = rows * 4 * int(np.prod(row_shape)) <= self.budget.left
-        return "float32" if fits else "float16"
-
     def _cache(self, kind: str, extractor: keras.Model) -> tuple[CachedSplit, CachedSplit | None]:
         shape = tuple(extractor.output.shape[1:])
-        dtype = self._dtype(shape)
-        logger.info("caching at %s %s in %s", kind, shape, dtype)
+        dtype = self.config.cache_dtype
+        logger.info("caching the activations at %s %s", kind, shape)
         augment = self.augmentation
         train = cache_split(
             self.forward(extractor), self.train, name="train", directory=self.folder,
