@@ -41,7 +41,9 @@ def test_cached_fit_equals_plain_keras_fit():
     train, validation = tiny_dataset(48, seed=0), tiny_dataset(24, seed=1)
     cached = tiny_model()
     plain = twin(cached)
-    ours = xferclass.fit(cached, train, validation, epochs=3, verbose=0)
+    ours = xferclass.fit(
+        cached, train, validation, epochs=3, verbose=0, shuffle=False, restore_best=False
+    )
     theirs = _plain_fit(plain, train, validation, epochs=3)
     assert _max_weight_difference(cached, plain) < 1e-5
     images, _ = tiny_arrays(12, seed=3)
@@ -60,7 +62,7 @@ def test_cache_is_used_only_when_the_backbone_is_frozen(monkeypatch):
         calls.append(kwargs["name"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("xferclass.training.cache_split", spy)
+    monkeypatch.setattr("xferclass._engine.cache_split", spy)
     xferclass.fit(tiny_model(), tiny_dataset(), tiny_dataset(), epochs=1, verbose=0)
     assert calls == ["train", "validation"]
     calls.clear()
@@ -81,16 +83,19 @@ def test_cache_spills_to_disk_and_cleans_up(tmp_path, monkeypatch):
         seen.append(split.on_disk)
         return split
 
-    monkeypatch.setattr("xferclass.training.cache_split", spy)
+    monkeypatch.setattr("xferclass._engine.cache_split", spy)
     in_memory = tiny_model()
     spilled = twin(in_memory)
-    xferclass.fit(in_memory, tiny_dataset(), epochs=2, verbose=0)
+    xferclass.fit(in_memory, tiny_dataset(), epochs=2, verbose=0, seed=3)
     xferclass.fit(
-        spilled, tiny_dataset(), epochs=2, verbose=0, cache_memory=1000, cache_dir=tmp_path
+        spilled, tiny_dataset(), epochs=2, verbose=0, seed=3, cache_memory=1000, cache_dir=tmp_path
     )
     assert seen == [False, True]
     assert list(tmp_path.iterdir()) == []  # the spill folder is removed afterwards
-    assert _max_weight_difference(in_memory, spilled) < 1e-6
+    # The rows are bit-identical; what differs is round-off in multi-threaded
+    # reductions, which Adam can turn into steps of up to its learning rate
+    # (1e-3) where a gradient is nearly zero. Far less than one such step:
+    assert _max_weight_difference(in_memory, spilled) < 1e-4
 
 
 def test_float16_cache_is_close():
@@ -107,7 +112,7 @@ def test_augmented_views_are_cached_and_training_runs(capsys):
         model, tiny_dataset(), epochs=2, augment="light", augment_views=2, seed=0
     )
     out = capsys.readouterr().out
-    assert "augmented view 1" in out and "augmented view 2" in out
+    assert "2 augmented views" in out
     assert len(history.history["loss"]) == 2
     with pytest.raises(ValueError, match="augment='sideways'"):
         xferclass.fit(tiny_model(), tiny_dataset(), augment="sideways", verbose=0)
@@ -131,8 +136,9 @@ def test_fine_tune_cut_cache_equals_plain_fine_tuning():
     a = tiny_model()
     b = twin(a)
     ha = xferclass.fine_tune(
-        a, tiny_dataset(), tiny_dataset(), head_epochs=1, epochs=2, unfreeze=6, verbose=0
-    )
+        a, tiny_dataset(), tiny_dataset(), head_epochs=1, epochs=2, unfreeze=6, verbose=0,
+        shuffle=False, restore_best=False,
+    )  # fmt: skip
     hb = xferclass.fine_tune(
         b,
         tiny_dataset(),
@@ -142,6 +148,7 @@ def test_fine_tune_cut_cache_equals_plain_fine_tuning():
         unfreeze=6,
         verbose=0,
         cache=False,
+        restore_best=False,
     )
     assert ha.history["phase"] == [1.0, 2.0, 2.0]
     assert _max_weight_difference(a, b) < 1e-5
@@ -192,7 +199,7 @@ def test_checkpoint_keeps_the_best_model(tmp_path):
     best = xferclass.load_model(path)
     accuracy = xferclass.evaluate_regression_style(best, tiny_dataset())["accuracy"]
     assert accuracy == pytest.approx(max(history.history["val_accuracy"]), abs=1e-6)
-    assert (tmp_path / "best.last.keras").exists() and (tmp_path / "best.state.json").exists()
+    assert (tmp_path / "best.resume.npz").exists()
     assert not [p for p in tmp_path.iterdir() if "tmp" in p.name]
 
 
@@ -219,7 +226,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
     labels[0, 0] = np.nan
     poisoned = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
     with pytest.raises(
-        xferclass.TrainingError, match="loss became nan.*last good checkpoint"
+        xferclass.TrainingError, match="loss became nan.*reset to the last good weights"
     ) as info:
         xferclass.fit(model, poisoned, tiny_dataset(), epochs=3, checkpoint=path, verbose=0,
                       cache=False)  # fmt: skip
@@ -229,19 +236,26 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
     xferclass.load_model(path)  # still loadable
 
 
-def test_keyboard_interrupt_returns_the_history(tmp_path, capsys):
+def test_keyboard_interrupt_keeps_the_best_weights_saves_and_reraises(tmp_path, capsys):
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
+            if epoch == 2:
                 raise KeyboardInterrupt
 
     path = tmp_path / "best.keras"
-    history = xferclass.fit(tiny_model(), tiny_dataset(), tiny_dataset(), epochs=5, checkpoint=path,
-                            callbacks=[Interrupt()], verbose=0)  # fmt: skip
-    assert history.interrupted
-    assert len(history.history["loss"]) in (1, 2)
-    assert path.exists()
-    assert "interrupted" in capsys.readouterr().err
+    model = tiny_model()
+    with pytest.raises(KeyboardInterrupt) as info:
+        xferclass.fit(model, tiny_dataset(), tiny_dataset(), epochs=5, checkpoint=path,
+                      callbacks=[Interrupt()], learning_rate=0.05, verbose=1)  # fmt: skip
+    history = info.value.history
+    # The interrupt comes before the third epoch's own bookkeeping.
+    assert len(history.history["loss"]) == 2
+    best = history.history["val_accuracy"].index(max(history.history["val_accuracy"])) + 1
+    assert history.best_epoch == best
+    saved = xferclass.load_model(path)
+    for a, b in zip(saved.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)  # the model holds the best weights, as saved
+    assert f"interrupted after 2 epochs; the model is saved in {path}" in capsys.readouterr().out
 
 
 def test_class_count_mismatch_is_a_clear_error():

@@ -20,7 +20,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["ActivationStore", "CachedSplit", "cache_split", "DEFAULT_MEMORY_LIMIT"]
+from ._errors import DatasetError, InvalidArgumentError
+from ._log import logger
+
+__all__ = [
+    "ActivationStore",
+    "CachedSplit",
+    "EpochClock",
+    "cache_split",
+    "epoch_plan",
+    "DEFAULT_MEMORY_LIMIT",
+]
 
 #: Bytes of activations kept in memory before spilling to disk (all stores of
 #: one training run together). ``XFERCLASS_CACHE_MEMORY`` overrides it.
@@ -32,6 +42,32 @@ def memory_limit_from_env(value: int | None) -> int:
         return int(value)
     env = os.environ.get("XFERCLASS_CACHE_MEMORY")
     return int(env) if env else DEFAULT_MEMORY_LIMIT
+
+
+class EpochClock:
+    """The epoch being trained; the training loop sets ``epoch`` as epochs begin."""
+
+    def __init__(self, epoch: int = 0) -> None:
+        self.epoch = int(epoch)
+
+
+def epoch_plan(
+    n: int, views: int, *, seed: int, epoch: int, shuffle: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The row order and the view of every position, for one epoch.
+
+    Both are drawn from ``numpy.random.default_rng([seed, epoch])``: the same
+    seed and epoch give the same batches on any machine, in any process, and
+    after a resume.
+
+    Returns:
+        ``(order, views)``: ``order[k]`` is the row read at position ``k``, and
+        ``views[k]`` the view it is read from.
+    """
+    rng = np.random.default_rng([int(seed), int(epoch)])
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    picks = rng.integers(views, size=n) if views > 1 else np.zeros(n, np.int64)
+    return order.astype(np.int64), picks.astype(np.int64)
 
 
 class _Budget:
@@ -70,7 +106,9 @@ class ActivationStore:
     def append(self, rows: np.ndarray) -> None:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
         if rows.shape[1:] != self.row_shape:
-            raise ValueError(f"rows of shape {rows.shape[1:]} do not fit {self.row_shape}")
+            raise InvalidArgumentError(
+                f"rows of shape {rows.shape[1:]} do not fit the store's {self.row_shape}"
+            )
         if self._file is None and rows.nbytes <= self._budget.left:
             self._budget.left -= rows.nbytes
             self._chunks.append(rows)
@@ -131,11 +169,10 @@ class ActivationStore:
 class CachedSplit:
     """The cached activations of one split: one store and one label array per view.
 
-    View 0 holds the plain images; further views hold augmented copies. Each
-    epoch, every row index is drawn from one view picked at random. When the
-    source dataset yields its images in the same order on every pass (as
-    :func:`xferclass.load_image_dataset` does for caching), row ``i`` is the
-    same image in every view, so each image is seen once per epoch.
+    View 0 holds the plain images; further views hold augmented copies of the
+    same images, row for row (they are computed in one pass over the source).
+    Each epoch, every row is read from one view picked at random, so each
+    image is seen once per epoch.
     """
 
     def __init__(self, stores: list[ActivationStore], labels: list[np.ndarray], batch_size: int):
@@ -151,48 +188,61 @@ class CachedSplit:
     def on_disk(self) -> bool:
         return any(store.on_disk for store in self.stores)
 
-    def dataset(self, *, shuffle: bool, seed: int | None) -> tf.data.Dataset:
-        """A tf.data pipeline of ``(activations, labels)`` batches."""
-        n = len(self.labels)
-        rng = np.random.default_rng(seed)
-        lock = threading.Lock()
-        views = len(self.stores)
+    def dataset(
+        self, *, shuffle: bool, seed: int | None, clock: EpochClock | None = None
+    ) -> tf.data.Dataset:
+        """A tf.data pipeline of ``(activations, labels)`` batches.
 
-        def gather(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            indices = np.asarray(indices, dtype=np.int64)
+        Each epoch reads the rows in the order :func:`epoch_plan` gives for
+        ``seed`` and the epoch that ``clock`` shows (set by the training loop
+        at the start of every epoch), so the order depends on neither the
+        source dataset nor how often the pipeline was iterated.
+        """
+        n = len(self.labels)
+        views = len(self.stores)
+        seed = int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
+        clock = clock or EpochClock()
+        plans: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        lock = threading.Lock()
+
+        def plan() -> tuple[np.ndarray, np.ndarray]:
+            epoch = clock.epoch
+            with lock:
+                if epoch not in plans:
+                    plans.clear()
+                    plans[epoch] = epoch_plan(n, views, seed=seed, epoch=epoch, shuffle=shuffle)
+                return plans[epoch]
+
+        def gather(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            order, picks = plan()
+            indices = order[np.asarray(positions, dtype=np.int64)]
             if views == 1:
                 return self.stores[0].take(indices), self.labels[indices]
-            with lock:
-                picks = rng.integers(views, size=len(indices))
+            chosen = picks[np.asarray(positions, dtype=np.int64)]
             rows = np.empty((len(indices), *self.stores[0].row_shape), np.float32)
-            labels = np.empty((len(indices), self.labels.shape[1]), np.float32)
             for view in range(views):
-                mask = picks == view
+                mask = chosen == view
                 if mask.any():
                     rows[mask] = self.stores[view].take(indices[mask])
-                    labels[mask] = self.view_labels[view][indices[mask]]
-            return rows, labels
+            return rows, self.labels[indices]
 
         row_shape = self.stores[0].row_shape
         width = self.labels.shape[1]
 
-        def load(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            rows, labels = tf.numpy_function(gather, [indices], [tf.float32, tf.float32])
+        def load(positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            rows, labels = tf.numpy_function(gather, [positions], [tf.float32, tf.float32])
             rows.set_shape((None, *row_shape))
             labels.set_shape((None, width))
             return rows, labels
 
-        order = tf.data.Dataset.range(n)
-        if shuffle:
-            order = order.shuffle(n, seed=seed, reshuffle_each_iteration=True)
         # Under a multi-worker strategy every worker holds the whole cache, and
         # DATA sharding hands each worker its share of every global batch: the
         # same batches as on one device. (AUTO would try FILE sharding first.)
         options = tf.data.Options()
         policy = tf.data.experimental.AutoShardPolicy.DATA
         options.experimental_distribute.auto_shard_policy = policy
-        batches = order.batch(self.batch_size).map(load).prefetch(tf.data.AUTOTUNE)
-        return batches.with_options(options)
+        positions = tf.data.Dataset.range(n).batch(self.batch_size)
+        return positions.map(load).prefetch(tf.data.AUTOTUNE).with_options(options)
 
     def map_views(
         self, function: Callable[[Any], Any], directory: CacheDirectory, budget: _Budget
@@ -240,6 +290,19 @@ class CacheDirectory:
         self.close()
 
 
+def _storage_dtype(dtype: Any, rows: np.ndarray, batches: int, budget: _Budget, name: str) -> Any:
+    """``dtype``, or for ``"auto"`` float32 when the split's estimated size fits the budget."""
+    if dtype != "auto":
+        return dtype
+    estimate = rows.nbytes * max(batches, 1) * (4 // rows.dtype.itemsize or 1)
+    chosen = "float32" if estimate <= budget.left else "float16"
+    logger.info(
+        "storing %s in %s (about %.1f MiB in float32; %.1f MiB of memory budget left)",
+        name, chosen, estimate / 2**20, budget.left / 2**20,
+    )  # fmt: skip
+    return chosen
+
+
 def cache_split(
     extract: Callable[[tf.Tensor], Any],
     dataset: tf.data.Dataset,
@@ -261,43 +324,39 @@ def cache_split(
         directory: Where spilled activations go.
         budget: The run's shared memory budget.
         augment: Applied to the images of views 1 and up.
-        views: 1 for the plain images only; ``1 + k`` adds ``k`` augmented passes.
-        dtype: Storage dtype.
+        views: 1 for the plain images only; ``1 + k`` adds ``k`` augmented copies.
+        dtype: Storage dtype, or ``"auto"``: float32 when the split's size
+            (estimated from its first batch) fits the budget, else float16.
         verbose: 0 silent, 1 progress bar.
     """
     steps = int(dataset.cardinality())
     stores: list[ActivationStore] = []
-    view_labels: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
     batch_size = 0
     source = dataset.map(lambda x, y, *rest: (x, y)).prefetch(tf.data.AUTOTUNE)
-    for view in range(views):
-        label = f"{name}" if view == 0 else f"{name}, augmented view {view}"
-        if verbose:
-            total = f" ({steps} batches)" if steps > 0 else ""
-            print(f"xferclass: caching backbone activations for {label}{total}", flush=True)
-        progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose)
-        store: ActivationStore | None = None
-        labels: list[np.ndarray] = []
-        for step, (images, batch_labels) in enumerate(source, start=1):
-            if view > 0 and augment is not None:
-                images = augment(images)
-            rows = np.asarray(extract(images))
-            if store is None:
-                store = ActivationStore(rows.shape[1:], dtype, budget, directory.path)
-            store.append(rows)
-            labels.append(np.asarray(batch_labels, np.float32))
-            batch_size = max(batch_size, len(rows))
-            progress.update(step)
-        if store is None:
-            from ._errors import DatasetError
-
-            raise DatasetError(f"{name} is empty: it yielded no batches")
+    notes = [f"{steps} batches"] if steps > 0 else []
+    notes += [f"{views - 1} augmented views"] if views > 1 else []
+    logger.info(
+        "caching backbone activations for %s%s", name, f" ({', '.join(notes)})" if notes else ""
+    )
+    progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose)
+    # All views of a batch are computed together, so row i is the same image
+    # in every view whatever order the source yields its images in.
+    for step, (images, batch_labels) in enumerate(source, start=1):
+        for view in range(views):
+            shown = augment(images) if view > 0 and augment is not None else images
+            rows = np.asarray(extract(shown))
+            if not stores:
+                dtype = _storage_dtype(dtype, rows, steps * views, budget, name)
+            if len(stores) == view:
+                stores.append(ActivationStore(rows.shape[1:], dtype, budget, directory.path))
+            stores[view].append(rows)
+        labels.append(np.asarray(batch_labels, np.float32))
+        batch_size = max(batch_size, len(labels[-1]))
+        progress.update(step)
+    if not stores:
+        raise DatasetError(f"{name} is empty: it yielded no batches")
+    for store in stores:
         store.finish()
-        stores.append(store)
-        view_labels.append(np.concatenate(labels))
-    if any(store.count != stores[0].count for store in stores):
-        raise ValueError(
-            f"{name} yielded a different number of images on another pass; a dataset to be "
-            "cached must yield the same images every epoch"
-        )
-    return CachedSplit(stores, view_labels, batch_size)
+    merged = np.concatenate(labels)
+    return CachedSplit(stores, [merged] * views, batch_size)

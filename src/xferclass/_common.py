@@ -121,3 +121,17 @@ def forward_function(
         return tf.concat(outputs, axis=0)
 
     return forward
+
+
+def check_image_size(model: keras.Model, dataset: tf.data.Dataset, argument: str) -> None:
+    """Raise when a dataset's images are not the size of the model's input."""
+    wanted = tuple(model.input_shape[1:3]) if len(model.input_shape) == 4 else None
+    shape = dataset.element_spec[0].shape
+    given = tuple(shape[1:3]) if shape.rank == 4 else None
+    if wanted is None or given is None or None in wanted or None in given:
+        return
+    if given != wanted:
+        raise DatasetError(
+            f"{argument} yields images of {given[0]}x{given[1]} pixels but the model takes "
+            f"{wanted[0]}x{wanted[1]}; load the images with image_size={wanted}"
+        )
