@@ -445,10 +445,10 @@ def _spread_over_classes(
     for x, y in batches:
         if y is None:  # no classes to spread over: the first n images
             taken = 0
-            for images, _ in itertools.chain([(x, y)], batches):
-                images = images[: n - taken]
-                taken += len(images)
-                yield images, None
+            for first, _ in itertools.chain([(x, y)], batches):
+                first = first[: n - taken]
+                taken += len(first)
+                yield first, None
                 if taken >= n:
                     return
             return
@@ -459,8 +459,8 @@ def _spread_over_classes(
                     continue  # the grid is full with one image of each class kept
                 kept[cls] = []
                 quota = n - len(kept) + 1
-                for images in kept.values():
-                    del images[quota:]
+                for rows in kept.values():
+                    del rows[quota:]
             if len(kept[cls]) < n - len(kept) + 1:
                 kept[cls].append((image.copy(), label.copy()))  # not a view of x
     chosen: list[tuple[np.ndarray, np.ndarray]] = []
