@@ -38,8 +38,8 @@ Recipes (``--recipe``; every field can be overridden by its own flag):
 Results (validation split, 341 images; ``docs/clothing_results.md`` has the tuning log):
 ``--backbone efficientnet_lite0`` (``best``) reached accuracy 0.900 (MAE 0.023, MSE 0.016,
 RMSE 0.126, R² 0.793) in 2 min 52 s on an idle 2-core CPU; ``--recipe notebook`` on
-Lite0 (224 px, frozen) reached 0.862 in 88 s. The notebook's frozen Xception reached
-0.856 (at 150 px).
+Lite0 (224 px, frozen) reached 0.862 in 88 s. The notebook's frozen Xception (299 px)
+reported 0.856.
 
 Without ``--data`` the dataset is looked up in ``$XFERCLASS_CLOTHING_DIR`` when it is set,
 else in ``../shared/data/clothing-dataset-small`` (next to the repository; ``--no-shared``
