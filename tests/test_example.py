@@ -55,7 +55,7 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # a guard against a hang, not a timing
     )
 
 
