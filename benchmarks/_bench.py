@@ -25,7 +25,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
 CLOTHING = Path(
-    os.environ.get("XFERCLASS_CLOTHING", str(ROOT.parent / "shared/data/clothing-dataset-small"))
+    os.environ.get(
+        "XFERCLASS_CLOTHING_DIR", str(ROOT.parent / "shared/data/clothing-dataset-small")
+    )
 )
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

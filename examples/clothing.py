@@ -38,11 +38,12 @@ Recipes (``--recipe``; every field can be overridden by its own flag):
 Results (validation split, 341 images; ``docs/clothing_results.md`` has the tuning log):
 ``--backbone efficientnet_lite0`` (``best``) reached accuracy 0.900 (MAE 0.023, MSE 0.016,
 RMSE 0.126, R² 0.793) in 2 min 52 s on an idle 2-core CPU; ``--recipe notebook`` on
-Lite0 (224 px, frozen) reached 0.862 in 88 s. The notebook's frozen Xception reached
-0.856 (at 150 px).
+Lite0 (224 px, frozen) reached 0.862 in 88 s. The notebook's frozen Xception (299 px)
+reported 0.856.
 
-Without ``--data`` the dataset is looked up in ``../shared/data/clothing-dataset-small``
-(next to the repository; ``--no-shared`` skips it), then in the cache folder
+Without ``--data`` the dataset is looked up in ``$XFERCLASS_CLOTHING_DIR`` when it is set,
+else in ``../shared/data/clothing-dataset-small`` (next to the repository; ``--no-shared``
+or an empty ``XFERCLASS_CLOTHING_DIR`` skips this step), then in the cache folder
 (``$XFERCLASS_CACHE_DIR/datasets`` or ``~/.cache/xferclass/datasets``), and otherwise
 downloaded once from GitHub into the cache (``$XFERCLASS_CLOTHING_URL`` overrides the
 address). Offline, the script stops with one line that says how to pass ``--data``.
@@ -80,9 +81,9 @@ DATASET_URL = (
 )
 #: Environment variable that replaces DATASET_URL (tests point it at a dead port).
 URL_ENV = "XFERCLASS_CLOTHING_URL"
-#: Environment variable with the shared copy to look for instead of the default one
-#: (an empty value skips the shared copy, as --no-shared does).
-SHARED_ENV = "XFERCLASS_CLOTHING_SHARED"
+#: Environment variable with the copy to look for instead of ../shared (the name the
+#: tests and benchmarks read too; an empty value skips it, as --no-shared does).
+SHARED_ENV = "XFERCLASS_CLOTHING_DIR"
 #: Seconds to wait for the download server to answer (connect and each read).
 DOWNLOAD_TIMEOUT_S = 15
 SPLITS = ("train", "validation", "test")

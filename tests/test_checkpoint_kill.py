@@ -60,10 +60,11 @@ def test_sigkill_at_random_moments_never_corrupts_the_checkpoint(tmp_path: Path)
         runs.append((process, path, rng.uniform(0.2, 3.0)))
     try:
         for process, path, delay in runs:
-            deadline = time.monotonic() + 240
+            # A guard against a hang, not a timing: generous for a loaded machine.
+            deadline = time.monotonic() + 900
             while not path.exists():
                 assert process.poll() is None, process.communicate()[1].decode()[-2000:]
-                assert time.monotonic() < deadline, "no checkpoint within 240 s"
+                assert time.monotonic() < deadline, "no checkpoint within 900 s"
                 time.sleep(0.05)
             time.sleep(delay)
             last_state = path.parent / "best.state.json"

@@ -22,7 +22,7 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
         [sys.executable, "-m", "xferclass", *args],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # a guard against a hang, not a timing
         env=ENV,
         cwd=cwd,
     )
@@ -141,3 +141,24 @@ def test_predict_bad_inputs() -> None:
         xferclass.predict(model, [], class_names=["a", "b"])
     with pytest.raises(xferclass.DatasetError, match="do not exist"):
         xferclass.predict(model, ["/no/such.jpg"])
+
+
+@pytest.mark.parametrize(("given", "used"), [(["--seed", "0"], 0), ([], 1337)])
+def test_the_validation_split_uses_the_seed_given(
+    given: list[str], used: int, tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --seed 0 is a seed like any other (it used to fall back to 1337, like no --seed).
+    seen: list[object] = []
+
+    class Stop(Exception):
+        pass
+
+    def recording(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs.get("seed"))
+        raise Stop  # the split is all this test needs; no training
+
+    monkeypatch.setattr(xferclass, "load_image_dataset", recording)
+    argv = ["train", str(tiny_dataset_dir), "--validation-split", "0.25", *given]
+    with pytest.raises(Stop):
+        main(argv)
+    assert seen == [used]

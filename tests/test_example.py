@@ -38,7 +38,7 @@ def _offline_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         http_proxy=DEAD,
         https_proxy=DEAD,
         XFERCLASS_CLOTHING_URL=f"{DEAD}/clothing.zip",
-        XFERCLASS_CLOTHING_SHARED="",
+        XFERCLASS_CLOTHING_DIR="",
         XFERCLASS_CACHE_DIR=str(tmp_path / "xferclass-cache"),
         KERAS_HOME=str(tmp_path / "keras-home"),
         TF_CPP_MIN_LOG_LEVEL="3",
@@ -55,7 +55,7 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # a guard against a hang, not a timing
     )
 
 
@@ -137,7 +137,7 @@ def test_without_data_offline_says_how_to_pass_data(tmp_path: Path) -> None:
 
 
 def test_without_data_the_shared_env_var_is_skipped_when_empty(tmp_path: Path) -> None:
-    # XFERCLASS_CLOTHING_SHARED="" (set by _offline_env) skips ../shared without --no-shared.
+    # XFERCLASS_CLOTHING_DIR="" (set by _offline_env) skips ../shared without --no-shared.
     result = _run(["--out", str(tmp_path / "run")], _offline_env(tmp_path), tmp_path)
     assert result.returncode == 1
     assert len(_error_lines(result.stderr)) == 1

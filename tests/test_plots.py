@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -299,3 +301,37 @@ def test_all_is_the_public_api() -> None:
         if not name.startswith("_") and getattr(value, "__module__", None) == plots.__name__
     }
     assert set(plots.__all__) == public
+
+
+def test_plot_predictions_spreads_over_the_classes(
+    model: keras.Model, tiny_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Read class by class (no shuffle): the first 6 images are all circles.
+    folder = xferclass.load_image_dataset(tiny_dataset_dir, (32, 32), batch_size=5, shuffle=False)
+    first = np.concatenate([y for _, y in folder.take(2)]).argmax(1)[:6]
+    assert set(first.tolist()) == {0}
+    shown: list[list[str]] = []
+    real = plots._image_grid
+
+    def recording(images: Any, titles: Sequence[str], *args: Any) -> Path:
+        shown.append(list(titles))
+        return real(images, titles, *args)
+
+    monkeypatch.setattr(plots, "_image_grid", recording)
+    _read_png(plots.plot_predictions(model, folder, tmp_path / "spread.png", n=6))
+    truths = [title.split("true: ")[1] for title in shown[0]]
+    # Taken in turn from each class: two of each of the three.
+    assert truths == ["circle", "square", "triangle"] * 2
+    # The images are those of the folder: the first two files of each class.
+    pixels = np.concatenate([x for x, _ in folder])
+    labels = np.concatenate([y for _, y in folder]).argmax(1)
+    want = np.stack([pixels[labels == k][turn] for turn in range(2) for k in range(3)])
+    (got, _), *rest = plots._spread_over_classes(plots._labelled_batches(folder), 6)
+    assert not rest
+    np.testing.assert_array_equal(got, want)
+    # More images than the classes can fill in turns: the larger classes fill the rest.
+    uneven = tf.data.Dataset.from_tensor_slices(
+        (pixels[:10], np.eye(3, dtype="float32")[[0] * 8 + [1, 2]])
+    ).batch(4)
+    (_, y), *_ = plots._spread_over_classes(plots._labelled_batches(uneven), 7)
+    assert y.argmax(1).tolist() == [0, 1, 2, 0, 0, 0, 0]

@@ -32,7 +32,7 @@ def test_save_and_load_in_a_fresh_process_gives_the_same_predictions(tmp_path):
         """
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, done.stderr[-2000:]
     layers = json.loads(done.stdout.strip().splitlines()[-1])

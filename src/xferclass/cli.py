@@ -139,8 +139,9 @@ def _train(args: argparse.Namespace) -> int:
     size = (args.size, args.size) if args.size else spec.default_size
     train_dir, validation_dir = _split_dirs(args.data_dir, args.validation)
     if validation_dir is None and args.validation_split:
+        split_seed = 1337 if args.seed is None else args.seed  # --seed 0 is a seed too
         train, validation = xferclass.load_image_dataset(
-            train_dir, size, batch_size=args.batch_size, seed=args.seed or 1337,
+            train_dir, size, batch_size=args.batch_size, seed=split_seed,
             validation_split=args.validation_split, subset="both",
         )  # fmt: skip
     else:

@@ -19,6 +19,7 @@ Examples:
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -428,6 +429,52 @@ def _labelled_batches(dataset: Any) -> Iterator[tuple[np.ndarray, np.ndarray | N
         yield np.asarray(images), np.asarray(element[1]) if labelled else None
 
 
+def _spread_over_classes(
+    batches: Iterator[tuple[np.ndarray, np.ndarray | None]], n: int
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Up to ``n`` images with their labels, taken in turn from each class.
+
+    One pass over ``batches``. Round ``r`` of the selection takes the ``r``-th
+    image of every class (in class order) that has one, until ``n`` are taken.
+    With ``k`` classes seen, no class can give more than ``n - k + 1`` images to
+    such a selection, so only that many are kept per class (and no more than
+    ``n`` classes), which bounds memory by about ``n * n / 4`` images. Unlabelled
+    batches give their first ``n`` images, batch by batch.
+    """
+    kept: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for x, y in batches:
+        if y is None:  # no classes to spread over: the first n images
+            taken = 0
+            for first, _ in itertools.chain([(x, y)], batches):
+                first = first[: n - taken]
+                taken += len(first)
+                yield first, None
+                if taken >= n:
+                    return
+            return
+        for image, label in zip(x, y):
+            cls = int(np.argmax(label))
+            if cls not in kept:
+                if len(kept) >= n:
+                    continue  # the grid is full with one image of each class kept
+                kept[cls] = []
+                quota = n - len(kept) + 1
+                for rows in kept.values():
+                    del rows[quota:]
+            if len(kept[cls]) < n - len(kept) + 1:
+                kept[cls].append((image.copy(), label.copy()))  # not a view of x
+    chosen: list[tuple[np.ndarray, np.ndarray]] = []
+    for turn in itertools.count():
+        row = [kept[cls][turn] for cls in sorted(kept) if turn < len(kept[cls])]
+        if not row:
+            break
+        chosen.extend(row[: n - len(chosen)])
+        if len(chosen) >= n:
+            break
+    if chosen:
+        yield np.stack([image for image, _ in chosen]), np.stack([label for _, label in chosen])
+
+
 def _displayable(image: np.ndarray) -> tuple[np.ndarray, str | None]:
     """An image in [0, 255] as uint8 for imshow, with a grey colormap for one channel."""
     pixels = np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8)
@@ -481,17 +528,22 @@ def plot_predictions(
     *,
     class_names: Sequence[str] | None = None,
 ) -> Path:
-    """Draw the first ``n`` images with the model's prediction for each.
+    """Draw ``n`` images, spread over the classes, with the model's prediction for each.
 
     Each image is titled with the predicted class and its probability, and the
     true class below, in green when the prediction is right and red when wrong.
-    A dataset of images alone (no labels) gives titles without a true class.
+    The images of a labelled dataset are taken in turn from each class (the
+    first images of each, in class order), so a split read class by class, as
+    ``load_image_dataset(..., shuffle=False)`` reads it, still shows every class
+    while ``n`` allows. A dataset of images alone (no labels) gives its first
+    ``n`` images, with titles without a true class.
 
     Args:
         model: A classifier with a softmax output.
         dataset: ``(images, one-hot labels)`` batches with pixels in [0, 255],
-            e.g. from :func:`xferclass.load_image_dataset`. Only the batches
-            holding the first ``n`` images are read.
+            e.g. from :func:`xferclass.load_image_dataset`. A labelled dataset is
+            read once, whole, keeping at most about ``n * n / 4`` images in memory;
+            of an unlabelled one only the batches holding the first ``n`` images.
         path: Where to write the picture; its extension picks the format.
         n: How many images to show.
         class_names: Names of the classes; default ``dataset.class_names``,
@@ -523,8 +575,7 @@ def plot_predictions(
     titles: list[str] = []
     colours: list[str] = []
     right = 0
-    for x, y in _labelled_batches(dataset):
-        x = x[: n - len(images)]
+    for x, y in _spread_over_classes(_labelled_batches(dataset), n):
         probabilities = np.asarray(model.predict_on_batch(x), dtype=np.float64)
         predicted = np.argmax(probabilities, axis=1)
         for row, image in enumerate(x):
