@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ._common import forward_function, model_class_names
+from ._common import check_image_size, forward_function, model_class_names
 from ._errors import DatasetError
 
 __all__ = ["predict", "Predictions"]
@@ -155,6 +155,8 @@ def predict(
         raise DatasetError(
             f"class_names has {len(names)} names but the model outputs {outputs} classes"
         )
+    if isinstance(images, tf.data.Dataset):
+        check_image_size(model, images, "images")  # arrays and files are resized, not datasets
     dataset, sources = _image_batches(images, _input_size(model), batch_size)
     steps = int(dataset.cardinality())
     forward = forward_function(model)

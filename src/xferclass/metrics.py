@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ._common import check_class_count, forward_function, require_dataset
+from ._common import check_class_count, check_image_size, forward_function, require_dataset
 
 __all__ = ["evaluate_regression_style", "collect_predictions", "regression_metrics"]
 
@@ -40,6 +40,7 @@ def collect_predictions(
     """
     dataset = require_dataset(dataset, "dataset")
     check_class_count(model, dataset, "dataset")
+    check_image_size(model, dataset, "dataset")
     labels: list[np.ndarray] = []
     probabilities: list[np.ndarray] = []
     steps = int(dataset.cardinality())
