@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ._errors import InvalidArgumentError
+
 __all__ = ["main"]
 
 _EPILOG = """examples:
@@ -223,7 +225,7 @@ def _predict(args: argparse.Namespace) -> int:
     import xferclass
 
     if args.top < 1:
-        raise ValueError(f"--top={args.top} must be at least 1")
+        raise InvalidArgumentError(f"--top={args.top} must be at least 1")
     model = xferclass.load_model(args.model)
     result = xferclass.predict(model, args.images)
     tops = result.top(args.top)

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from ._common import check_class_count, check_image_size, forward_function, require_dataset
+from ._errors import InvalidArgumentError
 
 __all__ = ["evaluate_regression_style", "collect_predictions", "regression_metrics"]
 
@@ -79,7 +80,9 @@ def regression_metrics(labels: Any, probabilities: Any) -> dict[str, float]:
     y = np.asarray(labels, dtype=np.float64)
     p = np.asarray(probabilities, dtype=np.float64)
     if y.shape != p.shape or y.ndim != 2:
-        raise ValueError(f"labels {y.shape} and probabilities {p.shape} must both be (n, k) arrays")
+        raise InvalidArgumentError(
+            f"labels {y.shape} and probabilities {p.shape} must both be (n, k) arrays"
+        )
     error = y - p
     mse = float(np.mean(error**2))
     residual = np.sum(error**2, axis=0)
