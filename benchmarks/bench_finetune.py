@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         common = dict(
             head_epochs=0, epochs=args.epochs, unfreeze=args.unfreeze,
             learning_rate=args.learning_rate, verbose=0, seed=args.seed,
+            # Like for like: the cached rows in the dataset's order unless --shuffle,
+            # and the last epoch's weights, as plain Keras fine-tuning ends with.
+            shuffle=args.shuffle, restore_best=False,
         )  # fmt: skip
 
         runs = {}

@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             ours_history = xferclass.fit(
                 ours, train, val, epochs=args.epochs, learning_rate=args.learning_rate,
                 verbose=0, seed=args.seed, callbacks=[ours_timer],
+                # Like for like: the cached rows in the dataset's order unless --shuffle,
+                # and the last epoch's weights, as plain model.fit ends with.
+                shuffle=args.shuffle, restore_best=False,
             )  # fmt: skip
         print(f"  {ours_time.wall:.1f} s", flush=True)
 

@@ -439,26 +439,20 @@ def build_model(backbone: str, weights: str | None, recipe: Recipe, num_classes:
 
 
 class TrainingMonitor:
-    """Phase timings and the best epoch, from Keras callback hooks.
+    """Phase timings, from Keras callback hooks.
 
     Each phase (the head; then fine-tuning) is one Keras ``fit`` call, so the time
     between the end of the previous phase and a phase's first epoch is its caching
-    pass. xferclass trains the very layer objects of ``model`` (on cached
-    activations), so copying ``model``'s weights at the end of an epoch snapshots
-    that epoch's classifier: the best one by validation accuracy is kept in memory,
-    which costs milliseconds where saving a checkpoint file per epoch costs seconds.
+    pass. The best epoch is xferclass's business: ``restore_best=True`` keeps its
+    weights in memory and puts them back at the end.
     """
 
-    def __init__(self, model: Any, keep_best: bool) -> None:
+    def __init__(self) -> None:
         import keras
 
         monitor = self
         self.start = time.perf_counter()
         self.marks: list[list[float]] = []
-        self.best_accuracy: float | None = None
-        self.best_epoch: int | None = None
-        self.best_weights: list[Any] | None = None
-        self.epochs_done = 0
 
         class _Callback(keras.callbacks.Callback):
             def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -466,16 +460,6 @@ class TrainingMonitor:
 
             def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
                 monitor.marks[-1][1] = time.perf_counter()
-
-            def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-                monitor.epochs_done += 1
-                value = (logs or {}).get("val_accuracy")
-                if value is None or not keep_best:
-                    return
-                if monitor.best_accuracy is None or float(value) > monitor.best_accuracy:
-                    monitor.best_accuracy = float(value)
-                    monitor.best_epoch = monitor.epochs_done
-                    monitor.best_weights = model.get_weights()
 
         self.callback = _Callback()
 
@@ -496,10 +480,10 @@ def train(
     import xferclass
 
     validation = splits.get("validation")
-    monitor = TrainingMonitor(model, keep_best=recipe.best_epoch and validation is not None)
+    monitor = TrainingMonitor()
     common: dict[str, Any] = dict(
         callbacks=[monitor.callback], augment=recipe.augment, augment_views=recipe.augment_views,
-        seed=args.seed, verbose=0 if args.quiet else 1,
+        seed=args.seed, verbose=0 if args.quiet else 1, restore_best=recipe.best_epoch,
     )  # fmt: skip
     if recipe.fine_tune_epochs:
         say(
@@ -519,11 +503,12 @@ def train(
             model, splits["train"], validation, epochs=recipe.epochs,
             learning_rate=recipe.learning_rate, **common,
         )  # fmt: skip
-    if monitor.best_weights is not None:
-        model.set_weights(monitor.best_weights)
+    epochs = len(history.epoch)
+    if recipe.best_epoch and validation is not None and history.best_epoch is not None:
+        best = history.history[history.monitor][history.best_epoch - 1]
         say(
-            f"kept the weights of epoch {monitor.best_epoch} of {monitor.epochs_done} "
-            f"(best validation accuracy {monitor.best_accuracy:.4f})"
+            f"kept the weights of epoch {history.best_epoch} of {epochs} "
+            f"(best {history.monitor} {best:.4f})"
         )
     return history, monitor
 
@@ -711,7 +696,7 @@ def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
         },
         "history": {key: [float(v) for v in values] for key, values in history.history.items()},
-        "kept_epoch": monitor.best_epoch or monitor.epochs_done,
+        "kept_epoch": (history.best_epoch if recipe.best_epoch else None) or len(history.epoch),
         "timings_s": timings,
         "load_average": {"start": load_start, "end": load_average()},
         "machine": machine_info(),

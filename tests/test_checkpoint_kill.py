@@ -1,13 +1,13 @@
 """A kill at any instant leaves the previous best checkpoint loadable.
 
-Training runs in subprocesses that save a checkpoint every epoch (tiny epochs, so
-most of the time is spent saving). Each is killed with SIGKILL at a random
+Training runs in subprocesses that save the resume state every epoch and the
+best model at every improvement (tiny epochs, so most of the time is spent
+saving). Each is killed with SIGKILL at a random
 moment after its first checkpoint exists; the checkpoint must then load.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import xferclass
+from xferclass._checkpoint import read_resume_state
 
 SCRIPT = textwrap.dedent(
     """
@@ -67,16 +68,16 @@ def test_sigkill_at_random_moments_never_corrupts_the_checkpoint(tmp_path: Path)
                 assert time.monotonic() < deadline, "no checkpoint within 900 s"
                 time.sleep(0.05)
             time.sleep(delay)
-            last_state = path.parent / "best.state.json"
+            last_state = path.parent / "best.resume.npz"
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=30)
             assert process.returncode == -signal.SIGKILL
             model = xferclass.load_model(path)
             assert model.output_shape == (None, 3)
             if last_state.exists():
-                state = json.loads(last_state.read_text())
-                assert state["epoch"] >= 1 and "val_accuracy" in state["history"]
-                xferclass.load_model(path.parent / "best.last.keras")
+                meta, weights, _ = read_resume_state(str(last_state))
+                assert meta["epoch"] >= 1 and "val_accuracy" in meta["history"]
+                assert len(weights) == meta["weights"] > 0
     finally:
         for process, _, _ in runs:
             if process.poll() is None:

@@ -16,6 +16,7 @@ dropped class weight or a different loss moves them by 1e-3 or more.
 
 from __future__ import annotations
 
+import logging
 import shutil
 
 import keras
@@ -26,8 +27,9 @@ from sklearn.utils.class_weight import compute_class_weight
 
 import xferclass
 from conftest import make_shape_dataset
-from helpers import SIZE, tiny_arrays, tiny_model, twin
+from helpers import SIZE, tiny_arrays, tiny_dataset, tiny_model, twin
 from xferclass._cache import epoch_plan
+from xferclass._compile import balanced_class_weight, default_objective
 
 SEED = 7
 BATCH = 8
@@ -146,3 +148,197 @@ def test_fit_equals_plain_keras_on_the_same_batches(
     if compiled:
         assert isinstance(ours.optimizer, keras.optimizers.SGD)
         assert "acc" in history.history and "accuracy" not in history.history
+
+
+# --------------------------------------------------------------------------- compile
+
+
+def test_balanced_class_weight_matches_scikit_learn():
+    rng = np.random.default_rng(0)
+    labels = rng.choice(4, size=101, p=[0.6, 0.25, 0.1, 0.05])
+    ours = balanced_class_weight(np.eye(4)[labels], 4)
+    theirs = compute_class_weight("balanced", classes=np.arange(4), y=labels)
+    np.testing.assert_allclose([ours[k] for k in range(4)], theirs, rtol=1e-12)
+    with pytest.raises(xferclass.DatasetError, match=r"classes \[3\] have no image"):
+        balanced_class_weight(np.array([0, 1, 2, 1]), 4)
+
+
+def test_bad_class_weight_arguments():
+    for bad, kind in (("uniform", ValueError), ({0: 1.0, 5: 2.0}, ValueError), ([1, 2], TypeError)):
+        with pytest.raises(kind, match="class_weight"):
+            xferclass.fit(tiny_model(), tiny_dataset(), class_weight=bad, verbose=0)
+
+
+def test_a_compiled_model_keeps_its_compile_and_learning_rate_is_applied(caplog):
+    model = tiny_model()
+    optimizer = keras.optimizers.SGD(learning_rate=0.1, momentum=0.5)
+    loss = keras.losses.CategoricalFocalCrossentropy()
+    model.compile(optimizer=optimizer, loss=loss, metrics=[keras.metrics.AUC(name="auc")])
+    validation = tiny_dataset(24, seed=1)
+    with caplog.at_level(logging.INFO, logger="xferclass"):
+        history = xferclass.fit(model, tiny_dataset(), validation, epochs=2, learning_rate=0.01,
+                                verbose=0)  # fmt: skip
+    assert model.optimizer is optimizer and model.loss is loss
+    assert float(optimizer.learning_rate) == pytest.approx(0.01)
+    assert "applying learning_rate=0.01" in caplog.text
+    # No accuracy metric: the best epoch is the one of lowest validation loss.
+    assert {"auc", "val_auc"} <= set(history.history) and history.monitor == "val_loss"
+    # The head trained with the focal loss: evaluating it again gives the logged value.
+    logged = history.history["val_loss"][history.best_epoch - 1]
+    assert model.evaluate(validation, verbose=0, return_dict=True)["loss"] == pytest.approx(
+        logged, rel=1e-4
+    )
+
+
+def test_keyword_overrides_and_label_smoothing():
+    model = tiny_model()
+    xferclass.fit(model, tiny_dataset(), epochs=1, optimizer="sgd", label_smoothing=0.2,
+                  metrics=["categorical_accuracy"], verbose=0)  # fmt: skip
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+    assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
+    assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.2)
+    with pytest.raises(xferclass.InvalidArgumentError, match="label_smoothing=0.1 applies"):
+        xferclass.fit(tiny_model(), tiny_dataset(), loss="mse", label_smoothing=0.1, verbose=0)
+    with pytest.raises(xferclass.InvalidArgumentError, match="optimizer='sgdx'"):
+        xferclass.fit(tiny_model(), tiny_dataset(), optimizer="sgdx", verbose=0)
+
+
+def test_a_sigmoid_output_trains_multi_label_on_the_cache():
+    model = tiny_model()
+    model.get_layer("predictions").activation = keras.activations.sigmoid
+    assert default_objective(model) == ("binary_crossentropy", ["binary_accuracy"])
+    images, labels = tiny_arrays(24)
+    labels[:, 0] = 1.0  # multi-hot: every image also has class 0
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+    history = xferclass.fit(model, data, data, epochs=3, learning_rate=0.01, verbose=0)
+    assert model.loss == "binary_crossentropy"
+    assert history.monitor == "val_binary_accuracy"
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    probabilities = model.predict(images, verbose=0)
+    assert probabilities[:, 0].min() > 0.5  # independent probabilities, not a softmax
+
+
+def test_fine_tune_derives_each_phase_optimizer_from_the_users():
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            optimizer = self.model.optimizer
+            seen.append((type(optimizer).__name__, float(optimizer.learning_rate),
+                         optimizer.get_config()["nesterov"]))  # fmt: skip
+
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9, nesterov=True),
+                  loss="categorical_crossentropy", metrics=["accuracy"])  # fmt: skip
+    xferclass.fine_tune(model, tiny_dataset(), head_epochs=1, epochs=1, unfreeze=3,
+                        head_learning_rate=0.02, learning_rate=0.003, callbacks=[Record()],
+                        verbose=0)  # fmt: skip
+    assert seen == [("SGD", pytest.approx(0.02), True), ("SGD", pytest.approx(0.003), True)]
+    assert model.optimizer.get_config()["momentum"] == pytest.approx(0.9)
+
+
+# --------------------------------------------------------------------------- shuffling
+
+
+def test_cached_rows_are_reshuffled_every_epoch_whatever_the_source():
+    model = tiny_model()
+    batches = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            batches.append(batch)
+
+    source = tiny_dataset().map(lambda x, y: (x, y))  # a mapped dataset, no attributes
+    plans = [epoch_plan(48, 1, seed=5, epoch=e, shuffle=True)[0] for e in range(3)]
+    assert not np.array_equal(plans[0], plans[1]) and not np.array_equal(plans[1], plans[2])
+    history = xferclass.fit(model, source, epochs=3, seed=5, verbose=0, callbacks=[Record()])
+    assert len(history.history["loss"]) == 3 and len(batches) == 9
+    # The same seed gives the same plan in any process; another seed another one.
+    np.testing.assert_array_equal(plans[0], epoch_plan(48, 1, seed=5, epoch=0, shuffle=True)[0])
+    assert not np.array_equal(plans[0], epoch_plan(48, 1, seed=6, epoch=0, shuffle=True)[0])
+    order, views = epoch_plan(10, 3, seed=1, epoch=0, shuffle=False)
+    np.testing.assert_array_equal(order, np.arange(10))
+    assert set(views.tolist()) <= {0, 1, 2}
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def test_restore_best_puts_back_the_best_epoch(tmp_path):
+    model = tiny_model()
+    validation = tiny_dataset(24, seed=1)
+    history = xferclass.fit(model, tiny_dataset(), validation, epochs=4, learning_rate=0.05,
+                            seed=0, verbose=0)  # fmt: skip
+    values = history.history["val_accuracy"]
+    assert history.best_epoch == values.index(max(values)) + 1
+    accuracy = xferclass.evaluate_regression_style(model, validation)["accuracy"]
+    assert accuracy == pytest.approx(max(values), abs=1e-6)
+
+
+def test_best_model_is_written_only_on_improvement(tmp_path, monkeypatch):
+    from xferclass import _engine
+
+    writes = []
+    real = _engine.save_model
+    monkeypatch.setattr(_engine, "save_model", lambda m, p: (writes.append(p), real(m, p)))
+    path = tmp_path / "best.keras"
+    history = xferclass.fit(tiny_model(), tiny_dataset(), tiny_dataset(24, seed=1), epochs=4,
+                            checkpoint=path, learning_rate=0.05, seed=0, verbose=0)  # fmt: skip
+    values = history.history["val_accuracy"]
+    improvements = sum(v > max(values[:k], default=-1) for k, v in enumerate(values))
+    assert len(writes) == improvements and path.exists()
+    state = tmp_path / "best.resume.npz"
+    assert state.stat().st_size < 0.2 * path.stat().st_size  # head weights only
+
+
+@pytest.mark.parametrize("stop_after", [2, 3])
+def test_fine_tune_resumes_across_phases_as_if_never_interrupted(tmp_path, stop_after):
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == stop_after + 1:  # before the engine records that epoch
+                raise KeyboardInterrupt
+
+    options = dict(head_epochs=2, epochs=2, unfreeze=3, seed=0, verbose=0, restore_best=False)
+    straight = tiny_model()
+    interrupted, resumed = twin(straight), twin(straight)
+    path = tmp_path / f"run{stop_after}.keras"
+    expected = xferclass.fine_tune(straight, tiny_dataset(), **options)
+    with pytest.raises(KeyboardInterrupt):
+        xferclass.fine_tune(interrupted, tiny_dataset(), checkpoint=path,
+                            callbacks=[Interrupt()], **options)  # fmt: skip
+    # ``resumed`` is the model as built, as a new process would rebuild it.
+    history = xferclass.fine_tune(resumed, tiny_dataset(), checkpoint=path, resume=True,
+                                  **options)  # fmt: skip
+    assert history.history["phase"] == [1.0, 1.0, 2.0, 2.0]
+    np.testing.assert_allclose(history.history["loss"], expected.history["loss"], rtol=1e-5)
+    probe, _ = tiny_arrays(8, seed=5)
+    np.testing.assert_allclose(
+        resumed.predict(probe, verbose=0), straight.predict(probe, verbose=0), atol=1e-4
+    )
+
+
+# --------------------------------------------------------------------------- messages, sizes
+
+
+def test_messages_go_through_the_xferclass_logger(caplog, capsys):
+    with caplog.at_level(logging.INFO, logger="xferclass"):
+        xferclass.fit(tiny_model(), tiny_dataset(), epochs=1, verbose=0)
+    assert "phase 1/1 (train): training the head on cached features" in caplog.text
+    assert all(record.name.startswith("xferclass") for record in caplog.records)
+    assert capsys.readouterr().out == ""  # verbose=0: nothing on stdout
+    xferclass.fit(tiny_model(), tiny_dataset(), epochs=1, verbose=2)
+    out = capsys.readouterr().out
+    assert "xferclass: phase 1/1 (train)" in out and "1/1" in out
+
+
+def test_images_of_the_wrong_size_are_refused_with_both_sizes():
+    images, labels = tiny_arrays(8, size=40)
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
+    message = "yields images of 40x40 pixels but the model takes 32x32"
+    with pytest.raises(xferclass.DatasetError, match=message):
+        xferclass.fit(tiny_model(), data, verbose=0)
+    with pytest.raises(xferclass.DatasetError, match=message):
+        xferclass.evaluate_regression_style(tiny_model(), data)
+    with pytest.raises(xferclass.DatasetError, match=message):
+        xferclass.predict(tiny_model(), data)
+    assert xferclass.predict(tiny_model(), images).probabilities.shape == (8, 3)  # resized

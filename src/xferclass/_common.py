@@ -126,8 +126,9 @@ def forward_function(
 def check_image_size(model: keras.Model, dataset: tf.data.Dataset, argument: str) -> None:
     """Raise when a dataset's images are not the size of the model's input."""
     wanted = tuple(model.input_shape[1:3]) if len(model.input_shape) == 4 else None
-    shape = dataset.element_spec[0].shape
-    given = tuple(shape[1:3]) if shape.rank == 4 else None
+    spec = dataset.element_spec
+    shape = (spec[0] if isinstance(spec, tuple) else spec).shape
+    given = {4: tuple(shape[1:3]), 3: tuple(shape[0:2])}.get(shape.rank or 0)
     if wanted is None or given is None or None in wanted or None in given:
         return
     if given != wanted:

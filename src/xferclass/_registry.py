@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import BackboneNotFoundError
+from ._errors import BackboneNotFoundError, InvalidArgumentError
 
 __all__ = ["BackboneSpec", "register_backbone", "list_backbones", "get_backbone"]
 
@@ -110,21 +110,23 @@ def register_backbone(
 
     key = _normalise(name)
     if not key:
-        raise ValueError("register_backbone: name must be a non-empty string")
+        raise InvalidArgumentError("register_backbone: name must be a non-empty string")
     if key in _REGISTRY and not overwrite:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"register_backbone: a backbone named {key!r} is already registered; "
             "pass overwrite=True to replace it"
         )
     if preprocess not in PREPROCESS_MODES:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"register_backbone: preprocess={preprocess!r} is not one of {sorted(PREPROCESS_MODES)}"
         )
     if not callable(builder):
-        raise ValueError(f"register_backbone: builder={builder!r} is not callable")
+        raise InvalidArgumentError(f"register_backbone: builder={builder!r} is not callable")
     size = (default_size, default_size) if isinstance(default_size, int) else tuple(default_size)
     if len(size) != 2 or any(int(s) < 1 for s in size):
-        raise ValueError(f"register_backbone: default_size={default_size!r} is not a valid size")
+        raise InvalidArgumentError(
+            f"register_backbone: default_size={default_size!r} is not a valid size"
+        )
     spec = BackboneSpec(
         name=key,
         builder=builder,

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ._errors import InvalidArgumentError
+
 __all__ = ["main"]
 
 _EPILOG = """examples:
@@ -163,17 +165,23 @@ def _train(args: argparse.Namespace) -> int:
         weights=args.weights, input_size=size, dropout=args.dropout,
     )  # fmt: skip
     common: dict[str, Any] = dict(verbose=verbose, augment=args.augment, seed=args.seed)
-    if args.fine_tune_epochs:
-        history = xferclass.fine_tune(
-            model, train, validation, head_epochs=args.epochs, epochs=args.fine_tune_epochs,
-            unfreeze=args.unfreeze, head_learning_rate=args.learning_rate, checkpoint=args.out,
-            **common,
-        )  # fmt: skip
-    else:
-        history = xferclass.fit(
-            model, train, validation, epochs=args.epochs, learning_rate=args.learning_rate,
-            checkpoint=args.out, **common,
-        )  # fmt: skip
+    try:
+        if args.fine_tune_epochs:
+            history = xferclass.fine_tune(
+                model, train, validation, head_epochs=args.epochs, epochs=args.fine_tune_epochs,
+                unfreeze=args.unfreeze, head_learning_rate=args.learning_rate,
+                checkpoint=args.out, **common,
+            )  # fmt: skip
+        else:
+            history = xferclass.fit(
+                model, train, validation, epochs=args.epochs, learning_rate=args.learning_rate,
+                checkpoint=args.out, **common,
+            )  # fmt: skip
+    except KeyboardInterrupt:
+        # Training put the best weights so far back into the model.
+        xferclass.save_model(model, args.out)
+        print(f"xferclass: interrupted; the model so far is saved to {args.out}", file=sys.stderr)
+        return 130
     if validation is None:
         xferclass.save_model(model, args.out)
     monitor = "val_accuracy" if validation is not None else "accuracy"
@@ -223,7 +231,7 @@ def _predict(args: argparse.Namespace) -> int:
     import xferclass
 
     if args.top < 1:
-        raise ValueError(f"--top={args.top} must be at least 1")
+        raise InvalidArgumentError(f"--top={args.top} must be at least 1")
     model = xferclass.load_model(args.model)
     result = xferclass.predict(model, args.images)
     tops = result.top(args.top)

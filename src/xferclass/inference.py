@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ._common import forward_function, model_class_names
-from ._errors import DatasetError
+from ._common import check_image_size, forward_function, model_class_names
+from ._errors import DatasetError, InvalidArgumentError
 
 __all__ = ["predict", "Predictions"]
 
@@ -58,7 +58,7 @@ class Predictions:
 def _input_size(model: keras.Model) -> tuple[int, int]:
     shape = model.input_shape
     if len(shape) != 4 or shape[1] is None or shape[2] is None:
-        raise ValueError(f"model input shape {shape} is not (batch, height, width, 3)")
+        raise InvalidArgumentError(f"model input shape {shape} is not (batch, height, width, 3)")
     return int(shape[1]), int(shape[2])
 
 
@@ -146,7 +146,7 @@ def predict(
         ['shoes', 'hat']
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive int")
+        raise InvalidArgumentError(f"batch_size={batch_size!r} must be a positive int")
     outputs = int(model.output_shape[-1])
     names = list(class_names) if class_names is not None else model_class_names(model)
     if names is None:
@@ -155,6 +155,8 @@ def predict(
         raise DatasetError(
             f"class_names has {len(names)} names but the model outputs {outputs} classes"
         )
+    if isinstance(images, tf.data.Dataset):
+        check_image_size(model, images, "images")  # arrays and files are resized, not datasets
     dataset, sources = _image_batches(images, _input_size(model), batch_size)
     steps = int(dataset.cardinality())
     forward = forward_function(model)

@@ -11,6 +11,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from ._errors import InvalidArgumentError
+
 __all__ = ["Preprocessing", "InferenceMode", "PREPROCESS_MODES"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -54,7 +56,7 @@ class Preprocessing(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         if mode not in PREPROCESS_MODES:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"Preprocessing: mode={mode!r} is not one of {sorted(PREPROCESS_MODES)}"
             )
         self.mode = mode

@@ -22,7 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ._common import check_class_count, forward_function, require_dataset
+from ._common import check_class_count, check_image_size, forward_function, require_dataset
+from ._errors import InvalidArgumentError
 
 __all__ = ["evaluate_regression_style", "collect_predictions", "regression_metrics"]
 
@@ -40,6 +41,7 @@ def collect_predictions(
     """
     dataset = require_dataset(dataset, "dataset")
     check_class_count(model, dataset, "dataset")
+    check_image_size(model, dataset, "dataset")
     labels: list[np.ndarray] = []
     probabilities: list[np.ndarray] = []
     steps = int(dataset.cardinality())
@@ -78,7 +80,9 @@ def regression_metrics(labels: Any, probabilities: Any) -> dict[str, float]:
     y = np.asarray(labels, dtype=np.float64)
     p = np.asarray(probabilities, dtype=np.float64)
     if y.shape != p.shape or y.ndim != 2:
-        raise ValueError(f"labels {y.shape} and probabilities {p.shape} must both be (n, k) arrays")
+        raise InvalidArgumentError(
+            f"labels {y.shape} and probabilities {p.shape} must both be (n, k) arrays"
+        )
     error = y - p
     mse = float(np.mean(error**2))
     residual = np.sum(error**2, axis=0)

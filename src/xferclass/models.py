@@ -10,7 +10,7 @@ from typing import Any
 import keras
 
 from . import _backbones  # noqa: F401  (registers the built-in backbones)
-from ._errors import WeightsUnavailableError
+from ._errors import InvalidArgumentError, InvalidArgumentTypeError, WeightsUnavailableError
 from ._registry import BackboneSpec, get_backbone
 from .layers import InferenceMode, Preprocessing
 
@@ -27,13 +27,13 @@ PREDICTIONS = "predictions"
 
 def _as_size(value: Any, argument: str) -> tuple[int, int]:
     if isinstance(value, bool):
-        raise ValueError(f"{argument}={value!r} is not an image size")
+        raise InvalidArgumentError(f"{argument}={value!r} is not an image size")
     if isinstance(value, int):
         return (value, value)
     try:
         height, width = (int(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{argument}={value!r} is not an image size; pass an int or (height, width)"
         ) from None
     return (height, width)
@@ -46,7 +46,7 @@ def _dtype_policy(mixed_precision: bool | str) -> Iterator[None]:
         return
     policy = "mixed_float16" if mixed_precision is True else str(mixed_precision)
     if policy not in ("mixed_float16", "mixed_bfloat16"):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"mixed_precision={mixed_precision!r} must be True, False, "
             "'mixed_float16' or 'mixed_bfloat16'"
         )
@@ -68,7 +68,7 @@ def _build_backbone(spec: BackboneSpec, input_shape: tuple[int, int, int], weigh
                 "or the path of an existing weights file"
             )
     elif weights not in ("imagenet", None):
-        raise ValueError(f"weights={weights!r} must be 'imagenet', None or a file path")
+        raise InvalidArgumentError(f"weights={weights!r} must be 'imagenet', None or a file path")
     try:
         backbone = spec.builder(input_shape=input_shape, weights=weights)
     except ImportError as error:
@@ -94,7 +94,7 @@ def _build_backbone(spec: BackboneSpec, input_shape: tuple[int, int, int], weigh
             ) from error
         raise
     if not isinstance(backbone, keras.Model):
-        raise TypeError(
+        raise InvalidArgumentTypeError(
             f"the builder of backbone={spec.name!r} returned {type(backbone).__name__}, "
             "not a keras.Model"
         )
@@ -175,14 +175,14 @@ def build_classifier(
     """
     spec = get_backbone(backbone)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes={num_classes!r} must be an int of at least 2")
+        raise InvalidArgumentError(f"num_classes={num_classes!r} must be an int of at least 2")
     if isinstance(head_units, bool) or not isinstance(head_units, int) or head_units < 0:
-        raise ValueError(f"head_units={head_units!r} must be a non-negative int")
+        raise InvalidArgumentError(f"head_units={head_units!r} must be a non-negative int")
     if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
+        raise InvalidArgumentError(f"dropout={dropout!r} must be in [0, 1)")
     size = spec.default_size if input_size is None else _as_size(input_size, "input_size")
     if min(size) < spec.min_size:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"input_size={input_size!r} is too small for backbone={spec.name!r}, "
             f"which needs at least {spec.min_size}x{spec.min_size}"
         )
@@ -230,11 +230,11 @@ class ClassifierParts:
         self.model = model
         names = [layer.name for layer in model.layers]
         if PREPROCESSING not in names or BACKBONE not in names or POOL not in names:
-            raise ValueError("the model lacks the layers of build_classifier")
+            raise InvalidArgumentError("the model lacks the layers of build_classifier")
         self.preprocessing = model.get_layer(PREPROCESSING)
         self.wrapper = model.get_layer(BACKBONE)
         if not isinstance(self.wrapper, InferenceMode):
-            raise ValueError("the backbone is not wrapped in InferenceMode")
+            raise InvalidArgumentError("the backbone is not wrapped in InferenceMode")
         self.backbone = self.wrapper.layer
         start = names.index(POOL)
         self.head = model.layers[start:]

@@ -31,7 +31,12 @@ import numpy as np
 import tensorflow as tf
 
 from ._common import check_class_count, model_class_names, require_dataset
-from ._errors import DatasetError
+from ._errors import (
+    DatasetError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    MissingDependencyError,
+)
 
 __all__ = [
     "TopLoss",
@@ -77,7 +82,7 @@ def _matplotlib() -> tuple[Any, Any]:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as error:
-        raise ImportError(
+        raise MissingDependencyError(
             f"xferclass.plots needs matplotlib, an optional dependency: {_INSTALL_HINT}"
         ) from error
     return Figure, FigureCanvasAgg
@@ -90,7 +95,7 @@ def _output_path(path: str | os.PathLike[str], canvas: Any) -> Path:
     formats = canvas.get_supported_filetypes()
     if suffix not in formats:
         what = f"extension {target.suffix!r}" if suffix else "no file extension"
-        raise ValueError(
+        raise InvalidArgumentError(
             f"path={os.fspath(path)!r} has {what}; end it in .png or another format "
             f"matplotlib writes: {', '.join(sorted(formats))}"
         )
@@ -138,7 +143,9 @@ def _as_indices(values: Any, argument: str) -> tuple[np.ndarray, int | None]:
     array = np.asarray(values)
     if array.ndim == 2:
         if array.shape[1] < 1:
-            raise ValueError(f"{argument} has shape {array.shape}; it needs at least one class")
+            raise InvalidArgumentError(
+                f"{argument} has shape {array.shape}; it needs at least one class"
+            )
         return np.argmax(array, axis=1), int(array.shape[1])
     if array.ndim == 1:
         if array.size and (
@@ -146,9 +153,11 @@ def _as_indices(values: Any, argument: str) -> tuple[np.ndarray, int | None]:
             or not np.all(np.mod(array, 1) == 0)
             or array.min() < 0
         ):
-            raise ValueError(f"{argument} given as a vector must hold class indices (ints >= 0)")
+            raise InvalidArgumentError(
+                f"{argument} given as a vector must hold class indices (ints >= 0)"
+            )
         return array.astype(np.int64), None
-    raise ValueError(
+    raise InvalidArgumentError(
         f"{argument} has shape {array.shape}; pass (n, classes) one-hot labels or "
         "probabilities, or (n,) class indices"
     )
@@ -188,12 +197,12 @@ def confusion_matrix(
     true, true_width = _as_indices(labels, "labels")
     predicted, predicted_width = _as_indices(probabilities, "probabilities")
     if true.shape != predicted.shape:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"labels has {true.shape[0]} samples but probabilities has {predicted.shape[0]}"
         )
     widths = {w for w in (true_width, predicted_width, num_classes) if w is not None}
     if len(widths) > 1:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"the class counts disagree: labels {true_width}, probabilities "
             f"{predicted_width}, num_classes {num_classes}"
         )
@@ -202,9 +211,9 @@ def confusion_matrix(
     else:
         count = int(max(true.max(initial=-1), predicted.max(initial=-1))) + 1
     if count < 1:
-        raise ValueError("there are no samples and no num_classes to size the matrix")
+        raise InvalidArgumentError("there are no samples and no num_classes to size the matrix")
     if true.size and max(true.max(), predicted.max()) >= count:
-        raise ValueError(f"a class index is out of range for {count} classes")
+        raise InvalidArgumentError(f"a class index is out of range for {count} classes")
     flat = np.bincount(true * count + predicted, minlength=count * count)
     return flat.reshape(count, count).astype(np.int64)
 
@@ -212,11 +221,11 @@ def confusion_matrix(
 def _history_dict(history: Any) -> dict[str, list[float]]:
     record = getattr(history, "history", history)
     if not isinstance(record, Mapping):
-        raise TypeError(
+        raise InvalidArgumentTypeError(
             f"history must be a keras History or its .history dict; got {type(history).__name__}"
         )
     if not record.get("loss"):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"history has no 'loss' values to plot (its keys are {sorted(record)}); "
             "pass what fit or fine_tune returned"
         )
@@ -362,7 +371,7 @@ def plot_confusion_matrix(
     elif isinstance(model_or_predictions, (tuple, list)) and len(model_or_predictions) == 2:
         labels, probabilities = model_or_predictions
     else:
-        raise TypeError(
+        raise InvalidArgumentTypeError(
             "model_or_predictions must be a keras.Model or a (labels, probabilities) pair; "
             f"got {type(model_or_predictions).__name__}"
         )
@@ -516,7 +525,7 @@ def _probability(value: float) -> str:
 
 def _check_count(n: int, argument: str = "n") -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{argument}={n!r} must be a positive int")
+        raise InvalidArgumentError(f"{argument}={n!r} must be a positive int")
     return n
 
 
