@@ -3,8 +3,10 @@
 A 20000 x 20000 PNG of one colour is a few hundred kilobytes on disk and 1.2 GB
 once decoded; TensorFlow's decoders have no limit. Reading the width and height
 from the header costs one small read, so every decode path of xferclass looks
-here first and refuses images over ``max_pixels`` (Pillow's
-``Image.MAX_IMAGE_PIXELS`` by default) without decoding them.
+here first and refuses images over ``max_pixels`` without decoding them. The
+default is where Pillow refuses them: 178,956,970 pixels, twice
+``PIL.Image.MAX_IMAGE_PIXELS`` (Pillow warns from that value and raises
+``DecompressionBombError`` from twice it).
 
 Formats: PNG (IHDR), JPEG (the SOF marker, found by walking the segments the
 way libjpeg does), GIF (the logical screen, which TensorFlow allocates), BMP
@@ -23,7 +25,8 @@ from ._errors import InvalidArgumentError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "MAX_PIXELS_ENV", "image_dimensions", "resolve_max_pixels"]
 
-#: Pillow's ``Image.MAX_IMAGE_PIXELS``: ``int(1024 * 1024 * 1024 // 4 // 3)``.
+#: Where Pillow refuses to open an image (``DecompressionBombError``): twice its
+#: ``Image.MAX_IMAGE_PIXELS`` (89,478,485, where it only warns).
 DEFAULT_MAX_PIXELS = 178_956_970
 #: Environment variable that replaces :data:`DEFAULT_MAX_PIXELS` when set.
 MAX_PIXELS_ENV = "XFERCLASS_MAX_PIXELS"

@@ -1030,7 +1030,7 @@ def load_image_dataset(
                 else np.isin(given_labels, columns)
             )
             bad = int(np.sum(members))
-            detail = f" ({bad} image files in them cannot be decoded)" if bad else ""
+            detail = f" ({bad} image files in them cannot be used)" if bad else ""
             kind = "classes" if multi_label or unusable or is_label_table(path) else "class folders"
             raise DatasetError(
                 f"load_image_dataset: {kind} {empty} of {source} hold no readable images "

@@ -98,10 +98,7 @@ def regression_metrics(labels: Any, probabilities: Any) -> dict[str, float]:
         >>> {k: round(v, 3) for k, v in regression_metrics(y, p).items()}
         {'mae': 0.3, 'mse': 0.1, 'rmse': 0.316, 'r2': 0.6, 'accuracy': 1.0, 'n': 2}
     """
-    y = np.asarray(labels, dtype=np.float64)
-    p = np.asarray(probabilities, dtype=np.float64)
-    if y.shape != p.shape or y.ndim != 2:
-        raise ValueError(f"labels {y.shape} and probabilities {p.shape} must both be (n, k) arrays")
+    y, p = _pair(labels, probabilities)
     error = y - p
     mse = float(np.mean(error**2))
     residual = np.sum(error**2, axis=0)
