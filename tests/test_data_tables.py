@@ -260,3 +260,61 @@ def test_multi_label_empty_class_reported(images: Path) -> None:
         warnings.simplefilter("ignore", SkippedFilesWarning)
         with pytest.raises(DatasetError, match=r"classes \['red', 'round'\] .*8 image files"):
             load_image_dataset(table, 32, label_separator="|")
+
+
+# ------------------------------------------------------------------------------------
+# the command line
+# ------------------------------------------------------------------------------------
+
+
+def test_cli_trains_and_evaluates_on_a_label_table(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    import helpers  # noqa: F401  (registers the tiny test backbone)
+    import xferclass
+    from xferclass._common import model_class_names, model_multi_label
+    from xferclass.cli import main
+
+    rows = folder_rows(images)
+    uses = ["train", "train", "validation", "test"]
+    tags = write_csv(
+        tmp_path / "tags.csv",
+        ["path", "tags", "ml_use"],
+        [[p, "|".join(TAGS[c] + ["shape"]), uses[i % 4]] for i, (p, c) in enumerate(rows)],
+    )
+    out = tmp_path / "tagger.keras"
+    common = ["--backbone", "test_tiny", "--weights", "none", "--size", "32", "--quiet"]
+    code = main(
+        ["train", str(tags), "--root", str(images), "--label-separator", "|", "--epochs", "1"]
+        + common + ["--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    model = xferclass.load_model(out)
+    assert model_multi_label(model) == (True, 0.5)
+    assert model_class_names(model) == ["green", "red", "round", "shape"]
+    capsys.readouterr()
+    code = main(
+        ["evaluate", str(out), str(tags), "--root", str(images), "--label-separator", "|"]
+        + ["--split", "test", "--json", "--per-class"]
+    )  # fmt: skip
+    assert code == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["n"] == TOTAL // 4
+    assert {"f1_micro", "f1_macro", "mean_average_precision", "per_class"} <= set(metrics)
+    assert metrics["per_class"]["shape"]["support"] == TOTAL // 4
+
+    labels = write_csv(tmp_path / "labels.csv", ["path", "label"], rows)
+    out = tmp_path / "single.keras"
+    arguments = ["train", str(labels), "--root", str(images), "--epochs", "1", "--out", str(out)]
+    assert main(arguments + common) == 0
+    assert model_multi_label(xferclass.load_model(out)) == (False, 0.5)
+    capsys.readouterr()
+    assert main(["evaluate", str(out), str(labels), "--root", str(images)]) == 0
+    printed = capsys.readouterr().out
+    table = printed[printed.index("per class (worst F1 first):") :].splitlines()[2:]
+    f1 = [float(line.split()[3]) for line in table]
+    assert len(table) == 3 and f1 == sorted(f1)
+    assert main(["train", str(images), "--root", str(images)] + common) == 1
+    assert "--root apply to a .csv label table" in capsys.readouterr().err

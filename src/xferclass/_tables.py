@@ -33,6 +33,7 @@ __all__ = [
     "SPLIT_VALUES",
     "is_label_table",
     "read_label_table",
+    "split_values",
 ]
 
 #: Header names (lower case, ``_`` for spaces and dashes) taken as the image path column.
@@ -312,3 +313,16 @@ def read_label_table(
             f"holds {values[:10]}"
         )
     return LabelTable(source, paths, labels, classes, multi_label, unusable)
+
+
+def split_values(value: Any, *, path_column: str | None = None) -> set[str] | None:
+    """The splits (``train``, ``validation``, ...) a table's split column names; None without one.
+
+    Raises:
+        DatasetError: The table cannot be read, or several columns could be the split column.
+    """
+    source, names, data, _ = _columns(value, "load_image_dataset")
+    column = _pick(names, None, SPLIT_COLUMNS, "split_column", source, "the split")
+    if column is None or column == path_column:
+        return None
+    return {SPLIT_VALUES.get(_normal(v), str(v)) for v in data[column]}
