@@ -57,7 +57,6 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "data_dir", metavar="DATA_DIR", help="folder of class subfolders, or a .csv label table"
     )
-    _table_arguments(train)
     train.add_argument("--backbone", default="xception", help="backbone name (default: xception)")
     train.add_argument("--epochs", type=int, default=10, help="epochs (default: 10)")
     train.add_argument("--out", default="model.keras", help="where to save the model (.keras)")
@@ -95,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--seed", type=int, default=None, help="random seed")
     train.add_argument("--quiet", action="store_true", help="no progress output")
+    _table_arguments(train)
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -109,16 +109,16 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "data_dir", metavar="DATA_DIR", help="folder of class subfolders, or a .csv label table"
     )
+    evaluate.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
+    evaluate.add_argument("--plots", metavar="DIR", default=None, help="also write plots here")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.add_argument(
+        "--per-class", action="store_true", help="with --json: add the per-class report"
+    )
     _table_arguments(evaluate)
     evaluate.add_argument(
         "--split", default=None, help="rows of the table's split column to use, e.g. test"
     )
-    evaluate.add_argument(
-        "--per-class", action="store_true", help="with --json: add the per-class report"
-    )
-    evaluate.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
-    evaluate.add_argument("--plots", metavar="DIR", default=None, help="also write plots here")
-    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
     predict = commands.add_parser(
         "predict",
