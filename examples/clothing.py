@@ -18,7 +18,8 @@ trains with :func:`xferclass.fit` or :func:`xferclass.fine_tune`, evaluates with
 (default ``runs/clothing``):
 
 - ``model.keras``: the trained classifier (``xferclass.load_model`` reads it);
-- ``metrics.json``: MAE, MSE, RMSE, R², accuracy and n per split, the configuration,
+- ``metrics.json``: MAE, MSE, RMSE, R², accuracy, n and a per-class report
+  (precision, recall, F1, support) per split, the configuration,
   the training history, timings per phase and in total, the machine and the versions;
 - ``history.png``: training curves;
 - ``confusion_matrix.png`` and ``predictions.png``: on the test split, or on the
@@ -518,7 +519,7 @@ def train(
 
 def evaluate(model: Any, splits: dict[str, Any], eval_train: bool) -> dict[str, Any]:
     """Metrics and raw predictions per split."""
-    from xferclass.metrics import collect_predictions, regression_metrics
+    from xferclass.metrics import collect_predictions, per_class_report, regression_metrics
 
     results: dict[str, Any] = {}
     for name in SPLITS:
@@ -527,8 +528,11 @@ def evaluate(model: Any, splits: dict[str, Any], eval_train: bool) -> dict[str, 
         say(f"evaluating on {name} ({len(splits[name].file_paths)} images)")
         # One pass gives each prediction with its own label, shuffled or not.
         labels, probabilities = collect_predictions(model, splits[name])
+        metrics: dict[str, Any] = dict(regression_metrics(labels, probabilities))
+        # Precision, recall, F1 and support per class (scikit-learn's classification_report).
+        metrics["per_class"] = per_class_report(labels, probabilities, splits[name].class_names)
         results[name] = {
-            "metrics": regression_metrics(labels, probabilities),
+            "metrics": metrics,
             "predictions": (labels, probabilities),
         }
     return results

@@ -185,7 +185,8 @@ def test_is_image_file() -> None:
 
 def test_all_is_the_public_api() -> None:
     assert sorted(data_module.__all__) == sorted(
-        ["IMAGE_EXTENSIONS", "SkippedFilesWarning", "is_image_file", "load_image_dataset"]
+        ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "SkippedFilesWarning", "is_image_file"]
+        + ["load_image_dataset"]
         + ["read_images", "image_paths_dataset"]
     )
 

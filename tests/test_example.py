@@ -111,6 +111,9 @@ def test_whole_run_writes_every_output(clothing_dir: Path, tmp_path: Path) -> No
         assert METRIC_KEYS <= set(metrics), split
         assert metrics["n"] == expected
         assert 0.0 <= metrics["accuracy"] <= 1.0
+        report = metrics["per_class"]
+        assert {"circle", "square", "triangle", "macro avg", "weighted avg"} <= set(report)
+        assert sum(report[c]["support"] for c in ("circle", "square", "triangle")) == expected
     assert record["evaluated_on"] == "test"
     assert record["config"]["backbone"] == "mobilenet_v2"
     assert record["config"]["recipe"]["name"] == "notebook"

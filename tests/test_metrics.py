@@ -9,7 +9,12 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 import xferclass
 from helpers import tiny_arrays, tiny_dataset, tiny_model
-from xferclass.metrics import collect_predictions, regression_metrics
+from xferclass.metrics import (
+    collect_predictions,
+    multilabel_metrics,
+    per_class_report,
+    regression_metrics,
+)
 
 
 def _sklearn(y, p):
@@ -110,3 +115,128 @@ def test_bad_inputs():
         xferclass.evaluate_regression_style(tiny_model(), empty)
     with pytest.raises(xferclass.DatasetError, match="tf.data.Dataset"):
         xferclass.evaluate_regression_style(tiny_model(), [1, 2, 3])
+
+
+# --------------------------------------------------------------------------------------
+# Multi-label metrics and the per-class report, against scikit-learn
+# --------------------------------------------------------------------------------------
+
+
+def _multilabel_case(seed, n, k, empty_class=False):
+    rng = np.random.default_rng(seed)
+    y = (rng.uniform(size=(n, k)) < 0.4).astype(float)
+    if empty_class:
+        y[:, -1] = 0  # a class without any positive example
+    p = 1 / (1 + np.exp(-(rng.normal(size=(n, k)) * 2 + (y - 0.5) * 2)))
+    p[rng.uniform(size=(n, k)) < 0.2] = 0.5  # ties, and values at the threshold
+    return y, p
+
+
+def _quiet(function, *args, **kwargs):
+    """A scikit-learn call with its zero-division warnings silenced."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return function(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "seed,n,k,threshold,empty",
+    [(0, 60, 4, 0.5, False), (1, 9, 7, 0.3, True), (2, 200, 2, 0.7, False), (3, 5, 3, 0.5, True)],
+)
+def test_multilabel_metrics_match_scikit_learn(seed, n, k, threshold, empty):
+    from sklearn.metrics import average_precision_score, f1_score
+
+    y, p = _multilabel_case(seed, n, k, empty)
+    ours = multilabel_metrics(y, p, threshold=threshold)
+    predicted = p >= threshold
+    assert ours["f1_micro"] == pytest.approx(
+        _quiet(f1_score, y, predicted, average="micro"), abs=1e-12
+    )
+    assert ours["f1_macro"] == pytest.approx(
+        _quiet(f1_score, y, predicted, average="macro"), abs=1e-12
+    )
+    assert ours["mean_average_precision"] == pytest.approx(
+        _quiet(average_precision_score, y, p, average="macro"), abs=1e-12
+    )
+    assert ours["threshold"] == threshold
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 30), st.integers(2, 6), st.floats(0.05, 0.95))
+def test_multilabel_metrics_match_scikit_learn_property(seed, n, k, threshold):
+    from sklearn.metrics import average_precision_score, f1_score
+
+    y, p = _multilabel_case(seed, n, k, empty_class=seed % 3 == 0)
+    p = np.round(p, 1)  # many ties
+    ours = multilabel_metrics(y, p, threshold=threshold)
+    for average in ("micro", "macro"):
+        expected = _quiet(f1_score, y, p >= threshold, average=average)
+        assert ours[f"f1_{average}"] == pytest.approx(expected, abs=1e-12)
+    expected = _quiet(average_precision_score, y, p, average="macro")
+    assert ours["mean_average_precision"] == pytest.approx(expected, abs=1e-12)
+
+
+def _assert_same_report(ours, reference):
+    assert list(ours) == list(reference)
+    for key, value in reference.items():
+        if isinstance(value, dict):
+            assert ours[key]["support"] == value["support"], key
+            for field in ("precision", "recall", "f1-score"):
+                assert ours[key][field] == pytest.approx(value[field], abs=1e-12), (key, field)
+        else:
+            assert ours[key] == pytest.approx(value, abs=1e-12), key
+
+
+@pytest.mark.parametrize("seed,n,k", [(0, 50, 3), (1, 7, 10), (2, 200, 2), (3, 30, 5)])
+def test_per_class_report_matches_classification_report(seed, n, k):
+    from sklearn.metrics import classification_report
+
+    y, p = _random_case(seed, n, k)
+    names = [f"class_{j}" for j in range(k)]
+    reference = _quiet(
+        classification_report, y.argmax(1), p.argmax(1), labels=list(range(k)),
+        target_names=names, output_dict=True,
+    )  # fmt: skip
+    _assert_same_report(per_class_report(y, p, names), reference)
+
+
+@pytest.mark.parametrize("seed,n,k,threshold", [(0, 60, 4, 0.5), (1, 9, 7, 0.3), (3, 5, 3, 0.6)])
+def test_per_class_report_multilabel_matches_classification_report(seed, n, k, threshold):
+    from sklearn.metrics import classification_report
+
+    y, p = _multilabel_case(seed, n, k, empty_class=True)
+    reference = _quiet(
+        classification_report, y, (p >= threshold).astype(int), labels=list(range(k)),
+        output_dict=True,
+    )  # fmt: skip
+    ours = per_class_report(y, p, multi_label=True, threshold=threshold)
+    _assert_same_report(ours, reference)
+
+
+def test_evaluate_per_class_on_a_model():
+    from sklearn.metrics import classification_report
+
+    model = tiny_model()
+    dataset = tiny_dataset(40, batch_size=16)
+    metrics = xferclass.evaluate_regression_style(model, dataset, per_class=True)
+    images, labels = tiny_arrays(40)
+    predicted = model.predict(images, verbose=0).argmax(1)
+    reference = _quiet(
+        classification_report, labels.argmax(1), predicted, labels=[0, 1, 2],
+        target_names=["red", "green", "blue"], output_dict=True,
+    )  # fmt: skip
+    _assert_same_report(metrics["per_class"], reference)
+    assert "f1_micro" not in metrics  # single-label models get no multi-label metrics
+
+
+def test_multilabel_and_report_bad_inputs():
+    y, p = _multilabel_case(0, 10, 3)
+    for threshold in (0, 1, 1.5, True, "0.5"):
+        with pytest.raises(xferclass.InvalidArgumentError, match="threshold"):
+            multilabel_metrics(y, p, threshold=threshold)
+    with pytest.raises(xferclass.InvalidArgumentError, match=r"must both be \(n, k\)"):
+        multilabel_metrics(y, p[:, :2])
+    with pytest.raises(xferclass.InvalidArgumentError, match="class_names has 2 names for 3"):
+        per_class_report(y, p, ["a", "b"])

@@ -136,3 +136,20 @@ def check_image_size(model: keras.Model, dataset: tf.data.Dataset, argument: str
             f"{argument} yields images of {given[0]}x{given[1]} pixels but the model takes "
             f"{wanted[0]}x{wanted[1]}; load the images with image_size={wanted}"
         )
+
+
+def model_multi_label(model: keras.Model) -> tuple[bool, float]:
+    """``(multi_label, threshold)`` of a model: from its Preprocessing layer, else its output.
+
+    A model without a Preprocessing layer is multi-label when its last layer's
+    activation is a sigmoid; its threshold is then 0.5.
+    """
+    from .layers import Preprocessing
+
+    for layer in model.layers:
+        if isinstance(layer, Preprocessing):
+            return bool(getattr(layer, "multi_label", False)), float(
+                getattr(layer, "threshold", 0.5)
+            )
+    activation = getattr(model.layers[-1], "activation", None) if model.layers else None
+    return getattr(activation, "__name__", "") == "sigmoid", 0.5

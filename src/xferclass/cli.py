@@ -15,6 +15,7 @@ __all__ = ["main"]
 
 _EPILOG = """examples:
   xferclass train data/clothes --backbone efficientnet_lite0 --epochs 10 --out model.keras
+  xferclass train labels.csv --root images/ --label-separator "|"
   xferclass evaluate model.keras data/clothes/validation --plots plots/
   xferclass predict model.keras shoe.jpg hat.png
   xferclass backbones
@@ -49,10 +50,15 @@ def _parser() -> argparse.ArgumentParser:
         help="train a classifier on a folder of labelled images",
         description=(
             "Train a classifier. DATA_DIR holds one subfolder per class, or train/ and "
-            "validation/ folders that each hold one subfolder per class."
+            "validation/ folders that each hold one subfolder per class; or it is a CSV "
+            "label table (image path and label columns; a split column's 'train' and "
+            "'validation' rows are used as such). Labels joined by --label-separator make a "
+            "multi-label classifier."
         ),
     )
-    train.add_argument("data_dir", metavar="DATA_DIR", help="folder of class subfolders")
+    train.add_argument(
+        "data_dir", metavar="DATA_DIR", help="folder of class subfolders, or a .csv label table"
+    )
     train.add_argument("--backbone", default="xception", help="backbone name (default: xception)")
     train.add_argument("--epochs", type=int, default=10, help="epochs (default: 10)")
     train.add_argument("--out", default="model.keras", help="where to save the model (.keras)")
@@ -90,17 +96,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--seed", type=int, default=None, help="random seed")
     train.add_argument("--quiet", action="store_true", help="no progress output")
+    _table_arguments(train)
 
     evaluate = commands.add_parser(
         "evaluate",
         help="evaluate a saved model on a folder of labelled images",
-        description="Print accuracy, MAE, MSE, RMSE and R² of MODEL on DATA_DIR.",
+        description=(
+            "Print accuracy, MAE, MSE, RMSE and R² of MODEL on DATA_DIR (F1 and mean "
+            "average precision too for a multi-label model), then precision, recall, F1 "
+            "and support per class, worst F1 first."
+        ),
     )
     evaluate.add_argument("model", metavar="MODEL", help="a .keras model file")
-    evaluate.add_argument("data_dir", metavar="DATA_DIR", help="folder of class subfolders")
+    evaluate.add_argument(
+        "data_dir", metavar="DATA_DIR", help="folder of class subfolders, or a .csv label table"
+    )
     evaluate.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
     evaluate.add_argument("--plots", metavar="DIR", default=None, help="also write plots here")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.add_argument(
+        "--per-class", action="store_true", help="with --json: add the per-class report"
+    )
+    _table_arguments(evaluate)
+    evaluate.add_argument(
+        "--split", default=None, help="rows of the table's split column to use, e.g. test"
+    )
 
     predict = commands.add_parser(
         "predict",
@@ -118,6 +138,43 @@ def _parser() -> argparse.ArgumentParser:
         description="List the backbones build_classifier accepts, with their input sizes.",
     )
     return parser
+
+
+def _table_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", default=None, help="folder of a table's relative image paths")
+    parser.add_argument("--path-column", default=None, help="the table's image path column")
+    parser.add_argument("--label-column", default=None, help="the table's label column")
+    parser.add_argument(
+        "--label-separator", default=None, help="split labels on this string (multi-label)"
+    )
+    parser.add_argument(
+        "--max-pixels", type=int, default=None, help="skip images with more pixels than this"
+    )
+
+
+def _table_options(args: argparse.Namespace) -> dict[str, Any]:
+    """load_image_dataset options from the command line (table ones only for tables)."""
+    from ._tables import is_label_table
+
+    options: dict[str, Any] = {"max_pixels": args.max_pixels}
+    table = {
+        "root": args.root, "path_column": args.path_column, "label_column": args.label_column,
+        "label_separator": args.label_separator,
+    }  # fmt: skip
+    if is_label_table(args.data_dir):
+        options.update(table)
+    elif any(value is not None for value in table.values()):
+        given = ", ".join(f"--{k.replace('_', '-')}" for k, v in table.items() if v is not None)
+        raise ValueError(f"{given} apply to a .csv label table, not to the folder {args.data_dir}")
+    return options
+
+
+def _table_splits(args: argparse.Namespace) -> tuple[bool, bool]:
+    """Whether the table has a split column, and whether it has validation rows."""
+    from ._tables import split_values
+
+    values = split_values(args.data_dir, path_column=args.path_column)
+    return values is not None, bool(values and "validation" in values)
 
 
 def _split_dirs(data_dir: str, validation: str | None) -> tuple[str, str | None]:
@@ -139,22 +196,38 @@ def _train(args: argparse.Namespace) -> int:
     verbose = 0 if args.quiet else 1
     spec = xferclass.get_backbone(args.backbone)
     size = (args.size, args.size) if args.size else spec.default_size
-    train_dir, validation_dir = _split_dirs(args.data_dir, args.validation)
-    if validation_dir is None and args.validation_split:
+    options = _table_options(args)
+    if "root" in options:  # a label table
+        has_splits, has_validation = _table_splits(args)
+        train_dir, validation_dir = args.data_dir, None
+        if has_splits:
+            options["split"] = "train"
+    else:
+        train_dir, validation_dir = _split_dirs(args.data_dir, args.validation)
+        has_validation = False
+    if has_validation:
+        train = xferclass.load_image_dataset(
+            train_dir, size, batch_size=args.batch_size, seed=args.seed, **options
+        )
+        validation = xferclass.load_image_dataset(
+            train_dir, size, batch_size=args.batch_size, shuffle=False,
+            class_names=train.class_names, **{**options, "split": "validation"},
+        )  # fmt: skip
+    elif validation_dir is None and args.validation_split:
         split_seed = 1337 if args.seed is None else args.seed  # --seed 0 is a seed too
         train, validation = xferclass.load_image_dataset(
             train_dir, size, batch_size=args.batch_size, seed=split_seed,
-            validation_split=args.validation_split, subset="both",
+            validation_split=args.validation_split, subset="both", **options,
         )  # fmt: skip
     else:
         train = xferclass.load_image_dataset(
-            train_dir, size, batch_size=args.batch_size, seed=args.seed
+            train_dir, size, batch_size=args.batch_size, seed=args.seed, **options
         )
         validation = None
         if validation_dir is not None:
             validation = xferclass.load_image_dataset(
                 validation_dir, size, batch_size=args.batch_size, shuffle=False,
-                class_names=train.class_names,
+                class_names=train.class_names, max_pixels=args.max_pixels,
             )  # fmt: skip
     if args.seed is not None:
         import keras
@@ -163,6 +236,7 @@ def _train(args: argparse.Namespace) -> int:
     model = xferclass.build_classifier(
         spec.name, num_classes=len(train.class_names), head_units=args.head_units,
         weights=args.weights, input_size=size, dropout=args.dropout,
+        multi_label=bool(getattr(train, "multi_label", False)),
     )  # fmt: skip
     common: dict[str, Any] = dict(verbose=verbose, augment=args.augment, seed=args.seed)
     try:
@@ -193,20 +267,37 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     import xferclass
-    from xferclass._common import model_class_names
-    from xferclass.metrics import collect_predictions, regression_metrics
+    from xferclass._common import model_class_names, model_multi_label
+    from xferclass.metrics import (
+        collect_predictions,
+        multilabel_metrics,
+        per_class_report,
+        regression_metrics,
+    )
 
     model = xferclass.load_model(args.model)
     size = tuple(model.input_shape[1:3])
+    options = _table_options(args)
+    if args.split is not None:
+        if "root" not in options:
+            raise ValueError("--split applies to a .csv label table with a split column")
+        options["split"] = args.split
     dataset = xferclass.load_image_dataset(
         args.data_dir,
         size,
         batch_size=args.batch_size,
         shuffle=False,
         class_names=model_class_names(model),
+        **options,
     )
+    multi_label, threshold = model_multi_label(model)
     labels, probabilities = collect_predictions(model, dataset)
-    metrics = regression_metrics(labels, probabilities)
+    metrics: dict[str, Any] = dict(regression_metrics(labels, probabilities))
+    if multi_label:
+        metrics.update(multilabel_metrics(labels, probabilities, threshold=threshold))
+    report = per_class_report(
+        labels, probabilities, dataset.class_names, multi_label=multi_label, threshold=threshold
+    )
     if args.plots:
         from xferclass import plots
 
@@ -217,14 +308,38 @@ def _evaluate(args: argparse.Namespace) -> int:
         plots.plot_predictions(model, dataset, os.path.join(args.plots, "predictions.png"))
         plots.plot_top_losses(model, dataset, os.path.join(args.plots, "top_losses.png"))
     if args.json:
+        if args.per_class:
+            metrics["per_class"] = report
         print(json.dumps(metrics, indent=2))
     else:
         print(f"{args.model} on {args.data_dir} ({metrics['n']} images)")
-        for key in ("accuracy", "mae", "mse", "rmse", "r2"):
-            print(f"  {key:<9}{metrics[key]:.4f}")
+        keys = ["accuracy", "mae", "mse", "rmse", "r2"]
+        if multi_label:
+            keys += ["f1_micro", "f1_macro", "mean_average_precision"]
+        width = max(len(key) for key in keys) + 2
+        for key in keys:
+            print(f"  {key:<{width}}{metrics[key]:.4f}")
+        print(_per_class_table(report, dataset.class_names))
         if args.plots:
             print(f"plots written to {args.plots}")
     return 0
+
+
+def _per_class_table(report: dict[str, Any], class_names: list[str]) -> str:
+    """The per-class report as text, worst F1 first (then lowest recall, then name)."""
+    rows = sorted(class_names, key=lambda n: (report[n]["f1-score"], report[n]["recall"], n))
+    width = max(12, *(len(name) + 2 for name in class_names))
+    lines = [
+        "per class (worst F1 first):",
+        f"  {'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",
+    ]
+    for name in rows:
+        row = report[name]
+        lines.append(
+            f"  {name:<{width}}{row['precision']:>10.4f}{row['recall']:>10.4f}"
+            f"{row['f1-score']:>10.4f}{row['support']:>10d}"
+        )
+    return "\n".join(lines)
 
 
 def _predict(args: argparse.Namespace) -> int:

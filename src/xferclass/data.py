@@ -50,8 +50,11 @@ import numpy as np
 import tensorflow as tf
 
 from ._errors import DatasetError
+from ._imagesize import DEFAULT_MAX_PIXELS, image_dimensions, resolve_max_pixels
+from ._tables import LabelTable, is_label_table, read_label_table
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "image_paths_dataset",
     "IMAGE_EXTENSIONS",
     "SkippedFilesWarning",
@@ -403,6 +406,7 @@ class _FileCheck:
 
     reason: str | None
     orientation: int
+    size: tuple[int, int] | None = None  # (width, height) from the header, when readable
 
 
 #: Results of earlier checks, keyed by path, valid while (size, mtime, inode) are
@@ -495,39 +499,69 @@ def _decode_pass(paths: Sequence[str]) -> np.ndarray:
     return ok
 
 
-def _check_files(paths: Sequence[str]) -> list[_FileCheck]:
-    """Check every file once: decodable or not (and why), and its EXIF orientation."""
+def _too_large(size: tuple[int, int] | None, max_pixels: int) -> str | None:
+    """The skip reason of an image whose header promises more than ``max_pixels``."""
+    if size is None or size[0] * size[1] <= max_pixels:
+        return None
+    width, height = size
+    return (
+        f"image is {width}x{height} = {width * height:,} pixels, over max_pixels="
+        f"{max_pixels:,}; not decoded"
+    )
+
+
+def _header_sizes(paths: Sequence[str]) -> list[tuple[int, int] | None]:
+    """``(width, height)`` from the header of each file, read by a few threads."""
+    if not paths:
+        return []
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
+        return list(pool.map(image_dimensions, paths, chunksize=256))
+
+
+def _check_files(paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> list[_FileCheck]:
+    """Check every file once: decodable or not (and why), and its EXIF orientation.
+
+    The dimensions in each header are read first: an image over ``max_pixels``
+    is reported and never decoded (nor remembered, so that a larger limit later
+    takes it in).
+    """
     keys = [_stat_key(p) for p in paths]
     results: list[_FileCheck | None] = [None] * len(paths)
     todo: list[int] = []
     for i, (path, key) in enumerate(zip(paths, keys, strict=True)):
         cached = _CHECK_CACHE.get(path)
         if key is not None and cached is not None and cached[0] == key:
-            results[i] = cached[1]
+            over = _too_large(cached[1].size, max_pixels)
+            results[i] = cached[1] if over is None else _FileCheck(over, 1, cached[1].size)
         else:
             todo.append(i)
     todo_paths = [paths[i] for i in todo]
+    sizes = _header_sizes(todo_paths)
+    too_large = {j: _too_large(sizes[j], max_pixels) for j in range(len(todo))}
+    decode = [j for j in range(len(todo)) if too_large[j] is None]
+    ok = np.zeros(len(todo), bool)
     with ThreadPoolExecutor(max_workers=1) as pool:
         # EXIF orientations are read by Python threads while TensorFlow decodes.
         orientations_future = pool.submit(_orientations, todo_paths)
-        ok = _decode_pass(todo_paths)
+        ok[decode] = _decode_pass([todo_paths[j] for j in decode])
         orientations = orientations_future.result()
-    failed = [j for j in range(len(todo)) if not ok[j]]
-    reasons: dict[int, str | None] = {}
+    failed = [j for j in decode if not ok[j]]
+    reasons: dict[int, str | None] = {j: r for j, r in too_large.items() if r is not None}
     if failed:  # a second, eager look at the failures only, to say why
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             found = pool.map(_failure_reason, [todo_paths[j] for j in failed])
-            reasons = dict(zip(failed, found, strict=True))
+            reasons.update(zip(failed, found, strict=True))
     for j, i in enumerate(todo):
         reason = reasons.get(j)
-        results[i] = _FileCheck(reason, int(orientations[j]) if reason is None else 1)
+        orientation = int(orientations[j]) if reason is None else 1
+        results[i] = _FileCheck(reason, orientation, sizes[j])
     with _CHECK_CACHE_LOCK:
         if len(_CHECK_CACHE) + len(todo) > _CHECK_CACHE_LIMIT:
             _CHECK_CACHE.clear()
-        for i in todo:
+        for j, i in enumerate(todo):
             key = keys[i]
             result = results[i]
-            if key is not None and result is not None:
+            if key is not None and result is not None and too_large[j] is None:
                 _CHECK_CACHE[paths[i]] = (key, result)
     return [r for r in results if r is not None]
 
@@ -625,7 +659,7 @@ def _as_size(size: Any, function: str) -> tuple[int, int]:
     return (int(pair[0]), int(pair[1]))
 
 
-def _check_class_names(class_names: Any) -> list[str] | None:
+def _check_class_names(class_names: Any, *, folders: bool = True) -> list[str] | None:
     if class_names is None:
         return None
     if isinstance(class_names, (str, bytes)) or not isinstance(class_names, Iterable):
@@ -633,7 +667,11 @@ def _check_class_names(class_names: Any) -> list[str] | None:
             f"load_image_dataset: class_names={class_names!r} must be a list of folder names"
         )
     names = list(class_names)
-    bad = [n for n in names if not isinstance(n, str) or not n or os.sep in n or n[0] == "."]
+    bad = [
+        n
+        for n in names
+        if not isinstance(n, str) or not n or (folders and (os.sep in n or n[0] == "."))
+    ]
     if bad:
         raise DatasetError(
             f"load_image_dataset: class_names={names!r} has entries that are not folder "
@@ -736,10 +774,11 @@ def _build(
         labels = labels[order]
         orientations = orientations[order]
     num_classes = len(class_names)
+    multi_hot = labels.ndim == 2
     dataset = tf.data.Dataset.from_tensor_slices(
         (
             tf.constant([os.fsencode(p) for p in paths], tf.string),
-            tf.constant(labels, tf.int32),
+            tf.constant(labels, tf.float32 if multi_hot else tf.int32),
             tf.constant(orientations, tf.int32),
         )
     )
@@ -750,13 +789,14 @@ def _build(
 
     @tf.autograph.experimental.do_not_convert
     def load(path: tf.Tensor, label: tf.Tensor, orientation: tf.Tensor) -> Any:
-        return loader(path, orientation), tf.one_hot(label, num_classes)
+        return loader(path, orientation), label if multi_hot else tf.one_hot(label, num_classes)
 
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     dataset.class_names = list(class_names)
     dataset.file_paths = list(paths)
-    dataset.labels = np.asarray(labels, dtype=np.int64)
+    dataset.labels = np.asarray(labels, dtype=np.float32 if multi_hot else np.int64)
+    dataset.multi_label = multi_hot
     dataset.skipped = list(skipped)
     dataset.image_size = size
     dataset.batch_size = batch_size
@@ -767,20 +807,20 @@ def _build(
     return dataset
 
 
-def _raise_strict(root: str, skipped: list[tuple[str, str]], total: int) -> None:
+def _raise_strict(source: str, skipped: list[tuple[str, str]], total: int) -> None:
     if not skipped:
         return
     listed = "\n".join(f"  {_shown(p)}: {reason}" for p, reason in skipped[:_SHOWN_IN_ERROR])
     more = len(skipped) - _SHOWN_IN_ERROR
     raise DatasetError(
-        f"load_image_dataset: {len(skipped)} of {total} image files under path="
-        f"{_shown(root)!r} cannot be decoded (strict=True):\n{listed}"
+        f"load_image_dataset: {len(skipped)} of {total} image files of {source} cannot be "
+        f"used (strict=True):\n{listed}"
         + (f"\n  ... and {more} more" if more > 0 else "")
         + "\nFix or remove them, or pass strict=False to leave them out with a warning."
     )
 
 
-def _warn_skipped(root: str, skipped: list[tuple[str, str]], total: int) -> None:
+def _warn_skipped(source: str, skipped: list[tuple[str, str]], total: int) -> None:
     if not skipped:
         return
     shown = "; ".join(
@@ -788,8 +828,8 @@ def _warn_skipped(root: str, skipped: list[tuple[str, str]], total: int) -> None
     )
     more = len(skipped) - _SHOWN_IN_WARNING
     warnings.warn(
-        f"Skipped {len(skipped)} of {total} image files under {_shown(root)!r} that cannot be "
-        f"decoded: {shown}" + (f"; and {more} more" if more > 0 else "") + ". The full list "
+        f"Skipped {len(skipped)} of {total} image files of {source} that cannot be "
+        f"used: {shown}" + (f"; and {more} more" if more > 0 else "") + ". The full list "
         "is in dataset.skipped; pass strict=True to raise instead.",
         SkippedFilesWarning,
         stacklevel=3,
@@ -807,8 +847,15 @@ def load_image_dataset(
     subset: Literal["training", "validation", "both"] | None = None,
     class_names: Sequence[str] | None = None,
     strict: bool = False,
+    root: str | os.PathLike[str] | None = None,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    split_column: str | None = None,
+    split: str | None = None,
+    label_separator: str | None = None,
+    max_pixels: int | None = None,
 ) -> Any:
-    """Load a folder of labelled images (one subfolder per class) as a tf.data pipeline.
+    """Load labelled images (a folder of class subfolders, or a label table) as tf.data.
 
     The folder looks like ``path/cat/*.jpg``, ``path/dog/*.png``: each visible
     subfolder is a class, searched recursively for ``.jpg``, ``.jpeg``, ``.png``,
@@ -827,14 +874,39 @@ def load_image_dataset(
     so the tag is read (from the first 64 KB of each JPEG, once, during the check)
     and applied in the pipeline. The same holds in :func:`read_images`.
 
+    A label table is read instead of a folder when ``path`` is a ``.csv`` (or
+    ``.tsv``) file, a pandas DataFrame, or a list of ``(path, label)`` pairs.
+    Each row names one image file (relative paths are taken from ``root``) and
+    its label. The path and label columns are found by their names (``path``,
+    ``filename``, ``image``, ... and ``label``, ``class``, ``tags``, ...) unless
+    ``path_column`` and ``label_column`` say which; a CSV without a header is
+    read as ``path,label`` or ``ML_USE,path,label`` (Vertex AI's import
+    format). A row whose file does not exist or that has no label goes to
+    ``skipped`` like a file that cannot be decoded. The classes are the labels of
+    the whole table, all splits included, so ``split="train"`` and
+    ``split="validation"`` of one table share one label order.
+
+    A label cell that holds a list (in a DataFrame or pairs), or a string split by
+    ``label_separator`` (``"shirt|blue"`` with ``label_separator="|"``), makes the
+    table multi-label: labels come out multi-hot (an image may have several or
+    no labels) and the dataset's ``multi_label`` is True. Build the model with
+    ``build_classifier(..., multi_label=True)``.
+
+    Images larger than ``max_pixels`` (width x height, read from the file's
+    header: PNG, JPEG, GIF, BMP, WebP) are never decoded: a small file can
+    claim 20000 x 20000 pixels and take gigabytes of memory once decoded. They go
+    to ``skipped`` with their size.
+
     Files are split between ``"training"`` and ``"validation"`` per class by a
     seeded random draw (``seed``, or a fixed default seed when None), so two calls
     with the same folder, ``validation_split`` and ``seed`` get complementary
     subsets whether or not they shuffle. Each class with at least two images keeps
-    at least one in training.
+    at least one in training (for multi-hot labels: per rarest label of each file).
 
     Args:
-        path: Folder with one subfolder per class.
+        path: Folder with one subfolder per class; or a label table: the path of a
+            ``.csv``/``.tsv`` file, a pandas DataFrame, or a list of
+            ``(path, label)`` pairs (a label may be a list of labels).
         size: Size that images are resized to (bilinear): an int for square images,
             or ``(height, width)``.
         batch_size: Images per batch (the last batch may be smaller).
@@ -850,20 +922,40 @@ def load_image_dataset(
             subfolders, in alphabetical order.
         strict: Raise :class:`~xferclass.DatasetError` when any image file cannot be
             decoded, instead of leaving it out with a warning.
+        root: Folder that relative paths of a label table are taken from; by
+            default the CSV file's folder, or the working directory for a
+            DataFrame or pairs.
+        path_column: The table column of image paths (found by name when None).
+        label_column: The table column of labels (found by name when None).
+        split_column: The table column that assigns rows to ``train``,
+            ``validation`` or ``test`` (as Vertex AI's ``ML_USE``; ``training``,
+            ``val``, ``valid`` are also understood); found by name (``split``,
+            ``ml_use``, ``subset``, ``set``) when ``split`` is given.
+        split: Keep only the rows whose split column says ``"train"``,
+            ``"validation"`` or ``"test"``; None keeps every row.
+        label_separator: Split each label cell on this string (for example
+            ``"|"``) into several labels, which makes the table multi-label.
+        max_pixels: The most pixels (width x height) an image may have; larger
+            ones are skipped without being decoded. None means the environment
+            variable ``XFERCLASS_MAX_PIXELS`` when set, else Pillow's limit
+            (:data:`~xferclass.data.DEFAULT_MAX_PIXELS`, 178,956,970).
 
     Returns:
         A ``tf.data.Dataset`` of ``(images, labels)`` batches, images float32 of
         shape ``(batch, height, width, 3)`` with values in [0, 255], labels one-hot
-        float32 of shape ``(batch, num_classes)``; or a pair of them for
-        ``subset="both"``. Each has the attributes ``class_names``, ``file_paths``
-        and ``labels`` (int class of each file, aligned with ``file_paths``),
-        ``skipped`` (``(path, reason)`` pairs), ``image_size``, ``batch_size`` and
-        ``shuffled``.
+        (multi-hot for a multi-label table) float32 of shape
+        ``(batch, num_classes)``; or a pair of them for ``subset="both"``. Each
+        has the attributes ``class_names``, ``file_paths`` and ``labels`` (int
+        class of each file, or its multi-hot row, aligned with ``file_paths``),
+        ``multi_label``, ``skipped`` (``(path, reason)`` pairs), ``image_size``,
+        ``batch_size`` and ``shuffled``.
 
     Raises:
         DatasetError: When ``path`` is missing, not a folder, has no class
             subfolders, only one class, or a class without readable images; when
-            ``class_names`` does not match the folders; when an argument is out of
+            ``class_names`` does not match the folders or the table's labels; when
+            a table column is missing or ambiguous (the message lists the
+            columns); when an argument is out of
             range; with ``strict=True`` when some file cannot be decoded.
 
     Examples:
@@ -875,66 +967,88 @@ def load_image_dataset(
         >>> test = load_image_dataset(  # doctest: +SKIP
         ...     "photos_test/", 224, shuffle=False, class_names=train.class_names
         ... )
+        >>> tagged = load_image_dataset(  # doctest: +SKIP
+        ...     "labels.csv", 224, root="images/", split="train", label_separator="|"
+        ... )
     """
     image_size = _as_size(size, "load_image_dataset")
     fraction = _check_arguments(batch_size, validation_split, subset, seed)
-    names = _check_class_names(class_names)
-    if not isinstance(path, (str, os.PathLike)):
-        raise DatasetError(f"load_image_dataset: path={path!r} must be a folder path")
-    root = os.fspath(path)
-    if not os.path.exists(root):
-        raise DatasetError(f"load_image_dataset: path={_shown(root)!r} does not exist")
-    if not os.path.isdir(root):
-        raise DatasetError(
-            f"load_image_dataset: path={_shown(root)!r} is a file, not a folder of class subfolders"
+    limit = resolve_max_pixels(max_pixels, "load_image_dataset")
+    table_options = {
+        "root": root, "path_column": path_column, "label_column": label_column,
+        "split_column": split_column, "split": split, "label_separator": label_separator,
+    }  # fmt: skip
+    multi_label = False
+    if is_label_table(path):
+        names = _check_class_names(class_names, folders=False)
+        table = read_label_table(path, **table_options)  # type: ignore[arg-type]
+        source, multi_label = table.source, table.multi_label
+        names = _table_classes(table, names, class_names is not None)
+        candidates = table.paths
+        index = {name: j for j, name in enumerate(names)}
+        candidate_labels: Any = (
+            np.array([[name in row for name in names] for row in table.labels], np.float32).reshape(
+                len(candidates), len(names)
+            )
+            if multi_label
+            else [index[row[0]] for row in table.labels]
         )
-    names, folders = _class_folders(root, names)
-    if len(names) < 2:
-        raise DatasetError(
-            f"load_image_dataset: path={_shown(root)!r} has only one class folder "
-            f"({names[0]!r}); a classifier needs at least two classes"
-        )
-
-    candidates: list[str] = []
-    candidate_labels: list[int] = []
-    for label, name in enumerate(names):
-        files = _image_files(folders[name]) if name in folders else []
-        candidates += files
-        candidate_labels += [label] * len(files)
-    checks = _check_files(candidates)
-    skipped = [
+        unusable = table.unusable
+    else:
+        given = sorted(k for k, v in table_options.items() if v is not None)
+        if given:
+            raise DatasetError(
+                f"load_image_dataset: {', '.join(given)} apply to label tables (a .csv file, "
+                f"a DataFrame or (path, label) pairs), not to the folder path={path!r}"
+            )
+        names = _check_class_names(class_names)
+        source, names, candidates, candidate_labels = _folder_candidates(path, names)
+        unusable = []
+    checks = _check_files(candidates, limit)
+    skipped = unusable + [
         (p, c.reason) for p, c in zip(candidates, checks, strict=True) if c.reason is not None
     ]
     if strict:
-        _raise_strict(root, skipped, len(candidates))
+        _raise_strict(source, skipped, len(candidates) + len(unusable))
 
     keep = [i for i, c in enumerate(checks) if c.reason is None]
     paths = [candidates[i] for i in keep]
-    labels = np.array([candidate_labels[i] for i in keep], dtype=np.int64)
-    orientations = np.array([checks[i].orientation for i in keep], dtype=np.int32)
-    counts = np.bincount(labels, minlength=len(names))
+    if multi_label:
+        labels = np.asarray(candidate_labels, np.float32)[keep].reshape(len(keep), len(names))
+        counts = labels.sum(axis=0)
+    else:
+        labels = np.array([candidate_labels[i] for i in keep], dtype=np.int64)
+        counts = np.bincount(labels, minlength=len(names))
     if class_names is None:
         empty = [name for name, count in zip(names, counts, strict=True) if count == 0]
         if empty:
-            bad = sum(1 for label in candidate_labels if names[label] in empty)
-            detail = f" ({bad} image files in them cannot be decoded)" if bad else ""
+            given_labels = np.asarray(candidate_labels)
+            columns = [names.index(n) for n in empty]
+            members = (
+                given_labels[:, columns].any(axis=1)
+                if multi_label
+                else np.isin(given_labels, columns)
+            )
+            bad = int(np.sum(members))
+            detail = f" ({bad} image files in them cannot be used)" if bad else ""
+            kind = "classes" if multi_label or unusable or is_label_table(path) else "class folders"
             raise DatasetError(
-                f"load_image_dataset: class folders {empty} under path={_shown(root)!r} hold "
-                f"no readable images (.jpg, .jpeg, .png, .gif, .bmp){detail}; add images, "
-                "remove the folders, or pin class_names to allow empty classes"
+                f"load_image_dataset: {kind} {empty} of {source} hold no readable images "
+                f"(.jpg, .jpeg, .png, .gif, .bmp){detail}; add images, remove them, or pin "
+                "class_names to allow empty classes"
             )
     if not paths:
         raise DatasetError(
-            f"load_image_dataset: path={_shown(root)!r} holds no readable images in the "
-            f"folders of class_names={names!r}"
+            f"load_image_dataset: {source} holds no readable images in the folders of "
+            f"class_names={names!r}"
         )
-    _warn_skipped(root, skipped, len(candidates))
+    _warn_skipped(source, skipped, len(candidates) + len(unusable))
 
     def build(indices: np.ndarray) -> tf.data.Dataset:
         return _build(
             [paths[i] for i in indices],
             labels[indices],
-            orientations[indices],
+            np.array([checks[keep[i]].orientation for i in indices], dtype=np.int32),
             class_names=names,
             size=image_size,
             batch_size=int(batch_size),
@@ -946,7 +1060,7 @@ def load_image_dataset(
     if fraction is None:
         return build(np.arange(len(paths)))
     split_seed = _DEFAULT_SPLIT_SEED if seed is None else int(seed)
-    validation = _validation_mask(labels, len(names), fraction, split_seed)
+    validation = _validation_mask(_strata(labels), len(names) + 1, fraction, split_seed)
     if not validation.any():
         raise DatasetError(
             f"load_image_dataset: validation_split={validation_split!r} leaves no image for "
@@ -961,11 +1075,74 @@ def load_image_dataset(
     return training_set, validation_set
 
 
+def _folder_candidates(
+    path: Any, names: list[str] | None
+) -> tuple[str, list[str], list[str], list[int]]:
+    """``(source, class names, image files, their labels)`` of a folder of class subfolders."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise DatasetError(
+            f"load_image_dataset: path={path!r} must be a folder path, a .csv file, a "
+            "DataFrame or a list of (path, label) pairs"
+        )
+    root = os.fspath(path)
+    if not os.path.exists(root):
+        raise DatasetError(f"load_image_dataset: path={_shown(root)!r} does not exist")
+    if not os.path.isdir(root):
+        raise DatasetError(
+            f"load_image_dataset: path={_shown(root)!r} is a file, not a folder of class "
+            "subfolders nor a label table (.csv or .tsv)"
+        )
+    names, folders = _class_folders(root, names)
+    if len(names) < 2:
+        raise DatasetError(
+            f"load_image_dataset: path={_shown(root)!r} has only one class folder "
+            f"({names[0]!r}); a classifier needs at least two classes"
+        )
+    candidates: list[str] = []
+    candidate_labels: list[int] = []
+    for label, name in enumerate(names):
+        files = _image_files(folders[name]) if name in folders else []
+        candidates += files
+        candidate_labels += [label] * len(files)
+    return f"path={_shown(root)!r}", names, candidates, candidate_labels
+
+
+def _table_classes(table: LabelTable, names: list[str] | None, pinned: bool) -> list[str]:
+    """The class names of a label table: pinned ones (checked) or those of the whole table."""
+    if pinned and names is not None:
+        unknown = sorted(set(table.classes) - set(names))
+        if unknown:
+            raise DatasetError(
+                f"load_image_dataset: {table.source} has labels {unknown[:20]} that are not in "
+                f"class_names={names!r}; add them to class_names or remove those rows"
+            )
+        return names
+    if len(table.classes) < 2:
+        raise DatasetError(
+            f"load_image_dataset: {table.source} has {len(table.classes)} distinct label(s) "
+            f"{table.classes}; a classifier needs at least two classes"
+        )
+    return table.classes
+
+
+def _strata(labels: np.ndarray) -> np.ndarray:
+    """The group each file is split in: its class, or for multi-hot labels its rarest label.
+
+    Files of a multi-label table without any label form one more group.
+    """
+    if labels.ndim == 1:
+        return labels
+    counts = labels.sum(axis=0)
+    rarity = np.where(labels > 0, counts[None, :], np.inf)
+    return np.where(labels.any(axis=1), np.argmin(rarity, axis=1), labels.shape[1])
+
+
 def image_paths_dataset(
     paths: Sequence[str | os.PathLike[str]],
     size: int | tuple[int, int],
     *,
     batch_size: int = 32,
+    max_pixels: int | None = None,
 ) -> tf.data.Dataset:
     """A tf.data pipeline of image batches read from ``paths``, for prediction.
 
@@ -974,13 +1151,18 @@ def image_paths_dataset(
     orientation and resizing are the training pipeline's, in parallel and
     prefetched, in the order of ``paths``.
 
+    An image whose header promises more than ``max_pixels`` pixels (see
+    :func:`load_image_dataset`) is an error, and nothing is decoded.
+
     Raises:
-        DatasetError: A file is missing or cannot be decoded; all such files are named.
+        DatasetError: A file is missing, cannot be decoded or is over
+            ``max_pixels``; all such files are named, with the reason.
 
     Examples:
         >>> batches = image_paths_dataset(["cat.jpg", "dog.png"], 224)  # doctest: +SKIP
     """
     image_size = _as_size(size, "image_paths_dataset")
+    limit = resolve_max_pixels(max_pixels, "images")
     files = [os.fspath(p) for p in paths]
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:
@@ -988,12 +1170,15 @@ def image_paths_dataset(
             f"images: {len(missing)} path(s) do not exist or are not files: "
             + ", ".join(repr(_shown(f)) for f in missing[:5])
         )
-    checks = _check_files(files)
+    checks = _check_files(files, limit)
     bad = [(f, c.reason) for f, c in zip(files, checks) if c.reason is not None]
     if bad:
+        large = sum(1 for f, c in zip(files, checks) if _too_large(c.size, limit))
+        what = "are too large or cannot be decoded" if large else "cannot be decoded"
         raise DatasetError(
-            f"images: {len(bad)} file(s) cannot be decoded: "
+            f"images: {len(bad)} file(s) {what}: "
             + "; ".join(f"{_shown(f)!r} ({reason})" for f, reason in bad[:5])
+            + (f"; raise max_pixels (now {limit:,}) to read larger images" if large else "")
         )
     orientations = np.array([c.orientation for c in checks], dtype=np.int32)
     loader = _loader(image_size)
@@ -1007,6 +1192,8 @@ def image_paths_dataset(
 def read_images(
     paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     size: int | tuple[int, int] = (299, 299),
+    *,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Read image files the way :func:`load_image_dataset` does, for prediction.
 
@@ -1016,13 +1203,16 @@ def read_images(
     Args:
         paths: One image path or a sequence of them.
         size: Size that images are resized to (bilinear): an int or ``(height, width)``.
+        max_pixels: The most pixels (width x height) an image may have; the
+            header is read first and a larger image is an error, never decoded.
+            None: as in :func:`load_image_dataset`.
 
     Returns:
         float32 array of shape ``(len(paths), height, width, 3)`` with values in [0, 255].
 
     Raises:
-        DatasetError: When a file is missing or cannot be decoded (naming it), or
-            ``size`` is invalid.
+        DatasetError: When a file is missing, cannot be decoded or is larger than
+            ``max_pixels`` (naming it and its size), or ``size`` is invalid.
 
     Examples:
         >>> images = read_images(["cat.jpg", "dog.png"], 224)  # doctest: +SKIP
@@ -1030,6 +1220,7 @@ def read_images(
         (2, 224, 224, 3)
     """
     image_size = _as_size(size, "read_images")
+    limit = resolve_max_pixels(max_pixels, "read_images")
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     if isinstance(paths, bytes) or not isinstance(paths, Iterable):
@@ -1040,6 +1231,12 @@ def read_images(
             raise DatasetError(f"read_images: {_shown(file)!r} does not exist or is not a file")
     if not files:
         return np.zeros((0, *image_size, 3), np.float32)
+    for file, dimensions in zip(files, _header_sizes(files), strict=True):
+        over = _too_large(dimensions, limit)
+        if over is not None:
+            raise DatasetError(
+                f"read_images: {_shown(file)!r}: {over}; pass a larger max_pixels to read it"
+            )
     load = _loader(image_size)
     orientations = _orientations(files)
 

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ._common import check_image_size, forward_function, model_class_names
+from ._common import check_image_size, forward_function, model_class_names, model_multi_label
 from ._errors import DatasetError, InvalidArgumentError
 
 __all__ = ["predict", "Predictions"]
@@ -31,6 +31,10 @@ class Predictions:
         probabilities: All class probabilities, shape ``(n, num_classes)``.
         class_names: The class names, in the model's output order.
         sources: The file paths, when the images were given as paths.
+        label_sets: For a multi-label model, the classes of each image whose
+            probability is at least ``threshold`` (possibly none), in class
+            order; None for a single-label model.
+        threshold: The threshold of ``label_sets``; None for a single-label model.
     """
 
     labels: list[str]
@@ -39,6 +43,8 @@ class Predictions:
     probabilities: np.ndarray
     class_names: list[str]
     sources: list[str] | None = None
+    label_sets: list[list[str]] | None = None
+    threshold: float | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -67,7 +73,7 @@ def _is_path(value: Any) -> bool:
 
 
 def _image_batches(
-    images: Any, size: tuple[int, int], batch_size: int
+    images: Any, size: tuple[int, int], batch_size: int, max_pixels: int | None = None
 ) -> tuple[tf.data.Dataset, list[str] | None]:
     from .data import image_paths_dataset
 
@@ -82,7 +88,8 @@ def _image_batches(
         images = [images]
     if isinstance(images, (list, tuple)) and images and all(_is_path(p) for p in images):
         paths = [os.fspath(p) for p in images]
-        return image_paths_dataset(paths, size, batch_size=batch_size), paths
+        dataset = image_paths_dataset(paths, size, batch_size=batch_size, max_pixels=max_pixels)
+        return dataset, paths
     if isinstance(images, (list, tuple)) and not images:
         raise DatasetError("images is empty: pass file paths, an array or a dataset")
     array = np.asarray(images)
@@ -113,6 +120,8 @@ def predict(
     *,
     batch_size: int = 32,
     verbose: int = 0,
+    threshold: float | None = None,
+    max_pixels: int | None = None,
 ) -> Predictions:
     """Classify images with a trained model.
 
@@ -132,18 +141,30 @@ def predict(
             stored in the model by :func:`xferclass.fit`.
         batch_size: Images per forward pass.
         verbose: 1 shows a progress bar.
+        threshold: For a multi-label model, the probability from which a class
+            is in an image's ``label_sets``; by default the one stored in the
+            model (0.5 unless it was built with another).
+        max_pixels: The most pixels (width x height) an image file may have. Its
+            header is read first and a larger image is an error, never decoded,
+            so that one small file claiming 40000 x 40000 pixels cannot exhaust
+            memory. None: ``XFERCLASS_MAX_PIXELS`` when set, else Pillow's
+            limit (178,956,970).
 
     Returns:
-        A :class:`Predictions` with labels, indices, confidences and probabilities.
+        A :class:`Predictions` with labels, indices, confidences and
+        probabilities, and for a multi-label model the ``label_sets``.
 
     Raises:
-        DatasetError: An image cannot be read, or the number of class names
-            differs from the model's output size.
+        DatasetError: An image cannot be read or is larger than ``max_pixels``
+            (the message names the file and its size), or the number of class
+            names differs from the model's output size.
 
     Examples:
         >>> result = predict(model, ["shoe.jpg", "hat.png"])  # doctest: +SKIP
         >>> result.labels  # doctest: +SKIP
         ['shoes', 'hat']
+        >>> predict(tagger, ["outfit.jpg"]).label_sets  # doctest: +SKIP
+        [['blue', 'shirt']]
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size={batch_size!r} must be a positive int")
@@ -157,7 +178,15 @@ def predict(
         )
     if isinstance(images, tf.data.Dataset):
         check_image_size(model, images, "images")  # arrays and files are resized, not datasets
-    dataset, sources = _image_batches(images, _input_size(model), batch_size)
+    multi_label, stored = model_multi_label(model)
+    if threshold is not None and (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not 0 < threshold < 1
+    ):
+        raise InvalidArgumentError(f"threshold={threshold!r} must be strictly between 0 and 1")
+    cut = stored if threshold is None else float(threshold)
+    dataset, sources = _image_batches(images, _input_size(model), batch_size, max_pixels)
     steps = int(dataset.cardinality())
     forward = forward_function(model)
     progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose)
@@ -176,4 +205,10 @@ def predict(
         probabilities=probabilities,
         class_names=names,
         sources=sources,
+        label_sets=(
+            [[names[j] for j in np.flatnonzero(row >= cut)] for row in probabilities]
+            if multi_label
+            else None
+        ),
+        threshold=cut if multi_label else None,
     )

@@ -43,6 +43,10 @@ class Preprocessing(keras.layers.Layer):
             that :func:`xferclass.predict` and the command line can name the
             predicted classes. :func:`xferclass.fit` fills them in from the
             training data.
+        multi_label: Whether the model's outputs are independent per-class
+            probabilities (sigmoid) rather than one distribution (softmax).
+        threshold: For a multi-label model, the probability from which a
+            class counts as present.
 
     Examples:
         >>> import numpy as np
@@ -52,7 +56,12 @@ class Preprocessing(keras.layers.Layer):
     """
 
     def __init__(
-        self, mode: str = "tf", class_names: list[str] | None = None, **kwargs: Any
+        self,
+        mode: str = "tf",
+        class_names: list[str] | None = None,
+        multi_label: bool = False,
+        threshold: float = 0.5,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if mode not in PREPROCESS_MODES:
@@ -61,6 +70,8 @@ class Preprocessing(keras.layers.Layer):
             )
         self.mode = mode
         self.class_names = list(class_names) if class_names is not None else None
+        self.multi_label = bool(multi_label)
+        self.threshold = float(threshold)
 
     def call(self, inputs: Any) -> Any:
         x = ops.cast(inputs, self.compute_dtype)
@@ -84,6 +95,9 @@ class Preprocessing(keras.layers.Layer):
         config = super().get_config()
         config["mode"] = self.mode
         config["class_names"] = self.class_names
+        if self.multi_label:  # single-label configs stay as they were
+            config["multi_label"] = True
+            config["threshold"] = self.threshold
         return config
 
 

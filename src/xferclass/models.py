@@ -131,6 +131,8 @@ def build_classifier(
     train_backbone: bool = False,
     mixed_precision: bool | str = False,
     strategy: Any = None,
+    multi_label: bool = False,
+    threshold: float = 0.5,
 ) -> keras.Model:
     """Build an image classifier on a pretrained backbone.
 
@@ -138,8 +140,9 @@ def build_classifier(
     and runs: the backbone's own preprocessing (a serializable layer) -> the
     backbone without its top -> GlobalAveragePooling2D -> Dense(``head_units``,
     relu) -> Dropout(``dropout``) when it is above 0 -> Dense(``num_classes``,
-    softmax). The backbone always runs in inference mode, so its BatchNorm
-    statistics stay fixed even when its weights are trained.
+    softmax, or sigmoid with ``multi_label=True``). The backbone always runs
+    in inference mode, so its BatchNorm statistics stay fixed even when its
+    weights are trained.
 
     Args:
         backbone: A registered backbone name (see :func:`list_backbones`).
@@ -155,6 +158,13 @@ def build_classifier(
         mixed_precision: ``True`` (float16), ``"mixed_bfloat16"`` or ``False``;
             the output layer always computes in float32. Helps on GPUs only.
         strategy: A ``tf.distribute.Strategy``; the model is created in its scope.
+        multi_label: Each image may have any number of the classes: the output
+            layer is a sigmoid per class (trained with binary crossentropy)
+            instead of a softmax over the classes.
+        threshold: For a multi-label model, the probability from which a class
+            counts as present (:func:`xferclass.predict`'s ``label_sets``,
+            F1 in :func:`xferclass.evaluate_regression_style`). It is stored in
+            the model, with ``multi_label``, and travels with the saved file.
 
     Returns:
         An uncompiled ``keras.Model``; :func:`xferclass.fit` compiles it.
@@ -178,6 +188,12 @@ def build_classifier(
         raise InvalidArgumentError(f"num_classes={num_classes!r} must be an int of at least 2")
     if isinstance(head_units, bool) or not isinstance(head_units, int) or head_units < 0:
         raise InvalidArgumentError(f"head_units={head_units!r} must be a non-negative int")
+    if not isinstance(multi_label, bool):
+        raise InvalidArgumentTypeError(f"multi_label={multi_label!r} must be True or False")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise InvalidArgumentTypeError(f"threshold={threshold!r} must be a float in (0, 1)")
+    if not 0.0 < float(threshold) < 1.0:
+        raise InvalidArgumentError(f"threshold={threshold!r} must be strictly between 0 and 1")
     if not 0.0 <= float(dropout) < 1.0:
         raise InvalidArgumentError(f"dropout={dropout!r} must be in [0, 1)")
     size = spec.default_size if input_size is None else _as_size(input_size, "input_size")
@@ -191,7 +207,9 @@ def build_classifier(
         base = _build_backbone(spec, (size[0], size[1], 3), weights)
         wrapper = InferenceMode(base, name=BACKBONE)
         inputs = keras.Input(shape=(size[0], size[1], 3), name="image")
-        x = Preprocessing(spec.preprocess, name=PREPROCESSING)(inputs)
+        x = Preprocessing(
+            spec.preprocess, multi_label=multi_label, threshold=float(threshold), name=PREPROCESSING
+        )(inputs)
         x = wrapper(x)
         x = keras.layers.GlobalAveragePooling2D(name=POOL)(x)
         if head_units:
@@ -199,7 +217,10 @@ def build_classifier(
         if dropout:
             x = keras.layers.Dropout(float(dropout), name=HEAD_DROPOUT)(x)
         outputs = keras.layers.Dense(
-            num_classes, activation="softmax", dtype="float32", name=PREDICTIONS
+            num_classes,
+            activation="sigmoid" if multi_label else "softmax",
+            dtype="float32",
+            name=PREDICTIONS,
         )(x)
         model = keras.Model(inputs, outputs, name=f"{spec.name}_classifier")
         wrapper.trainable = bool(train_backbone)

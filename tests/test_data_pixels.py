@@ -1,0 +1,255 @@
+"""The pixel limit: image sizes read from headers, and images too large to decode."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import xferclass
+from conftest import make_shape_dataset
+from xferclass import DatasetError, SkippedFilesWarning, load_image_dataset, read_images
+from xferclass._imagesize import (
+    DEFAULT_MAX_PIXELS,
+    MAX_PIXELS_ENV,
+    image_dimensions,
+    resolve_max_pixels,
+)
+
+# ------------------------------------------------------------------------------------
+# bombs: small files that promise a huge image
+# ------------------------------------------------------------------------------------
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_bomb(path: Path, side: int = 20000) -> Path:
+    """A valid all-black grayscale PNG of ``side`` x ``side``: about 400 KB for 20000."""
+    compressor = zlib.compressobj(9)
+    row = b"\0" * (side + 1)  # filter byte 0, then the pixels
+    parts = [compressor.compress(row * 1000) for _ in range(side // 1000)]
+    parts += [compressor.compress(row * (side % 1000)), compressor.flush()]
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", b"".join(parts))
+        + _chunk(b"IEND", b"")
+    )
+    return path
+
+
+def jpeg_claiming(path: Path, width: int, height: int) -> Path:
+    """A small real JPEG whose SOF marker is patched to claim ``width`` x ``height``."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bomb_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return png_bomb(tmp_path_factory.mktemp("bomb") / "huge.png")
+
+
+# ------------------------------------------------------------------------------------
+# header sizes, against Pillow
+# ------------------------------------------------------------------------------------
+
+
+def _encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+CASES = [
+    ("PNG", "RGB", {}), ("PNG", "L", {}), ("PNG", "P", {}), ("PNG", "RGBA", {}),
+    ("PNG", "I;16", {}), ("JPEG", "RGB", {}), ("JPEG", "L", {}),
+    ("JPEG", "RGB", {"progressive": True}), ("JPEG", "CMYK", {}),
+    ("JPEG", "RGB", {"exif": b"Exif\x00\x00" + b"MM\x00*\x00\x00\x00\x08" + b"\x00" * 6000}),
+    ("GIF", "P", {}), ("BMP", "RGB", {}), ("BMP", "P", {}), ("BMP", "1", {}),
+    ("WEBP", "RGB", {}), ("WEBP", "RGB", {"lossless": True}), ("WEBP", "RGBA", {}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt,mode,options", CASES)
+@pytest.mark.parametrize("size", [(1, 1), (37, 5), (300, 211)])
+def test_header_sizes_match_pillow(fmt: str, mode: str, options: dict, size: tuple) -> None:
+    data = _encoded(Image.new(mode, size), fmt, **options)
+    with Image.open(io.BytesIO(data)) as reference:
+        assert image_dimensions(data) == reference.size
+
+
+def test_header_size_of_files_and_odd_jpegs(tmp_path: Path) -> None:
+    data = _encoded(Image.new("RGB", (123, 45)), "JPEG")
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(data)
+    assert image_dimensions(path) == image_dimensions(str(path)) == (123, 45)
+    # Junk and fill bytes between segments, which libjpeg skips, do not hide the frame.
+    app0_end = 4 + struct.unpack(">H", data[4:6])[0]
+    junk = data[:app0_end] + b"\x00\x13\x37" + b"\xff\xff" + data[app0_end:]
+    with Image.open(io.BytesIO(junk)) as reference:
+        assert image_dimensions(junk) == reference.size == (123, 45)
+    assert image_dimensions(tmp_path / "missing.png") is None
+    assert image_dimensions(b"") is None
+    assert image_dimensions(b"<html>not an image</html>") is None
+    assert image_dimensions(data[:20]) is None  # cut before the frame header
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM", b""]), st.binary())
+def test_header_parser_never_fails(magic: bytes, rest: bytes) -> None:
+    size = image_dimensions(magic + rest)
+    assert size is None or (len(size) == 2 and all(v >= 0 for v in size))
+
+
+def test_default_limit_is_where_pillow_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert DEFAULT_MAX_PIXELS == 2 * Image.MAX_IMAGE_PIXELS
+    assert xferclass.data.DEFAULT_MAX_PIXELS == DEFAULT_MAX_PIXELS
+    monkeypatch.delenv(MAX_PIXELS_ENV, raising=False)
+    assert resolve_max_pixels(None, "f") == DEFAULT_MAX_PIXELS
+    assert resolve_max_pixels(1000, "f") == 1000
+    monkeypatch.setenv(MAX_PIXELS_ENV, "5_000")
+    assert resolve_max_pixels(None, "f") == 5000
+    assert resolve_max_pixels(7, "f") == 7  # the argument wins
+    monkeypatch.setenv(MAX_PIXELS_ENV, "lots")
+    with pytest.raises(xferclass.InvalidArgumentError, match="XFERCLASS_MAX_PIXELS='lots'"):
+        resolve_max_pixels(None, "f")
+    for bad in (0, -1, 2.5, True, "100"):
+        with pytest.raises(xferclass.InvalidArgumentError, match="max_pixels"):
+            resolve_max_pixels(bad, "f")
+
+
+# ------------------------------------------------------------------------------------
+# the limit on every decode path
+# ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bomb_folder(tmp_path: Path, bomb_png: Path) -> Path:
+    root = make_shape_dataset(tmp_path / "photos", per_class=4, size=48)
+    os.link(bomb_png, root / "circle" / "huge.png")
+    jpeg_claiming(root / "square" / "claims.jpg", 60000, 60000)
+    return root
+
+
+def test_bombs_are_skipped_and_never_decoded(bomb_folder: Path) -> None:
+    with pytest.warns(SkippedFilesWarning, match="Skipped 2 of 14") as record:
+        dataset = load_image_dataset(bomb_folder, 32, shuffle=False)
+    assert "20000x20000" in str(record[0].message)
+    assert len(dataset.file_paths) == 12  # every good image is kept
+    reasons = {Path(p).name: reason for p, reason in dataset.skipped}
+    assert set(reasons) == {"huge.png", "claims.jpg"}
+    assert reasons["huge.png"].startswith("image is 20000x20000 = 400,000,000 pixels")
+    assert (
+        "60000x60000 = 3,600,000,000 pixels, over max_pixels=178,956,970" in (reasons["claims.jpg"])
+    )
+    images = np.concatenate([x.numpy() for x, _ in dataset])
+    assert images.shape == (12, 32, 32, 3)
+    with pytest.raises(DatasetError, match=r"huge.png: image is 20000x20000"):
+        load_image_dataset(bomb_folder, 32, strict=True)
+
+
+def test_limit_is_exact_configurable_and_rechecked(tmp_path: Path, monkeypatch) -> None:
+    root = make_shape_dataset(tmp_path / "photos", per_class=2, size=32)  # 1024 pixels each
+    (root / "circle" / "wide.gif").write_bytes(_encoded(Image.new("P", (40, 26)), "GIF"))
+    (root / "square" / "wide.bmp").write_bytes(_encoded(Image.new("RGB", (26, 40)), "BMP"))
+    everything = load_image_dataset(root, 32, max_pixels=1040)  # 40 x 26 = 1040: kept
+    assert len(everything.file_paths) == 8 and not everything.skipped
+    with pytest.warns(SkippedFilesWarning, match="Skipped 2 of 8"):
+        small = load_image_dataset(root, 32, max_pixels=1039)
+    assert sorted(Path(p).name for p, _ in small.skipped) == ["wide.bmp", "wide.gif"]
+    assert all("40x26" in r or "26x40" in r for _, r in small.skipped)
+    # Earlier checks are remembered, but the limit applies to them every time.
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1000")
+    with pytest.raises(DatasetError, match=r"no readable images.*\(8 image files in them"):
+        load_image_dataset(root, 32)
+    monkeypatch.delenv(MAX_PIXELS_ENV)
+    assert len(load_image_dataset(root, 32).file_paths) == 8
+    with pytest.raises(xferclass.InvalidArgumentError, match="max_pixels=0"):
+        load_image_dataset(root, 32, max_pixels=0)
+
+
+def test_predict_and_read_images_refuse_bombs(bomb_folder: Path) -> None:
+    from helpers import tiny_model
+
+    model = tiny_model()
+    good = str(bomb_folder / "circle" / "circle_00.png")
+    huge = str(bomb_folder / "circle" / "huge.png")
+    claims = str(bomb_folder / "square" / "claims.jpg")
+    pattern = r"huge.png' \(image is 20000x20000 = 400,000,000 pixels.*raise max_pixels"
+    with pytest.raises(DatasetError, match=pattern):
+        xferclass.predict(model, [good, huge])
+    with pytest.raises(DatasetError, match=r"claims.jpg' \(image is 60000x60000"):
+        xferclass.predict(model, claims)
+    with pytest.raises(DatasetError, match=r"read_images: .*huge.png.*20000x20000"):
+        read_images([good, huge], 32)
+    assert len(xferclass.predict(model, good)) == 1
+    with pytest.raises(DatasetError, match=r"circle_00.png' \(image is 48x48 = 2,304 pixels"):
+        xferclass.predict(model, good, max_pixels=2303)
+    with pytest.raises(DatasetError, match="48x48"):
+        read_images(good, 32, max_pixels=100)
+
+
+_MEASURE = textwrap.dedent(
+    """
+    import json, resource, sys, warnings
+    import xferclass
+    warnings.simplefilter("ignore")
+    dataset = xferclass.load_image_dataset(sys.argv[1], 64, batch_size=8)
+    batches = sum(1 for _ in dataset)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"kept": len(dataset.file_paths), "skipped": len(dataset.skipped),
+                      "peak_mb": peak_kb / 1024, "batches": batches}))
+    """
+)
+
+
+def _peak(folder: Path) -> dict:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    env.pop(MAX_PIXELS_ENV, None)
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(folder)],
+        capture_output=True, text=True, timeout=300, env=env, check=True,
+    )  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_bombs_cost_no_memory(tmp_path: Path, bomb_png: Path) -> None:
+    """Peak RSS of a load with both bombs stays within 300 MB of the load without them.
+
+    Decoded, the PNG alone would take 1.2 GB and the JPEG 10.8 GB. Each variant
+    runs in a fresh process (peak RSS only grows); the bound is far above the
+    noise of two TensorFlow imports (tens of MB) and far below one decoded bomb.
+    """
+    clean = make_shape_dataset(tmp_path / "clean", per_class=7, size=256)
+    bombed = make_shape_dataset(tmp_path / "bombed", per_class=7, size=256)
+    os.link(bomb_png, bombed / "circle" / "huge.png")
+    jpeg_claiming(bombed / "square" / "claims.jpg", 60000, 60000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        without = _peak(clean)
+        with_bombs = _peak(bombed)
+    assert without["kept"] == with_bombs["kept"] == 21
+    assert (without["skipped"], with_bombs["skipped"]) == (0, 2)
+    assert with_bombs["peak_mb"] - without["peak_mb"] < 300, (without, with_bombs)
