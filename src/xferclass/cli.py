@@ -165,7 +165,9 @@ def _table_options(args: argparse.Namespace) -> dict[str, Any]:
         options.update(table)
     elif any(value is not None for value in table.values()):
         given = ", ".join(f"--{k.replace('_', '-')}" for k, v in table.items() if v is not None)
-        raise ValueError(f"{given} apply to a .csv label table, not to the folder {args.data_dir}")
+        raise InvalidArgumentError(
+            f"{given} apply to a .csv label table, not to the folder {args.data_dir}"
+        )
     return options
 
 
@@ -280,7 +282,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     options = _table_options(args)
     if args.split is not None:
         if "root" not in options:
-            raise ValueError("--split applies to a .csv label table with a split column")
+            raise InvalidArgumentError("--split applies to a .csv label table with a split column")
         options["split"] = args.split
     dataset = xferclass.load_image_dataset(
         args.data_dir,
