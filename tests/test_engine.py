@@ -17,6 +17,7 @@ dropped class weight or a different loss moves them by 1e-3 or more.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 
 import keras
@@ -342,3 +343,20 @@ def test_images_of_the_wrong_size_are_refused_with_both_sizes():
     with pytest.raises(xferclass.DatasetError, match=message):
         xferclass.predict(tiny_model(), data)
     assert xferclass.predict(tiny_model(), images).probabilities.shape == (8, 3)  # resized
+
+
+def test_bad_engine_options_are_refused_before_any_work():
+    cases = [
+        (dict(engine="tpu"), "engine='tpu' must be one of"),
+        (dict(cache_dtype="int8"), "cache_dtype='int8' must be one of auto"),
+        (dict(augment_views=0), "augment_views=0 must be a positive int"),
+        (dict(verbose=3), "verbose=3 must be 0, 1, 2 or 'auto'"),
+        (dict(early_stopping=0), "early_stopping=0 must be a positive int"),
+    ]
+    for options, message in cases:
+        with pytest.raises(xferclass.InvalidArgumentError, match=re.escape(message)):
+            xferclass.fit(tiny_model(), tiny_dataset(), **options)
+    with pytest.raises(xferclass.InvalidArgumentError, match="fine_tune needs a model made by"):
+        plain = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Flatten(),
+                                  keras.layers.Dense(CLASSES, activation="softmax")])  # fmt: skip
+        xferclass.fine_tune(plain, tiny_dataset(), verbose=0)
