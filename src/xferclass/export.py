@@ -372,7 +372,7 @@ def _runner(format: str, path: Path) -> Callable[[np.ndarray], np.ndarray]:
         name = inputs[0].name
         return lambda batch: session.run(None, {name: batch.astype(np.float32)})[0]
     ov = _require("openvino", "openvino", "running an OpenVINO model")
-    compiled = ov.Core().compile_model(str(path), "CPU")
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     return lambda batch: np.asarray(compiled(batch.astype(np.float32))[compiled.output(0)])
 
 
@@ -500,16 +500,15 @@ def export(
     names = model_class_names(model)
     if names is None:
         logger.warning(
-            "%s has no class names (it was not made by build_classifier and trained by "
-            "xferclass.fit); the %s artifact carries none, and its class_name outputs "
-            "are class indices",
+            "model %r has no class names (xferclass.fit stores them in models from "
+            "build_classifier); the %s artifact carries none and names classes by index",
             model.name,
             format,
         )
     size = (int(model.input_shape[1]), int(model.input_shape[2]))
     probe = np.random.default_rng(0).uniform(0, 255, (2, *size, 3)).astype(np.float32)
     # Also calls the model once, which ONNX export needs.
-    expected = np.asarray(model.predict_on_batch(probe), dtype=np.float32)
+    expected = keras.ops.convert_to_numpy(model(tf.constant(probe), training=False))
     parent = targets[0].parent
     parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".xferclass-export-", dir=parent))
