@@ -561,3 +561,31 @@ def test_support_table_in_the_docs_is_current(tmp_path: Path) -> None:
             f"docs/deploy.md is stale for {backbone}/{format}; "
             "run python benchmarks/export_matrix.py --write"
         )
+
+
+# ------------------------------------------------------------------ command line
+
+
+def test_command_line_export(
+    trained: keras.Model, tmp_path: Path, capsys: pytest.CaptureFixture[str], probe: np.ndarray
+) -> None:
+    from xferclass.cli import main
+
+    saved = tmp_path / "model.keras"
+    xferclass.save_model(trained, saved)
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(saved), str(out), "--format", "onnx"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out}"
+    assert export_module.read_class_names(out, format="onnx") == NAMES
+    np.testing.assert_allclose(
+        run_onnx(out, probe[:8]), trained.predict_on_batch(probe[:8]), atol=1e-4
+    )
+    # Again without --overwrite, and int8 without --calibration: one line each, status 1.
+    assert main(["export", str(saved), str(out), "--format", "onnx"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"xferclass: error: path={str(out)!r} already exists; pass overwrite=True to replace it"
+    ]
+    arguments = ["export", str(saved), str(tmp_path / "m.tflite"), "--format", "litert"]
+    assert main([*arguments, "--quantize", "int8"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("xferclass: error: quantize='int8' needs representative images")
