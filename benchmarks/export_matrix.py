@@ -24,6 +24,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import sys
@@ -112,15 +113,21 @@ def documented_cells(text: str | None = None) -> dict[str, dict[str, str]]:
 
 
 def write(rows: dict[str, dict[str, str]]) -> None:
+    """Put ``rows`` into the table of docs/deploy.md; rows not run keep their cells."""
     text = DEPLOY.read_text(encoding="utf-8")
+    merged = {name: {f: "not checked" for f in FORMATS} for name in REPRESENTATIVES}
+    merged.update({k: v for k, v in documented_cells(text).items() if k in merged})
+    merged.update(rows)
     start, end = text.index(BEGIN), text.index(END)
-    DEPLOY.write_text(text[: start + len(BEGIN)] + "\n" + table(rows) + "\n" + text[end:])
+    DEPLOY.write_text(text[: start + len(BEGIN)] + "\n" + table(merged) + "\n" + text[end:])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="rewrite the table in docs/deploy.md")
-    parser.add_argument("--only", nargs="*", default=None, help="these representatives only")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="these representatives only, in this order"
+    )
     args = parser.parse_args()
     logging.getLogger("xferclass").setLevel(logging.ERROR)  # no "no class names" warnings
     formats = list(FORMATS)
@@ -138,9 +145,11 @@ def main() -> int:
                     file=sys.stderr,
                     flush=True,
                 )
+            del model
+            gc.collect()
+            if args.write:
+                write({backbone: rows[backbone]})  # row by row: a long run keeps what it did
     print(table(rows))
-    if args.write:
-        write(rows)
     return 0
 
 
