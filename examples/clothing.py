@@ -23,7 +23,10 @@ trains with :func:`xferclass.fit` or :func:`xferclass.fine_tune`, evaluates with
   the training history, timings per phase and in total, the machine and the versions;
 - ``history.png``: training curves;
 - ``confusion_matrix.png`` and ``predictions.png``: on the test split, or on the
-  validation split when there is no test split.
+  validation split when there is no test split;
+- with ``--export litert,onnx`` (any of ``saved_model``, ``litert``, ``onnx``,
+  ``openvino``): ``model.tflite``, ``model.onnx``, ``saved_model/``, ``model.xml`` +
+  ``model.bin``, made by :func:`xferclass.export` (see docs/deploy.md).
 
 Recipes (``--recipe``; every field can be overridden by its own flag):
 
@@ -200,6 +203,26 @@ def _unfreeze(value: str) -> str | float | int:
         return value
 
 
+#: What ``--export`` writes next to model.keras, per format.
+EXPORT_FILES = {
+    "saved_model": "saved_model",
+    "litert": "model.tflite",
+    "onnx": "model.onnx",
+    "openvino": "model.xml",
+}
+
+
+def export_formats(value: str) -> list[str]:
+    """``--export litert,onnx`` as a list of formats."""
+    formats = [part.strip() for part in value.split(",") if part.strip()]
+    unknown = [f for f in formats if f not in EXPORT_FILES]
+    if unknown or not formats:
+        raise argparse.ArgumentTypeError(
+            f"--export {value!r}: formats are {', '.join(EXPORT_FILES)}, comma-separated"
+        )
+    return formats
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -248,6 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-train", action="store_true", help="also evaluate on the training split"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--export",
+        type=export_formats,
+        default=[],
+        metavar="FORMATS",
+        help=(
+            "also export the model next to model.keras, comma-separated: "
+            f"{','.join(EXPORT_FILES)} (e.g. --export litert,onnx)"
+        ),
+    )
     tuning = parser.add_argument_group("recipe overrides (default: the recipe's value)")
     tuning.add_argument("--size", type=int, help="input side in pixels")
     tuning.add_argument("--epochs", type=int, help="epochs of training the head")
@@ -682,6 +715,13 @@ def run(args: argparse.Namespace) -> int:
         model, history, results, out, root=root, class_names=class_names, seed=args.seed
     )
     now = lap("save_and_plots", now)
+    exported = []
+    for format in args.export:
+        say(f"exporting to {format}")
+        paths = xferclass.export(model, out / EXPORT_FILES[format], format=format, overwrite=True)
+        exported += [path.name for path in paths]
+    if args.export:
+        now = lap("export", now)
     timings["total"] = round(time.perf_counter() - started, 2)
 
     evaluated_on = "test" if "test" in results else "validation"
@@ -705,7 +745,7 @@ def run(args: argparse.Namespace) -> int:
         "load_average": {"start": load_start, "end": load_average()},
         "machine": machine_info(),
         "versions": versions(),
-        "files": ["model.keras", "metrics.json", *pictures],
+        "files": ["model.keras", "metrics.json", *pictures, *exported],
     }
     write_json(out / "metrics.json", record)
 

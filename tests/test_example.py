@@ -6,6 +6,7 @@ downloads are pointed at a closed local port (127.0.0.1:9) or at a local HTTP se
 
 from __future__ import annotations
 
+import argparse
 import functools
 import http.server
 import importlib.util
@@ -94,13 +95,15 @@ def test_whole_run_writes_every_output(clothing_dir: Path, tmp_path: Path) -> No
         [
             *("--data", str(clothing_dir), "--out", str(out)),
             *"--backbone mobilenet_v2 --weights none --size 32 --epochs 1 --batch-size 8".split(),
-            *("--eval-train", "--quiet"),
+            *("--eval-train", "--quiet", "--export", "litert,onnx"),
         ],
         _offline_env(tmp_path),
         tmp_path,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     for name in ("model.keras", "metrics.json", "history.png", "confusion_matrix.png"):
+        assert (out / name).stat().st_size > 0, name
+    for name in ("model.tflite", "model.onnx"):  # checked against Keras by xferclass.export
         assert (out / name).stat().st_size > 0, name
     assert (out / "predictions.png").stat().st_size > 0
 
@@ -124,6 +127,7 @@ def test_whole_run_writes_every_output(clothing_dir: Path, tmp_path: Path) -> No
     assert record["versions"]["tensorflow"]
     assert record["machine"]["cpu_count"]
     assert len(record["history"]["loss"]) == 1
+    assert {"model.tflite", "model.onnx"} <= set(record["files"])
     assert "WARNING: --weights none" in result.stdout
 
 
@@ -222,3 +226,13 @@ def test_recipes(example: ModuleType) -> None:
     changed = example.apply_overrides(example.BEST_LITE0, args)
     assert changed.epochs == 3 and changed.augment is None
     assert changed.size == example.BEST_LITE0.size
+
+
+def test_export_formats_argument(example: ModuleType) -> None:
+    assert example.build_parser().parse_args(["--export", "litert,onnx"]).export == [
+        "litert",
+        "onnx",
+    ]
+    assert example.build_parser().parse_args([]).export == []
+    with pytest.raises(argparse.ArgumentTypeError, match="formats are saved_model, litert"):
+        example.export_formats("litert,coreml")

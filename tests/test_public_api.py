@@ -16,6 +16,8 @@ PUBLIC = {
     "fit", "fine_tune", "make_augmentation", "save_model", "load_model",
     # evaluation and prediction
     "evaluate_regression_style", "predict", "Predictions",
+    # deployment
+    "export",
     # errors
     "XferclassError", "BackboneNotFoundError", "DatasetError", "WeightsUnavailableError",
     "ModelFileError", "TrainingError", "InvalidArgumentError", "InvalidArgumentTypeError",

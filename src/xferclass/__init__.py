@@ -23,6 +23,7 @@ from ._errors import (
 )
 from ._registry import BackboneSpec, get_backbone, list_backbones, register_backbone
 from .data import SkippedFilesWarning, is_image_file, load_image_dataset, read_images
+from .export import export
 from .inference import Predictions, predict
 from .layers import Preprocessing
 from .metrics import evaluate_regression_style
@@ -50,6 +51,7 @@ __all__ = [
     "__version__",
     "build_classifier",
     "evaluate_regression_style",
+    "export",
     "fine_tune",
     "fit",
     "get_backbone",

@@ -1,4 +1,4 @@
-"""The ``xferclass`` command line: train, evaluate, predict, backbones."""
+"""The ``xferclass`` command line: train, evaluate, predict, export, backbones."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ _EPILOG = """examples:
   xferclass train labels.csv --root images/ --label-separator "|"
   xferclass evaluate model.keras data/clothes/validation --plots plots/
   xferclass predict model.keras shoe.jpg hat.png
+  xferclass export model.keras model.onnx --format onnx
   xferclass backbones
 """
 
@@ -131,6 +132,37 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     predict.add_argument("--top", type=int, default=1, help="classes to show per image")
     predict.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    export = commands.add_parser(
+        "export",
+        help="export a saved model to SavedModel, LiteRT, ONNX or OpenVINO",
+        description=(
+            "Export MODEL for use without xferclass: raw RGB pixels in, probabilities out, "
+            "the class names inside. OUT is a folder (saved_model), a .tflite, a .onnx, or "
+            "an .xml (openvino; its .bin goes beside it)."
+        ),
+    )
+    export.add_argument("model", metavar="MODEL", help="a .keras model file")
+    export.add_argument("out", metavar="OUT", help="where to write the artifact")
+    export.add_argument(
+        "--format",
+        required=True,
+        choices=["saved_model", "litert", "onnx", "openvino"],
+        help="the artifact's format",
+    )
+    export.add_argument(
+        "--quantize",
+        default=None,
+        choices=["float16", "dynamic", "int8"],
+        help="LiteRT quantization (int8 needs --calibration)",
+    )
+    export.add_argument(
+        "--calibration",
+        metavar="DIR",
+        default=None,
+        help="folder of class subfolders of representative images (for --quantize int8)",
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
     commands.add_parser(
         "backbones",
@@ -366,6 +398,19 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    import xferclass
+
+    model = xferclass.load_model(args.model)
+    paths = xferclass.export(
+        model, args.out, format=args.format, quantize=args.quantize,
+        calibration=args.calibration, overwrite=args.overwrite,
+    )  # fmt: skip
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
 def _backbones(args: argparse.Namespace) -> int:
     import xferclass
 
@@ -386,6 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "evaluate": _evaluate,
         "predict": _predict,
         "backbones": _backbones,
+        "export": _export,
     }
     from ._errors import XferclassError
 
