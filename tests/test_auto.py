@@ -235,8 +235,9 @@ def test_train_auto_finishes_within_its_budget_and_saves_its_report(tmp_path: Pa
     out = tmp_path / "auto.keras"
     started = time.monotonic()
     result = xferclass.train_auto(
-        root, budget="90s", backbone="test_tiny", weights=None, seed=0, out=out
-    )
+        root, budget="90s", backbone="test_tiny", weights=None, seed=0, out=out,
+        overrides={"head_epochs": 6, "augment_views": 1},
+    )  # fmt: skip
     elapsed = time.monotonic() - started
     report = result.report
     assert elapsed <= 90 and report["total_s"] <= 90
@@ -295,3 +296,52 @@ def test_train_auto_rejects_bad_arguments(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(auto, "available_backbones", lambda: [])
     with pytest.raises(xferclass.InvalidArgumentError, match="no backbone"):
         xferclass.train_auto(root)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_train_without_recipe_flags_takes_the_automatic_route(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from xferclass.cli import main
+
+    root = make_shape_dataset(tmp_path / "data", per_class=8)
+    out = tmp_path / "cli.keras"
+    code = main(["train", str(root), "--backbone", "test_tiny", "--weights", "none",
+                 "--out", str(out), "--seed", "1"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "default budget of 10m" in printed
+    assert "plan (600 s budget" in printed and "phases:" in printed
+    assert f"model saved to {out}" in printed
+    report = auto.read_report(out)
+    assert report is not None and report["budget_s"] == 600 and report["seed"] == 1
+
+
+def test_cli_recipe_flags_with_a_budget_override_the_automatic_choices(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from xferclass.cli import main
+
+    root = make_shape_dataset(tmp_path / "data", per_class=8)
+    out = tmp_path / "cli.keras"
+    code = main(["train", str(root), "--backbone", "test_tiny", "--weights", "none",
+                 "--budget", "2m", "--epochs", "2", "--augment", "flip", "--out", str(out),
+                 "--quiet"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0 and "plan" not in printed and "default budget" not in printed
+    report = auto.read_report(out)
+    assert report is not None and report["budget_s"] == 120
+    assert report["plan"]["head_epochs"] == 2 and report["plan"]["augment"] == "flip"
+    assert report["plan"]["reasons"]["augment"] == "set by the caller"
+
+
+def test_cli_head_flags_cannot_be_combined_with_a_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from xferclass.cli import main
+
+    code = main(["train", str(tmp_path), "--budget", "1m", "--dropout", "0.2"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(error) == 1 and "--dropout cannot be combined" in error[0]
