@@ -126,8 +126,10 @@ def main() -> None:
         equal = args.equal_budget
         if not args.no_default:
             wall, scores = run_default(root, seed)
-            rows.append({"recipe": "default (frozen Lite0, 10 ep)", "seed": seed,
-                         "wall_s": wall, **scores, "choices": "lite0 224px, head only"})  # fmt: skip
+            rows.append(
+                {"recipe": "default (frozen Lite0, 10 ep)", "seed": seed, "wall_s": wall,
+                 **scores, "choices": "lite0 224px, head only"}
+            )  # fmt: skip
             print(rows[-1], flush=True)
             equal = wall
         runs = [("auto at T", equal)] if equal else []
