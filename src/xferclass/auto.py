@@ -351,7 +351,9 @@ def plan_run(
         )
     )
 
-    min_tuning = 2
+    # Fine-tuning at 1e-4 pays off after a few epochs, not one or two: a larger
+    # backbone or input is only worth it if it leaves time for at least 4.
+    min_tuning = 4
     chosen: tuple[str, int] | None = None
     tuning = 0
     if want_fine_tune:
