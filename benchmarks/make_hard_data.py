@@ -1,11 +1,11 @@
 """Generate an image folder that is hard in the ways clothing is not.
 
 Grayscale, fine texture, 10:1 class imbalance and few images: five classes of
-texture patches whose classes differ only in the fine structure (the period of a
-grating, a checkerboard against a grating, small dots against fine noise), with
-random orientation, contrast, brightness, blur and noise, so that no single global
-statistic separates them. Counts per class in ``train`` run from 200 down to 20
-(10:1); ``validation`` and ``test`` are balanced (balanced accuracy is then plain
+texture patches that differ only in the scale of their fine structure (gratings with
+a period of 4 or 5 pixels; noise grain of 1.0 or 1.4 pixels; small dots), under low
+contrast, random orientation, brightness, illumination and strong sensor noise, so
+that no single global statistic separates them. Counts per class in ``train`` run
+from 200 down to 20 (10:1); ``validation`` and ``test`` are balanced (balanced accuracy is then plain
 accuracy), and ``test`` is only for reporting, never for choosing anything.
 
 Run::
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-CLASSES = ("grating_fine", "grating_medium", "checker", "dots", "noise")
+CLASSES = ("grating_4px", "grating_5px", "grain_fine", "grain_coarse", "dots")
 #: Training images per class: 10:1 from the largest class to the smallest.
-TRAIN_COUNTS = (200, 120, 70, 40, 20)
+TRAIN_COUNTS = (200, 100, 60, 40, 20)
 VALIDATION_PER_CLASS = 30
 TEST_PER_CLASS = 60
 SIZE = 128
@@ -37,34 +37,45 @@ def _grating(rng: np.random.Generator, period: float, y: np.ndarray, x: np.ndarr
     return np.sin(2 * np.pi * (x * np.cos(angle) + y * np.sin(angle)) / period + phase)
 
 
+def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    radius = max(1, int(3 * sigma))
+    t = np.arange(-radius, radius + 1)
+    kernel = np.exp(-(t**2) / (2 * sigma**2))
+    kernel /= kernel.sum()
+    image = np.apply_along_axis(lambda r: np.convolve(r, kernel, "same"), 0, image)
+    return np.apply_along_axis(lambda r: np.convolve(r, kernel, "same"), 1, image)
+
+
 def texture(kind: str, rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
-    """One grayscale patch of class ``kind``, uint8 of shape (size, size)."""
+    """One grayscale patch of class ``kind``, uint8 of shape (size, size).
+
+    The pairs differ only in scale: gratings with a period of 4 or 5 pixels, noise
+    grain of correlation length 1.0 or 1.4 pixels; dots sit between the two grains.
+    Contrast is low and sensor noise high, so the fine structure is all there is.
+    """
     y, x = np.mgrid[0:size, 0:size].astype("float64")
-    if kind == "grating_fine":
-        base = _grating(rng, rng.uniform(3.6, 4.4), y, x)
-    elif kind == "grating_medium":
-        base = _grating(rng, rng.uniform(5.0, 6.0), y, x)
-    elif kind == "checker":
-        period = rng.uniform(4.0, 6.0)
-        base = _grating(rng, period, y, x) * _grating(rng, period, y, x)
-        base = base * 2.0
+    if kind in ("grating_4px", "grating_5px"):
+        period = rng.normal(4.0 if kind == "grating_4px" else 5.0, 0.15)
+        base = _grating(rng, period, y, x)
+    elif kind in ("grain_fine", "grain_coarse"):
+        sigma = rng.normal(1.0 if kind == "grain_fine" else 1.4, 0.05)
+        base = _blur(rng.normal(0, 1, (size, size)), sigma)
+        base /= base.std()
     elif kind == "dots":
-        base = -np.ones((size, size))
-        count = int(rng.integers(120, 220))
+        base = np.zeros((size, size))
+        count = int(rng.integers(300, 500))
         for cy, cx in rng.uniform(0, size, (count, 2)):
-            radius = rng.uniform(1.0, 1.8)
-            base[(y - cy) ** 2 + (x - cx) ** 2 <= radius**2] = 1.0
-    elif kind == "noise":
-        base = rng.normal(0, 1, (size, size))
-        kernel = np.ones(2) / 2  # a little correlation, as fine grain
-        base = np.apply_along_axis(lambda r: np.convolve(r, kernel, "same"), 1, base)
+            radius = rng.uniform(0.8, 1.5)
+            base[(y - cy) ** 2 + (x - cx) ** 2 <= radius**2] = rng.choice((-1.0, 1.0))
+        base = _blur(base, 0.7)
+        base /= base.std() + 1e-9
     else:
         raise ValueError(f"unknown texture {kind!r}")
     # Slow illumination change, random contrast and brightness, then sensor noise.
-    light = _grating(rng, rng.uniform(60, 200), y, x) * rng.uniform(0.0, 0.4)
-    image = 128 + rng.uniform(25, 70) * np.clip(base, -1.5, 1.5) + 40 * light
-    image += rng.uniform(-30, 30)
-    image += rng.normal(0, rng.uniform(8, 25), (size, size))
+    light = _grating(rng, rng.uniform(60, 200), y, x) * rng.uniform(0.0, 30.0)
+    image = 128 + rng.uniform(8, 30) * np.clip(base, -2.5, 2.5) + light
+    image += rng.uniform(-40, 40)
+    image += rng.normal(0, rng.uniform(10, 25), (size, size))
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
