@@ -5,8 +5,9 @@ texture patches that differ only in the scale of their fine structure (gratings 
 a period of 4 or 5 pixels; noise grain of 1.0 or 1.4 pixels; small dots), under low
 contrast, random orientation, brightness, illumination and strong sensor noise, so
 that no single global statistic separates them. Counts per class in ``train`` run
-from 200 down to 20 (10:1); ``validation`` and ``test`` are balanced (balanced accuracy is then plain
-accuracy), and ``test`` is only for reporting, never for choosing anything.
+from 200 down to 20 (10:1); ``validation`` and ``test`` are balanced (balanced
+accuracy is then plain accuracy), and ``test`` is only for reporting, never for
+choosing anything.
 
 Run::
 
