@@ -103,10 +103,21 @@ def test_the_plan_fits_in_the_time_left() -> None:
     for seconds_left in (50, 120, 300, 900, 3600):
         plan = plan_run(data, {"efficientnet_lite0": 0.01, "efficientnet_lite2": 0.02}, LITE,
                         seconds_left)  # fmt: skip
-        assert sum(plan.estimates.values()) <= seconds_left * (1 - auto.SAFETY)
+        planned = sum(v for k, v in plan.estimates.items() if k != "tta")  # TTA is optional
+        assert planned <= seconds_left * (1 - auto.SAFETY)
     # A short budget drops fine-tuning before it drops the data.
-    short = plan_run(data, {"efficientnet_lite0": 0.01}, LITE, 50)
+    short = plan_run(data, {"efficientnet_lite0": 0.01}, LITE, 35)
     assert short.fine_tune_epochs == 0 and "fit" in short.reasons["fine_tune"]
+
+
+def test_a_tight_budget_caches_fewer_augmented_views_before_refusing() -> None:
+    data = _data((60,) * 5, 50)  # < 100 per class: two augmented views wanted
+    timing = {"efficientnet_lite0": 0.01}
+    roomy = plan_run(data, timing, LITE, 900)
+    assert roomy.augment == "light" and roomy.augment_views == 2
+    tight = plan_run(data, timing, LITE, 25)
+    assert tight.augment is None or tight.augment_views < 2
+    assert "fit in the time left" in tight.reasons["augment"]
 
 
 def test_a_budget_too_small_for_one_pass_is_refused_before_training() -> None:

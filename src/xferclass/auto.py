@@ -306,9 +306,9 @@ def plan_run(
     if not augment:
         views = 0
     rows = n_train * (1 + views)
+    head_epochs = 0
 
     # Fine-tuning: worth it when each class has enough images to move the backbone.
-    head_epochs = int(fixed.get("head_epochs", _head_epochs(rows, batch_size)))
     want_fine_tune = data.min_per_class >= 20
     if "fine_tune_epochs" in fixed:
         want_fine_tune = int(fixed["fine_tune_epochs"]) > 0
@@ -321,9 +321,8 @@ def plan_run(
         per_image = cost(name, size)
         return {
             "caching": (rows + n_val) * per_image,
-            "head": head_epochs * (0.5 + 0.0002 * rows),  # measured: ~0.1 ms per row
+            "head": head_epochs * (0.2 + 0.0002 * rows),  # measured: ~0.1 ms per row
             "fine_tune": tuning_epochs * rows * per_image * FINE_TUNE_EPOCH_RATIO,
-            "evaluate": 3 * n_val * per_image,  # final evaluation, with and without TTA
         }
 
     names = [fixed["backbone"]] if "backbone" in fixed else list(seconds_per_image)
@@ -351,44 +350,57 @@ def plan_run(
         )
     )
 
-    # Fine-tuning at 1e-4 pays off after a few epochs, not one or two: a larger
-    # backbone or input is only worth it if it leaves time for at least 4.
-    min_tuning = 4
+    # When nothing fits, cheaper plans come before a refusal: fewer cached
+    # augmented views first (they multiply the caching pass), then none.
+    view_options = [views] if ("augment" in fixed or not views) else [views, 1, 0]
     chosen: tuple[str, int] | None = None
     tuning = 0
-    if want_fine_tune:
-        for _, name, size in configs:
-            if sum(needs(name, size, min_tuning).values()) <= usable:
-                chosen = (name, size)
-                break
-    if chosen is not None:
-        name, size = chosen
-        per_epoch = rows * cost(name, size) * FINE_TUNE_EPOCH_RATIO
-        spare = usable - sum(needs(name, size, 0).values())
-        tuning = int(fixed.get("fine_tune_epochs", min(10, int(spare // per_epoch))))
-        reasons["fine_tune"] = (
-            f"the rarest class has {data.min_per_class} >= 20 images: fine-tune the top "
-            f"{unfreeze:.0%} of the backbone (BatchNorm frozen) at 1e-4 for up to {tuning} "
-            f"epochs on activations cached at the cut ({per_epoch:.0f} s per epoch, "
-            "at most 10 epochs)"
-        )
-    else:
+    for views in view_options:
+        rows = n_train * (1 + views)
+        head_epochs = int(fixed.get("head_epochs", _head_epochs(rows, batch_size)))
+        # Fine-tuning at 1e-4 pays off after a few epochs, not one or two: a larger
+        # backbone or input is only worth it if it leaves time for at least 4.
+        min_tuning = 4
         if want_fine_tune:
+            for _, name, size in configs:
+                if sum(needs(name, size, min_tuning).values()) <= usable:
+                    chosen = (name, size)
+                    break
+        if chosen is not None:
+            name, size = chosen
+            per_epoch = rows * cost(name, size) * FINE_TUNE_EPOCH_RATIO
+            spare = usable - sum(needs(name, size, 0).values())
+            tuning = int(fixed.get("fine_tune_epochs", min(10, int(spare // per_epoch))))
             reasons["fine_tune"] = (
-                f"not even {min_tuning} epochs of fine-tuning fit in the "
-                f"{seconds_left:.0f} s left on the fastest candidate: head only"
+                f"the rarest class has {data.min_per_class} >= 20 images: fine-tune the top "
+                f"{unfreeze:.0%} of the backbone (BatchNorm frozen) at 1e-4 for up to {tuning} "
+                f"epochs on activations cached at the cut ({per_epoch:.0f} s per epoch, "
+                "at most 10 epochs)"
             )
-        elif "fine_tune_epochs" in fixed:
-            reasons["fine_tune"] = "fine-tuning turned off by the caller"
         else:
-            reasons["fine_tune"] = (
-                f"the rarest class has only {data.min_per_class} < 20 images: too few to "
-                "move the backbone's weights without overfitting; head only"
-            )
-        for _, name, size in configs:
-            if sum(needs(name, size, 0).values()) <= usable:
-                chosen = (name, size)
-                break
+            if want_fine_tune:
+                reasons["fine_tune"] = (
+                    f"not even {min_tuning} epochs of fine-tuning fit in the "
+                    f"{seconds_left:.0f} s left on the fastest candidate: head only"
+                )
+            elif "fine_tune_epochs" in fixed:
+                reasons["fine_tune"] = "fine-tuning turned off by the caller"
+            else:
+                reasons["fine_tune"] = (
+                    f"the rarest class has only {data.min_per_class} < 20 images: too few to "
+                    "move the backbone's weights without overfitting; head only"
+                )
+            for _, name, size in configs:
+                if sum(needs(name, size, 0).values()) <= usable:
+                    chosen = (name, size)
+                    break
+        if chosen is not None:
+            break
+    if views == 0 and augment and "augment" not in fixed:
+        augment = None
+        reasons["augment"] += "; but the views did not fit in the time left: none"
+    elif chosen is not None and views < view_options[0]:
+        reasons["augment"] += f"; {views} view(s) fit in the time left"
     if chosen is None:
         cheapest = min(configs)
         need = sum(needs(cheapest[1], cheapest[2], 0).values())
@@ -421,6 +433,9 @@ def plan_run(
         f"{patience} epochs without a better validation accuracy; the best epoch is kept"
     )
     estimates = {key: round(value, 1) for key, value in needs(name, size, tuning).items()}
+    # Deciding TTA takes a mirrored and a plain pass over validation; it is done
+    # only if the time is left after training (the guard keeps it free when it can).
+    estimates["tta"] = round(2 * n_val * per_image, 1)
     return AutoPlan(
         backbone=name,
         size=size,
@@ -800,12 +815,12 @@ def format_report(report: Mapping[str, Any]) -> str:
     for key, reason in report.get("tta", {}).items():
         if key == "reason":
             lines.append(f"  tta: {reason}")
-    lines.append("phases:                    seconds  epochs  best val acc")
+    lines.append(f"{'phases:':<31}seconds  epochs  best val acc")
     for phase in report["phases"]:
         best = phase.get("best_val_accuracy")
         shown = f"{best:.4f}" if best is not None else "-"
         lines.append(
-            f"  {phase['name']:<24}{phase['seconds']:>7.1f}  {phase.get('epochs', '') or '':>6}"
+            f"  {phase['name']:<29}{phase['seconds']:>7.1f}  {phase.get('epochs', '') or '':>6}"
             f"  {shown:>12}"
         )
     for note in report.get("notes", []):
@@ -978,7 +993,7 @@ def train_auto(
     tune_epoch = plan.estimates["fine_tune"] / max(1, plan.fine_tune_epochs)
     phase_names = ["head (frozen backbone)", "fine-tune (top of backbone)"]
     guard = _Guard(
-        model, deadline=deadline - SAVE_SECONDS - plan.estimates["evaluate"] / 3, clock=clock,
+        model, deadline=deadline - SAVE_SECONDS, clock=clock,
         first_epoch=[head_epoch + 1.0, tune_epoch * 1.5 + 2.0], patience=plan.patience,
         phase_names=phase_names,
     )  # fmt: skip
@@ -1020,11 +1035,11 @@ def train_auto(
     # 5. Test-time augmentation, decided on the validation split when it fits.
     tta: dict[str, Any] = {"choice": "no"}
     final = guard.best
-    pass_seconds = plan.estimates["evaluate"] / 3
+    pass_seconds = plan.estimates["tta"] / 2
     mark = clock()
     if not _supports(evaluate_regression_style, "tta"):
         tta["reason"] = "this version of evaluate_regression_style has no tta=; not used"
-    elif deadline - clock() - SAVE_SECONDS < 3 * pass_seconds + 2:
+    elif deadline - clock() - SAVE_SECONDS < 2 * pass_seconds + 2:
         tta["reason"] = "no time left to compare with and without TTA on the validation split"
     else:
         plain = evaluate_regression_style(model, validation_set)["accuracy"]
