@@ -92,6 +92,8 @@ SHARED_ENV = "XFERCLASS_CLOTHING_DIR"
 DOWNLOAD_TIMEOUT_S = 15
 SPLITS = ("train", "validation", "test")
 LITE0 = "efficientnet_lite0"
+#: Time budget of the automatic recipe (--recipe auto) when --budget is not given.
+AUTO_BUDGET = "15m"
 PROG = "clothing.py"
 
 
@@ -247,8 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backbone", default="xception", help="backbone (default: xception)")
     parser.add_argument(
         "--recipe",
-        choices=("notebook", "best"),
-        help="training recipe (default: best for efficientnet_lite0, notebook otherwise)",
+        choices=("notebook", "best", "auto"),
+        help="training recipe (default: best for efficientnet_lite0, notebook otherwise); "
+        "auto: xferclass.train_auto chooses backbone, size and schedule within --budget",
+    )
+    parser.add_argument(
+        "--budget",
+        default=AUTO_BUDGET,
+        help=f"time budget of --recipe auto, e.g. 90s, 15m, 1h (default: {AUTO_BUDGET})",
     )
     parser.add_argument(
         "--weights",
@@ -682,6 +690,8 @@ def run(args: argparse.Namespace) -> int:
 
     import xferclass
 
+    if args.recipe == "auto":
+        return run_auto(args, root, out, started, load_start)
     spec = xferclass.get_backbone(args.backbone)
     recipe = apply_overrides(recipe_for(args.recipe, spec.name), args)
     size = recipe.size or spec.default_size[0]
@@ -757,6 +767,88 @@ def run(args: argparse.Namespace) -> int:
             f"(n={metrics['n']})"
         )
     say(f"done in {timings['total']:.0f} s; results in {out / 'metrics.json'}")
+    return 0
+
+
+def auto_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe flags given on the command line, as train_auto plan overrides."""
+    fields = {
+        "size": args.size,
+        "head_epochs": args.epochs,
+        "head_learning_rate": args.learning_rate,
+        "fine_tune_epochs": args.fine_tune_epochs,
+        "unfreeze": args.unfreeze,
+        "fine_tune_learning_rate": args.fine_tune_learning_rate,
+        "augment": args.augment,
+        "augment_views": args.augment_views,
+    }
+    changes = {key: value for key, value in fields.items() if value is not None}
+    if changes.get("augment") == "none":
+        changes["augment"] = None
+    return changes
+
+
+def run_auto(
+    args: argparse.Namespace, root: Path, out: Path, started: float, load_start: Any
+) -> int:
+    """--recipe auto: xferclass.train_auto within --budget, then the same evaluation."""
+    import logging
+
+    import xferclass
+
+    logging.basicConfig(level=logging.INFO, format="[clothing] %(message)s")
+    backbone = None if args.backbone in ("auto", "xception") else args.backbone
+    weights = weights_argument(args.weights)
+    say(f"recipe 'auto' with a budget of {args.budget} (backbone: {backbone or 'chosen'})")
+    timings: dict[str, float] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    result = xferclass.train_auto(
+        root / "train", root / "validation", budget=args.budget, backbone=backbone,
+        weights=weights, seed=args.seed, batch_size=args.batch_size,
+        overrides=auto_overrides(args), out=out / "model.keras",
+        verbose=0 if args.quiet else 2,
+    )  # fmt: skip
+    timings["train_auto"] = round(time.perf_counter() - started, 2)
+    model, report = result.model, result.report
+    size = result.plan.size
+    splits = load_splits(root, size, args.batch_size, args.seed)
+    class_names = list(splits["train"].class_names)
+    mark = time.perf_counter()
+    results = evaluate(model, splits, args.eval_train)
+    timings["evaluate"] = round(time.perf_counter() - mark, 2)
+    pictures = write_plots(
+        model, result.history, results, out, root=root, class_names=class_names, seed=args.seed
+    )
+    timings["total"] = round(time.perf_counter() - started, 2)
+    counts = {name: len(dataset.file_paths) for name, dataset in splits.items()}
+    record = {
+        "dataset": {"path": str(root), "images": counts, "class_names": class_names},
+        "evaluated_on": "test" if "test" in results else "validation",
+        "metrics": {name: r["metrics"] for name, r in results.items()},
+        "config": {
+            "recipe": "auto",
+            "budget": args.budget,
+            "seed": args.seed,
+            "plan": result.plan.to_dict(),
+        },  # fmt: skip
+        "auto_report": report,
+        "history": result.history,
+        "timings_s": timings,
+        "load_average": {"start": load_start, "end": load_average()},
+        "machine": machine_info(),
+        "versions": versions(),
+        "files": ["model.keras", "metrics.json", *pictures],
+    }
+    write_json(out / "metrics.json", record)
+    for name, r in results.items():
+        metrics = r["metrics"]
+        say(
+            f"{name}: accuracy {metrics['accuracy']:.4f}  mae {metrics['mae']:.4f}  "
+            f"mse {metrics['mse']:.4f}  rmse {metrics['rmse']:.4f}  r2 {metrics['r2']:.4f}  "
+            f"(n={metrics['n']})"
+        )
+    say(f"done in {timings['total']:.0f} s (training within the budget: "
+        f"{report['total_s']:.0f} s); results in {out / 'metrics.json'}")  # fmt: skip
     return 0
 
 

@@ -158,7 +158,8 @@ def test_the_validation_split_uses_the_seed_given(
         raise Stop  # the split is all this test needs; no training
 
     monkeypatch.setattr(xferclass, "load_image_dataset", recording)
-    argv = ["train", str(tiny_dataset_dir), "--validation-split", "0.25", *given]
+    # --epochs selects the manual route (without recipe flags, train_auto splits).
+    argv = ["train", str(tiny_dataset_dir), "--validation-split", "0.25", "--epochs", "1", *given]
     with pytest.raises(Stop):
         main(argv)
     assert seen == [used]

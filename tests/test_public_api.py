@@ -7,6 +7,8 @@ import inspect
 import xferclass
 
 PUBLIC = {
+    # the automatic recipe
+    "train_auto", "AutoResult", "AutoPlan",
     # models and the registry
     "build_classifier", "list_backbones", "register_backbone", "get_backbone", "BackboneSpec",
     "Preprocessing",

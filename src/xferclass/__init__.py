@@ -22,6 +22,7 @@ from ._errors import (
     XferclassError,
 )
 from ._registry import BackboneSpec, get_backbone, list_backbones, register_backbone
+from .auto import AutoPlan, AutoResult, train_auto
 from .data import SkippedFilesWarning, is_image_file, load_image_dataset, read_images
 from .export import export
 from .inference import Predictions, predict
@@ -34,6 +35,8 @@ from .training import fine_tune, fit, make_augmentation, save_model
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoPlan",
+    "AutoResult",
     "BackboneNotFoundError",
     "BackboneSpec",
     "DatasetError",
@@ -64,4 +67,5 @@ __all__ = [
     "read_images",
     "register_backbone",
     "save_model",
+    "train_auto",
 ]

@@ -14,6 +14,7 @@ from ._errors import InvalidArgumentError
 __all__ = ["main"]
 
 _EPILOG = """examples:
+  xferclass train data/clothes --budget 10m --out model.keras
   xferclass train data/clothes --backbone efficientnet_lite0 --epochs 10 --out model.keras
   xferclass train labels.csv --root images/ --label-separator "|"
   xferclass evaluate model.keras data/clothes/validation --plots plots/
@@ -21,6 +22,10 @@ _EPILOG = """examples:
   xferclass export model.keras model.onnx --format onnx
   xferclass backbones
 """
+
+
+#: Budget of ``xferclass train`` when no --budget is given.
+_DEFAULT_BUDGET = "10m"
 
 
 def _weights(value: str) -> str | None:
@@ -54,20 +59,38 @@ def _parser() -> argparse.ArgumentParser:
             "validation/ folders that each hold one subfolder per class; or it is a CSV "
             "label table (image path and label columns; a split column's 'train' and "
             "'validation' rows are used as such). Labels joined by --label-separator make a "
-            "multi-label classifier."
+            "multi-label classifier. For a folder, without recipe flags (--epochs, --size, "
+            "...) the automatic recipe (xferclass.train_auto) chooses backbone, input size "
+            "and schedule within --budget; recipe flags without --budget train exactly as "
+            "asked; with --budget they override the automatic choices."
         ),
     )
     train.add_argument(
         "data_dir", metavar="DATA_DIR", help="folder of class subfolders, or a .csv label table"
     )
-    train.add_argument("--backbone", default="xception", help="backbone name (default: xception)")
-    train.add_argument("--epochs", type=int, default=10, help="epochs (default: 10)")
+    train.add_argument(
+        "--backbone",
+        default=None,
+        help="backbone name (default: chosen by the automatic recipe; xception with recipe flags)",
+    )
+    train.add_argument(
+        "--budget",
+        default=None,
+        help=f"time budget of the automatic recipe: 90s, 10m, 1h, ... (default: {_DEFAULT_BUDGET})",
+    )
+    train.add_argument("--epochs", type=int, default=None, help="epochs (default: 10)")
     train.add_argument("--out", default="model.keras", help="where to save the model (.keras)")
     train.add_argument("--size", type=_size, default=None, help="input side in pixels")
     train.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
-    train.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
-    train.add_argument("--head-units", type=int, default=128, help="hidden units of the head")
-    train.add_argument("--dropout", type=float, default=0.0, help="dropout before the output")
+    train.add_argument(
+        "--learning-rate", type=float, default=None, help="Adam learning rate (default: 1e-3)"
+    )
+    train.add_argument(
+        "--head-units", type=int, default=None, help="hidden units of the head (default: 128)"
+    )
+    train.add_argument(
+        "--dropout", type=float, default=None, help="dropout before the output (default: 0)"
+    )
     train.add_argument(
         "--weights",
         type=_weights,
@@ -89,11 +112,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--fine-tune-epochs",
         type=int,
-        default=0,
+        default=None,
         help="after training the head, fine-tune the top of the backbone for this many epochs",
     )
     train.add_argument(
-        "--unfreeze", type=float, default=0.2, help="fraction of backbone layers to fine-tune"
+        "--unfreeze",
+        type=float,
+        default=None,
+        help="fraction of backbone layers to fine-tune (default: 0.2)",
     )
     train.add_argument("--seed", type=int, default=None, help="random seed")
     train.add_argument("--quiet", action="store_true", help="no progress output")
@@ -224,7 +250,91 @@ def _split_dirs(data_dir: str, validation: str | None) -> tuple[str, str | None]
     return data_dir, validation
 
 
+#: Options of label tables and pixel limits, which only the manual route reads.
+_TABLE_OPTIONS = ("root", "path_column", "label_column", "label_separator", "max_pixels")
+
+#: Recipe flags: given without --budget they select the manual recipe.
+_RECIPE_FLAGS = {
+    "epochs": "head_epochs", "size": "size", "learning_rate": "head_learning_rate",
+    "fine_tune_epochs": "fine_tune_epochs", "unfreeze": "unfreeze", "augment": "augment",
+    "head_units": None, "dropout": None,
+}  # fmt: skip
+
+
 def _train(args: argparse.Namespace) -> int:
+    from ._tables import is_label_table
+
+    given = [name for name in _RECIPE_FLAGS if getattr(args, name) is not None]
+    table = [name for name in _TABLE_OPTIONS if getattr(args, name, None) is not None]
+    if is_label_table(args.data_dir) or table:
+        # train_auto reads folders of class subfolders; tables take the manual route.
+        if args.budget is not None:
+            what = ", ".join("--" + name.replace("_", "-") for name in table) or "a label table"
+            raise InvalidArgumentError(
+                f"--budget (the automatic recipe) reads a folder of class subfolders, not "
+                f"{what}; drop --budget and give the recipe flags (--epochs, ...)"
+            )
+    elif args.budget is not None or not given:
+        return _train_auto(args, given)
+    for name, default in (
+        ("epochs", 10),
+        ("learning_rate", 1e-3),
+        ("head_units", 128),
+        ("dropout", 0.0),
+        ("fine_tune_epochs", 0),
+        ("unfreeze", 0.2),
+    ):
+        if getattr(args, name) is None:
+            setattr(args, name, default)  # fmt: skip
+    if args.backbone is None:
+        args.backbone = "xception"
+    return _train_manual(args)
+
+
+def _train_auto(args: argparse.Namespace, given: list[str]) -> int:
+    import logging
+
+    import xferclass
+
+    unsupported = [name for name in given if _RECIPE_FLAGS[name] is None]
+    if unsupported:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unsupported)
+        raise xferclass.InvalidArgumentError(
+            f"{flags} cannot be combined with --budget (the automatic recipe keeps the "
+            "default head); drop --budget to train exactly as asked"
+        )
+    budget = args.budget
+    if budget is None:
+        budget = _DEFAULT_BUDGET
+        print(f"no --budget given: the automatic recipe uses the default budget of {budget}")
+    overrides: dict[str, Any] = {str(_RECIPE_FLAGS[name]): getattr(args, name) for name in given}
+    if "size" in overrides and isinstance(overrides["size"], tuple):
+        overrides["size"] = overrides["size"][0]
+    train_dir, validation_dir = _split_dirs(args.data_dir, args.validation)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("xferclass: %(message)s"))
+    log = logging.getLogger("xferclass")
+    level = log.level
+    if not args.quiet:
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    try:
+        result = xferclass.train_auto(
+            train_dir, validation_dir, budget=budget, backbone=args.backbone,
+            weights=args.weights, seed=args.seed if args.seed is not None else 0,
+            batch_size=args.batch_size, validation_split=args.validation_split or 0.2,
+            overrides=overrides, out=args.out, verbose=0,
+        )  # fmt: skip
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    accuracy = result.report.get("validation_accuracy")
+    shown = f"validation accuracy {accuracy:.4f}, " if accuracy is not None else ""
+    print(f"{shown}model saved to {args.out}")
+    return 0
+
+
+def _train_manual(args: argparse.Namespace) -> int:
     import xferclass
 
     verbose = 0 if args.quiet else 1

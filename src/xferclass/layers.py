@@ -47,6 +47,8 @@ class Preprocessing(keras.layers.Layer):
             probabilities (sigmoid) rather than one distribution (softmax).
         threshold: For a multi-label model, the probability from which a
             class counts as present.
+        metadata: JSON-ready data about how the model was made (for example
+            the report of :func:`xferclass.train_auto`); saved with the model.
 
     Examples:
         >>> import numpy as np
@@ -61,6 +63,7 @@ class Preprocessing(keras.layers.Layer):
         class_names: list[str] | None = None,
         multi_label: bool = False,
         threshold: float = 0.5,
+        metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -72,6 +75,7 @@ class Preprocessing(keras.layers.Layer):
         self.class_names = list(class_names) if class_names is not None else None
         self.multi_label = bool(multi_label)
         self.threshold = float(threshold)
+        self.metadata = dict(metadata) if metadata else None
 
     def call(self, inputs: Any) -> Any:
         x = ops.cast(inputs, self.compute_dtype)
@@ -98,6 +102,8 @@ class Preprocessing(keras.layers.Layer):
         if self.multi_label:  # single-label configs stay as they were
             config["multi_label"] = True
             config["threshold"] = self.threshold
+        if self.metadata:
+            config["metadata"] = self.metadata
         return config
 
 
