@@ -26,6 +26,7 @@ from xferclass._imagesize import (
     DEFAULT_MAX_PIXELS,
     MAX_PIXELS_ENV,
     image_dimensions,
+    image_header,
     resolve_max_pixels,
 )
 
@@ -115,11 +116,57 @@ def test_header_size_of_files_and_odd_jpegs(tmp_path: Path) -> None:
     assert image_dimensions(data[:20]) is None  # cut before the frame header
 
 
+def gif_with_frame(screen: tuple[int, int], frame: tuple[int, int]) -> bytes:
+    """A GIF whose logical screen is ``screen`` and whose one frame claims ``frame``."""
+    descriptor = struct.pack("<HHHHB", 0, 0, *frame, 0x80)  # with a 2-colour local table
+    return (
+        b"GIF89a" + struct.pack("<HHBBB", *screen, 0, 0, 0)
+        + b"\x2c" + descriptor + b"\x00\x00\x00\xff\xff\xff"
+        + b"\x02\x02\x44\x01\x00"  # LZW code size 2, one sub-block, terminator
+        + b"\x3b"
+    )  # fmt: skip
+
+
+def test_gif_frames_count_as_well_as_the_screen(tmp_path: Path) -> None:
+    frames = [Image.new("P", (40, 30), 0)]
+    for i in range(3):
+        frame = Image.new("P", (40, 30), 0)
+        frame.paste(i + 1, (i * 5, i * 3, i * 5 + 10, i * 3 + 8))
+        frames.append(frame)
+    data = _encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    with Image.open(io.BytesIO(data)) as reference:
+        areas = []
+        for k in range(reference.n_frames):
+            reference.seek(k)
+            left, top, right, bottom = reference.dispose_extent
+            areas.append((right - left) * (bottom - top))
+    assert len(areas) == 4 and sum(areas) > 40 * 30  # the later frames are cropped
+    assert image_header(data) == (40, 30, sum(areas))
+    # A small screen does not hide a huge frame: the decoder allocates the frame's size.
+    hidden = gif_with_frame((10, 10), (20000, 20000))
+    assert image_dimensions(hidden) == (10, 10)
+    assert image_header(hidden) == (10, 10, 400_000_000)
+    root = make_shape_dataset(tmp_path / "photos", per_class=2, size=32)
+    (root / "circle" / "hidden.gif").write_bytes(hidden)
+    with pytest.warns(SkippedFilesWarning, match="Skipped 1 of 7"):
+        dataset = load_image_dataset(root, 32)
+    assert dataset.skipped == [
+        (
+            str(root / "circle" / "hidden.gif"),
+            "image is 10x10 with frames of 400,000,000 pixels in all, over "
+            "max_pixels=178,956,970; not decoded",
+        )
+    ]
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from([b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM", b""]), st.binary())
+@given(
+    st.sampled_from([b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM", b"RIFF", b""]),
+    st.binary(),
+)
 def test_header_parser_never_fails(magic: bytes, rest: bytes) -> None:
-    size = image_dimensions(magic + rest)
-    assert size is None or (len(size) == 2 and all(v >= 0 for v in size))
+    found = image_header(magic + rest)
+    assert found is None or (len(found) == 3 and found[2] >= found[0] * found[1] >= 0)
 
 
 def test_default_limit_is_where_pillow_refuses(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from ._errors import DatasetError
-from ._imagesize import DEFAULT_MAX_PIXELS, image_dimensions, resolve_max_pixels
+from ._imagesize import DEFAULT_MAX_PIXELS, image_header, resolve_max_pixels
 from ._tables import LabelTable, is_label_table, read_label_table
 
 __all__ = [
@@ -406,7 +406,7 @@ class _FileCheck:
 
     reason: str | None
     orientation: int
-    size: tuple[int, int] | None = None  # (width, height) from the header, when readable
+    size: tuple[int, int, int] | None = None  # (width, height, pixels) from the header
 
 
 #: Results of earlier checks, keyed by path, valid while (size, mtime, inode) are
@@ -499,23 +499,25 @@ def _decode_pass(paths: Sequence[str]) -> np.ndarray:
     return ok
 
 
-def _too_large(size: tuple[int, int] | None, max_pixels: int) -> str | None:
+def _too_large(size: tuple[int, int, int] | None, max_pixels: int) -> str | None:
     """The skip reason of an image whose header promises more than ``max_pixels``."""
-    if size is None or size[0] * size[1] <= max_pixels:
+    if size is None or size[2] <= max_pixels:
         return None
-    width, height = size
-    return (
-        f"image is {width}x{height} = {width * height:,} pixels, over max_pixels="
-        f"{max_pixels:,}; not decoded"
+    width, height, pixels = size
+    what = (
+        f"{width}x{height} = {pixels:,} pixels"
+        if pixels == width * height
+        else f"{width}x{height} with frames of {pixels:,} pixels in all"
     )
+    return f"image is {what}, over max_pixels={max_pixels:,}; not decoded"
 
 
-def _header_sizes(paths: Sequence[str]) -> list[tuple[int, int] | None]:
-    """``(width, height)`` from the header of each file, read by a few threads."""
+def _header_sizes(paths: Sequence[str]) -> list[tuple[int, int, int] | None]:
+    """``(width, height, pixels)`` from the header of each file, read by a few threads."""
     if not paths:
         return []
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
-        return list(pool.map(image_dimensions, paths, chunksize=256))
+        return list(pool.map(image_header, paths, chunksize=256))
 
 
 def _check_files(paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> list[_FileCheck]:
