@@ -19,6 +19,7 @@ Run::
 
     python benchmarks/bench_pixel_limit.py
     python benchmarks/bench_pixel_limit.py --photos 20 --n 20000 --repeats 3
+    python benchmarks/bench_pixel_limit.py --part speed --n 20000 --repeats 5
 """
 
 from __future__ import annotations
@@ -179,11 +180,14 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=20, help="photos in the memory folders")
     parser.add_argument("--n", type=int, default=20_000, help="files of the speed part")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each speed variant")
+    parser.add_argument("--part", choices=["memory", "speed", "both"], default="both")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="xferclass_bench_pixels_")
     try:
-        memory(work, args.photos)
-        speed(work, args.n, args.repeats)
+        if args.part in ("memory", "both"):
+            memory(work, args.photos)
+        if args.part in ("speed", "both"):
+            speed(work, args.n, args.repeats)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -538,13 +538,14 @@ def _check_files(paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         else:
             todo.append(i)
     todo_paths = [paths[i] for i in todo]
-    sizes = _header_sizes(todo_paths)
-    too_large = {j: _too_large(sizes[j], max_pixels) for j in range(len(todo))}
-    decode = [j for j in range(len(todo)) if too_large[j] is None]
     ok = np.zeros(len(todo), bool)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        # EXIF orientations are read by Python threads while TensorFlow decodes.
+        # EXIF orientations are read by Python threads while the headers are read
+        # and TensorFlow decodes the images that are not too large.
         orientations_future = pool.submit(_orientations, todo_paths)
+        sizes = _header_sizes(todo_paths)
+        too_large = {j: _too_large(sizes[j], max_pixels) for j in range(len(todo))}
+        decode = [j for j in range(len(todo)) if too_large[j] is None]
         ok[decode] = _decode_pass([todo_paths[j] for j in decode])
         orientations = orientations_future.result()
     failed = [j for j in decode if not ok[j]]
