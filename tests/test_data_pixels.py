@@ -300,3 +300,27 @@ def test_bombs_cost_no_memory(tmp_path: Path, bomb_png: Path) -> None:
     assert without["kept"] == with_bombs["kept"] == 21
     assert (without["skipped"], with_bombs["skipped"]) == (0, 2)
     assert with_bombs["peak_mb"] - without["peak_mb"] < 300, (without, with_bombs)
+
+
+@pytest.mark.parametrize("files_per_round", [1, 3, 5, 2048])
+def test_check_in_rounds_gives_the_same_result(
+    bomb_folder: Path, files_per_round: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headers are read a round ahead of the decoding; any round size gives one answer."""
+    from xferclass import data
+
+    monkeypatch.setattr(data, "_CHECK_ROUND", files_per_round)
+    data._clear_check_cache()
+    (bomb_folder / "triangle" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    with pytest.warns(SkippedFilesWarning, match="Skipped 3 of 15"):
+        dataset = load_image_dataset(bomb_folder, 32, shuffle=False)
+    reasons = {Path(p).name: r.split(",")[0].split(":")[0] for p, r in dataset.skipped}
+    assert reasons == {
+        "huge.png": "image is 20000x20000 = 400",
+        "claims.jpg": "image is 60000x60000 = 3",
+        "broken.png": "corrupt or truncated PNG",
+    }
+    assert len(dataset.file_paths) == 12
+    np.testing.assert_array_equal(
+        np.concatenate([x.numpy() for x, _ in dataset]), read_images(dataset.file_paths, 32)
+    )

@@ -31,6 +31,7 @@ from ._errors import InvalidArgumentError
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "MAX_PIXELS_ENV",
+    "header_from_file",
     "image_dimensions",
     "image_header",
     "resolve_max_pixels",
@@ -82,11 +83,20 @@ def image_header(source: str | os.PathLike[str] | bytes) -> tuple[int, int, int]
     larger of that and the sum of its frames' areas. None when the format is not
     recognised or the header is cut short or unreadable.
     """
+    if isinstance(source, bytes):
+        return header_from_file(io.BytesIO(source))
     try:
-        if isinstance(source, bytes):
-            return _header(io.BytesIO(source))
         with open(source, "rb") as file:
-            return _header(file)
+            return header_from_file(file)
+    except OSError:
+        return None
+
+
+def header_from_file(file: BinaryIO) -> tuple[int, int, int] | None:
+    """:func:`image_header` of an open binary file, read from its start."""
+    try:
+        file.seek(0)
+        return _header(file)
     except (OSError, struct.error, ValueError):
         return None
 

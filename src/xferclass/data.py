@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from ._errors import DatasetError
-from ._imagesize import DEFAULT_MAX_PIXELS, image_header, resolve_max_pixels
+from ._imagesize import DEFAULT_MAX_PIXELS, header_from_file, image_header, resolve_max_pixels
 from ._tables import LabelTable, is_label_table, read_label_table
 
 __all__ = [
@@ -513,11 +513,65 @@ def _too_large(size: tuple[int, int, int] | None, max_pixels: int) -> str | None
 
 
 def _header_sizes(paths: Sequence[str]) -> list[tuple[int, int, int] | None]:
-    """``(width, height, pixels)`` from the header of each file, read by a few threads."""
-    if not paths:
-        return []
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
-        return list(pool.map(image_header, paths, chunksize=256))
+    """``(width, height, pixels)`` from the header of each file.
+
+    One thread reads them in turn: the parsing is Python code, and several
+    threads would only queue for the interpreter lock.
+    """
+    return [image_header(path) for path in paths]
+
+
+def _file_facts(path: str) -> tuple[tuple[int, int, int] | None, int]:
+    """The header size and the EXIF orientation of one file, read through one open."""
+    try:
+        with open(path, "rb") as file:
+            header = header_from_file(file)
+            try:
+                file.seek(0)
+                orientation = _orientation_from_file(file)
+            except (OSError, struct.error, ValueError):
+                orientation = 1
+    except OSError:
+        return None, 1
+    return header, orientation
+
+
+def _read_facts(paths: Sequence[str]) -> list[tuple[tuple[int, int, int] | None, int]]:
+    return [_file_facts(path) for path in paths]
+
+
+#: Files per round of the check: the headers of the next round are read (in Python)
+#: while TensorFlow decodes this round's images (without the interpreter lock).
+_CHECK_ROUND = 2048
+
+
+def _check_pass(
+    paths: Sequence[str], max_pixels: int
+) -> tuple[list[tuple[int, int, int] | None], np.ndarray, dict[int, str], np.ndarray]:
+    """Headers, orientations, too-large reasons and decode results of many files."""
+    sizes: list[tuple[int, int, int] | None] = [None] * len(paths)
+    orientations = np.ones(len(paths), np.int32)
+    too_large: dict[int, str] = {}
+    ok = np.zeros(len(paths), bool)
+    starts = list(range(0, len(paths), _CHECK_ROUND))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_read_facts, paths[:_CHECK_ROUND]) if starts else None
+        for start in starts:
+            assert pending is not None
+            facts = pending.result()
+            end = start + _CHECK_ROUND
+            if end < len(paths):
+                pending = pool.submit(_read_facts, paths[end : end + _CHECK_ROUND])
+            decode = []
+            for i, (size, orientation) in enumerate(facts, start=start):
+                sizes[i], orientations[i] = size, orientation
+                reason = _too_large(size, max_pixels)
+                if reason is None:
+                    decode.append(i)
+                else:
+                    too_large[i] = reason
+            ok[decode] = _decode_pass([paths[i] for i in decode])
+    return sizes, orientations, too_large, ok
 
 
 def _check_files(paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> list[_FileCheck]:
@@ -538,18 +592,9 @@ def _check_files(paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         else:
             todo.append(i)
     todo_paths = [paths[i] for i in todo]
-    ok = np.zeros(len(todo), bool)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # EXIF orientations are read by Python threads while the headers are read
-        # and TensorFlow decodes the images that are not too large.
-        orientations_future = pool.submit(_orientations, todo_paths)
-        sizes = _header_sizes(todo_paths)
-        too_large = {j: _too_large(sizes[j], max_pixels) for j in range(len(todo))}
-        decode = [j for j in range(len(todo)) if too_large[j] is None]
-        ok[decode] = _decode_pass([todo_paths[j] for j in decode])
-        orientations = orientations_future.result()
-    failed = [j for j in decode if not ok[j]]
-    reasons: dict[int, str | None] = {j: r for j, r in too_large.items() if r is not None}
+    sizes, orientations, too_large, ok = _check_pass(todo_paths, max_pixels)
+    failed = [j for j in range(len(todo)) if j not in too_large and not ok[j]]
+    reasons: dict[int, str | None] = dict(too_large)
     if failed:  # a second, eager look at the failures only, to say why
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             found = pool.map(_failure_reason, [todo_paths[j] for j in failed])
@@ -564,7 +609,7 @@ def _check_files(paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         for j, i in enumerate(todo):
             key = keys[i]
             result = results[i]
-            if key is not None and result is not None and too_large[j] is None:
+            if key is not None and result is not None and j not in too_large:
                 _CHECK_CACHE[paths[i]] = (key, result)
     return [r for r in results if r is not None]
 
@@ -840,7 +885,7 @@ def _warn_skipped(source: str, skipped: list[tuple[str, str]], total: int) -> No
 
 
 def load_image_dataset(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | Sequence[tuple[Any, Any]] | Any,
     size: int | tuple[int, int] = (299, 299),
     *,
     batch_size: int = 32,
