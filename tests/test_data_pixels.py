@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -324,3 +325,76 @@ def test_check_in_rounds_gives_the_same_result(
     np.testing.assert_array_equal(
         np.concatenate([x.numpy() for x, _ in dataset]), read_images(dataset.file_paths, 32)
     )
+
+
+# ------------------------------------------------------------------------------------
+# the limit inside graphs: the exported serve_bytes signature
+# ------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _graph_pixels() -> object:
+    """The in-graph header reader, traced once for the whole module."""
+    import tensorflow as tf
+
+    from xferclass import data
+
+    return tf.function(data._pixels_in_graph, input_signature=[tf.TensorSpec([], tf.string)])
+
+
+def test_graph_header_reader_matches_the_python_one(bomb_png: Path) -> None:
+    pixels = _graph_pixels()
+    samples = [
+        _encoded(Image.new(mode, size), fmt, **options)
+        for fmt, mode, options in CASES
+        for size in ((1, 1), (37, 5), (300, 211))
+    ]
+    frames = [Image.new("P", (40, 30), 0), Image.new("P", (40, 30), 1).crop((0, 0, 40, 30))]
+    samples.append(_encoded(frames[0], "GIF", save_all=True, append_images=frames[1:]))
+    samples.append(gif_with_frame((10, 10), (20000, 20000)))
+    samples.append(bomb_png.read_bytes())
+    samples.append(jpeg_claiming(bomb_png.parent / "claims.jpg", 60000, 60000).read_bytes())
+    for sample in samples:
+        expected = image_header(sample)
+        assert expected is not None
+        assert int(pixels(sample)) == expected[2]
+    for unknown in (b"", b"hello", b"GIF89a", b"BM"):
+        assert int(pixels(unknown)) == (image_header(unknown) or (0, 0, 0))[2] == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([b"GIF89a", b"BM", b"RIFF", b"\x89PNG\r\n\x1a\n", b""]), st.binary())
+def test_graph_header_reader_never_fails(magic: bytes, rest: bytes) -> None:
+    assert int(_graph_pixels()(magic + rest)) >= 0
+
+
+def test_serve_bytes_decoding_refuses_bombs(
+    bomb_png: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    import tensorflow as tf
+
+    export = importlib.import_module("xferclass.export")  # the module, not the function
+    good = tmp_path / "good.png"
+    good.write_bytes(_encoded(Image.new("RGB", (48, 40), (10, 200, 30)), "PNG"))
+    monkeypatch.delenv(MAX_PIXELS_ENV, raising=False)
+    decode = tf.function(
+        export._decode_for_serving((32, 32)), input_signature=[tf.TensorSpec([], tf.string)]
+    )
+    np.testing.assert_array_equal(decode(good.read_bytes()).numpy(), read_images(good, 32)[0])
+    bombs = {
+        "400000000": bomb_png.read_bytes(),
+        "3600000000": jpeg_claiming(tmp_path / "claims.jpg", 60000, 60000).read_bytes(),
+        "400000000 ": gif_with_frame((10, 10), (20000, 20000)),
+    }
+    for count, bomb in bombs.items():
+        with pytest.raises(tf.errors.InvalidArgumentError, match="max_pixels=178,956,970") as info:
+            decode(bomb)
+        assert f"[{count.strip()}]" in info.value.message
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1000")  # read when the signature is made
+    strict = tf.function(
+        export._decode_for_serving((32, 32)), input_signature=[tf.TensorSpec([], tf.string)]
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"max_pixels=1,000.*\[1920\]"):
+        strict(good.read_bytes())
