@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -26,6 +27,7 @@ from xferclass._imagesize import (
     DEFAULT_MAX_PIXELS,
     MAX_PIXELS_ENV,
     image_dimensions,
+    image_header,
     resolve_max_pixels,
 )
 
@@ -115,11 +117,57 @@ def test_header_size_of_files_and_odd_jpegs(tmp_path: Path) -> None:
     assert image_dimensions(data[:20]) is None  # cut before the frame header
 
 
+def gif_with_frame(screen: tuple[int, int], frame: tuple[int, int]) -> bytes:
+    """A GIF whose logical screen is ``screen`` and whose one frame claims ``frame``."""
+    descriptor = struct.pack("<HHHHB", 0, 0, *frame, 0x80)  # with a 2-colour local table
+    return (
+        b"GIF89a" + struct.pack("<HHBBB", *screen, 0, 0, 0)
+        + b"\x2c" + descriptor + b"\x00\x00\x00\xff\xff\xff"
+        + b"\x02\x02\x44\x01\x00"  # LZW code size 2, one sub-block, terminator
+        + b"\x3b"
+    )  # fmt: skip
+
+
+def test_gif_frames_count_as_well_as_the_screen(tmp_path: Path) -> None:
+    frames = [Image.new("P", (40, 30), 0)]
+    for i in range(3):
+        frame = Image.new("P", (40, 30), 0)
+        frame.paste(i + 1, (i * 5, i * 3, i * 5 + 10, i * 3 + 8))
+        frames.append(frame)
+    data = _encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    with Image.open(io.BytesIO(data)) as reference:
+        areas = []
+        for k in range(reference.n_frames):
+            reference.seek(k)
+            left, top, right, bottom = reference.dispose_extent
+            areas.append((right - left) * (bottom - top))
+    assert len(areas) == 4 and sum(areas) > 40 * 30  # the later frames are cropped
+    assert image_header(data) == (40, 30, sum(areas))
+    # A small screen does not hide a huge frame: the decoder allocates the frame's size.
+    hidden = gif_with_frame((10, 10), (20000, 20000))
+    assert image_dimensions(hidden) == (10, 10)
+    assert image_header(hidden) == (10, 10, 400_000_000)
+    root = make_shape_dataset(tmp_path / "photos", per_class=2, size=32)
+    (root / "circle" / "hidden.gif").write_bytes(hidden)
+    with pytest.warns(SkippedFilesWarning, match="Skipped 1 of 7"):
+        dataset = load_image_dataset(root, 32)
+    assert dataset.skipped == [
+        (
+            str(root / "circle" / "hidden.gif"),
+            "image is 10x10 with frames of 400,000,000 pixels in all, over "
+            "max_pixels=178,956,970; not decoded",
+        )
+    ]
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from([b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM", b""]), st.binary())
+@given(
+    st.sampled_from([b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM", b"RIFF", b""]),
+    st.binary(),
+)
 def test_header_parser_never_fails(magic: bytes, rest: bytes) -> None:
-    size = image_dimensions(magic + rest)
-    assert size is None or (len(size) == 2 and all(v >= 0 for v in size))
+    found = image_header(magic + rest)
+    assert found is None or (len(found) == 3 and found[2] >= found[0] * found[1] >= 0)
 
 
 def test_default_limit_is_where_pillow_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -253,3 +301,100 @@ def test_bombs_cost_no_memory(tmp_path: Path, bomb_png: Path) -> None:
     assert without["kept"] == with_bombs["kept"] == 21
     assert (without["skipped"], with_bombs["skipped"]) == (0, 2)
     assert with_bombs["peak_mb"] - without["peak_mb"] < 300, (without, with_bombs)
+
+
+@pytest.mark.parametrize("files_per_round", [1, 3, 5, 2048])
+def test_check_in_rounds_gives_the_same_result(
+    bomb_folder: Path, files_per_round: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headers are read a round ahead of the decoding; any round size gives one answer."""
+    from xferclass import data
+
+    monkeypatch.setattr(data, "_CHECK_ROUND", files_per_round)
+    data._clear_check_cache()
+    (bomb_folder / "triangle" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    with pytest.warns(SkippedFilesWarning, match="Skipped 3 of 15"):
+        dataset = load_image_dataset(bomb_folder, 32, shuffle=False)
+    reasons = {Path(p).name: r.split(",")[0].split(":")[0] for p, r in dataset.skipped}
+    assert reasons == {
+        "huge.png": "image is 20000x20000 = 400",
+        "claims.jpg": "image is 60000x60000 = 3",
+        "broken.png": "corrupt or truncated PNG",
+    }
+    assert len(dataset.file_paths) == 12
+    np.testing.assert_array_equal(
+        np.concatenate([x.numpy() for x, _ in dataset]), read_images(dataset.file_paths, 32)
+    )
+
+
+# ------------------------------------------------------------------------------------
+# the limit inside graphs: the exported serve_bytes signature
+# ------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _graph_pixels() -> object:
+    """The in-graph header reader, traced once for the whole module."""
+    import tensorflow as tf
+
+    from xferclass import data
+
+    return tf.function(data._pixels_in_graph, input_signature=[tf.TensorSpec([], tf.string)])
+
+
+def test_graph_header_reader_matches_the_python_one(bomb_png: Path) -> None:
+    pixels = _graph_pixels()
+    samples = [
+        _encoded(Image.new(mode, size), fmt, **options)
+        for fmt, mode, options in CASES
+        for size in ((1, 1), (37, 5), (300, 211))
+    ]
+    frames = [Image.new("P", (40, 30), 0), Image.new("P", (40, 30), 1).crop((0, 0, 40, 30))]
+    samples.append(_encoded(frames[0], "GIF", save_all=True, append_images=frames[1:]))
+    samples.append(gif_with_frame((10, 10), (20000, 20000)))
+    samples.append(bomb_png.read_bytes())
+    samples.append(jpeg_claiming(bomb_png.parent / "claims.jpg", 60000, 60000).read_bytes())
+    for sample in samples:
+        expected = image_header(sample)
+        assert expected is not None
+        assert int(pixels(sample)) == expected[2]
+    for unknown in (b"", b"hello", b"GIF89a", b"BM"):
+        assert int(pixels(unknown)) == (image_header(unknown) or (0, 0, 0))[2] == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([b"GIF89a", b"BM", b"RIFF", b"\x89PNG\r\n\x1a\n", b""]), st.binary())
+def test_graph_header_reader_never_fails(magic: bytes, rest: bytes) -> None:
+    assert int(_graph_pixels()(magic + rest)) >= 0
+
+
+def test_serve_bytes_decoding_refuses_bombs(
+    bomb_png: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    import tensorflow as tf
+
+    export = importlib.import_module("xferclass.export")  # the module, not the function
+    good = tmp_path / "good.png"
+    good.write_bytes(_encoded(Image.new("RGB", (48, 40), (10, 200, 30)), "PNG"))
+    monkeypatch.delenv(MAX_PIXELS_ENV, raising=False)
+    decode = tf.function(
+        export._decode_for_serving((32, 32)), input_signature=[tf.TensorSpec([], tf.string)]
+    )
+    np.testing.assert_array_equal(decode(good.read_bytes()).numpy(), read_images(good, 32)[0])
+    bombs = {
+        "400000000": bomb_png.read_bytes(),
+        "3600000000": jpeg_claiming(tmp_path / "claims.jpg", 60000, 60000).read_bytes(),
+        "400000000 ": gif_with_frame((10, 10), (20000, 20000)),
+    }
+    for count, bomb in bombs.items():
+        with pytest.raises(tf.errors.InvalidArgumentError, match="max_pixels=178,956,970") as info:
+            decode(bomb)
+        assert f"[{count.strip()}]" in info.value.message
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1000")  # read when the signature is made
+    strict = tf.function(
+        export._decode_for_serving((32, 32)), input_signature=[tf.TensorSpec([], tf.string)]
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"max_pixels=1,000.*\[1920\]"):
+        strict(good.read_bytes())

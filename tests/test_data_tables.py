@@ -304,6 +304,12 @@ def test_cli_trains_and_evaluates_on_a_label_table(
     assert metrics["n"] == TOTAL // 4
     assert {"f1_micro", "f1_macro", "mean_average_precision", "per_class"} <= set(metrics)
     assert metrics["per_class"]["shape"]["support"] == TOTAL // 4
+    photo = str(images / rows[0][0])
+    assert main(["predict", str(out), photo, "--json"]) == 0
+    predicted = json.loads(capsys.readouterr().out)
+    assert predicted[0]["labels"] == xferclass.predict(model, photo).label_sets[0]
+    assert main(["predict", str(out), photo]) == 0
+    assert "labels: " in capsys.readouterr().out
 
     labels = write_csv(tmp_path / "labels.csv", ["path", "label"], rows)
     out = tmp_path / "single.keras"

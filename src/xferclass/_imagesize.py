@@ -9,9 +9,14 @@ default is where Pillow refuses them: 178,956,970 pixels, twice
 ``DecompressionBombError`` from twice it).
 
 Formats: PNG (IHDR), JPEG (the SOF marker, found by walking the segments the
-way libjpeg does), GIF (the logical screen, which TensorFlow allocates), BMP
-(BITMAPCOREHEADER and later) and WebP (VP8, VP8L, VP8X). Anything else gives
-``None``: the decoder then fails on it as before.
+way libjpeg does), GIF, BMP (BITMAPCOREHEADER and later) and WebP (VP8, VP8L,
+VP8X). Anything else gives ``None``: the decoder then fails on it as before.
+
+GIF needs more than its header: TensorFlow's decoder (giflib's ``DGifSlurp``)
+reads every frame into a buffer of the frame's own size, whatever the logical
+screen says, so a GIF with a 10x10 screen can hold a 60000x60000 frame. The
+blocks of a GIF are walked (its pixel data is skipped, not decoded) and what it
+costs to decode is the larger of the screen and the sum of its frames' areas.
 """
 
 from __future__ import annotations
@@ -23,7 +28,14 @@ from typing import Any, BinaryIO
 
 from ._errors import InvalidArgumentError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "MAX_PIXELS_ENV", "image_dimensions", "resolve_max_pixels"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "MAX_PIXELS_ENV",
+    "header_from_file",
+    "image_dimensions",
+    "image_header",
+    "resolve_max_pixels",
+]
 
 #: Where Pillow refuses to open an image (``DecompressionBombError``): twice its
 #: ``Image.MAX_IMAGE_PIXELS`` (89,478,485, where it only warns).
@@ -64,30 +76,91 @@ def resolve_max_pixels(max_pixels: Any, function: str) -> int:
     return int(max_pixels)
 
 
+def image_header(source: str | os.PathLike[str] | bytes) -> tuple[int, int, int] | None:
+    """``(width, height, pixels)`` of an image file or of encoded bytes, without decoding.
+
+    ``pixels`` is what decoding costs: ``width * height``, or for a GIF the
+    larger of that and the sum of its frames' areas. None when the format is not
+    recognised or the header is cut short or unreadable.
+    """
+    if isinstance(source, bytes):
+        return header_from_file(io.BytesIO(source))
+    try:
+        with open(source, "rb") as file:
+            return header_from_file(file)
+    except OSError:
+        return None
+
+
+def header_from_file(file: BinaryIO) -> tuple[int, int, int] | None:
+    """:func:`image_header` of an open binary file, read from its start."""
+    try:
+        file.seek(0)
+        return _header(file)
+    except (OSError, struct.error, ValueError):
+        return None
+
+
 def image_dimensions(source: str | os.PathLike[str] | bytes) -> tuple[int, int] | None:
     """``(width, height)`` from the header of an image file or of encoded bytes.
 
     Returns None when the format is not recognised or the header is cut short
     or unreadable; the file is never decoded.
     """
-    try:
-        if isinstance(source, bytes):
-            return _dimensions(io.BytesIO(source))
-        with open(source, "rb") as file:
-            return _dimensions(file)
-    except (OSError, struct.error, ValueError):
-        return None
+    found = image_header(source)
+    return None if found is None else (found[0], found[1])
 
 
-def _dimensions(file: BinaryIO) -> tuple[int, int] | None:
+def _header(file: BinaryIO) -> tuple[int, int, int] | None:
     head = file.read(32)
+    if head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 13:
+        width, height = struct.unpack("<HH", head[6:10])
+        frames = _gif_frame_pixels(file, head[10])
+        return width, height, max(width * height, frames)
+    size = _dimensions(file, head)
+    return None if size is None else (size[0], size[1], size[0] * size[1])
+
+
+def _skip_sub_blocks(file: BinaryIO) -> bool:
+    """Skip a chain of GIF data sub-blocks; False when the file ends first."""
+    while True:
+        length = file.read(1)
+        if not length:
+            return False
+        if length[0] == 0:
+            return True
+        file.seek(length[0], os.SEEK_CUR)
+
+
+def _gif_frame_pixels(file: BinaryIO, flags: int) -> int:
+    """The sum of the areas of a GIF's frames, read from their image descriptors."""
+    position = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    file.seek(position)
+    total = 0
+    while True:
+        block = file.read(1)
+        if block == b"\x21":  # extension: label, then sub-blocks
+            if not file.read(1) or not _skip_sub_blocks(file):
+                return total
+        elif block == b"\x2c":  # image descriptor
+            descriptor = file.read(9)
+            if len(descriptor) < 9:
+                return total
+            _, _, width, height, local = struct.unpack("<HHHHB", descriptor)
+            total += width * height
+            if local & 0x80:
+                file.seek(3 << ((local & 7) + 1), os.SEEK_CUR)
+            if not file.read(1) or not _skip_sub_blocks(file):  # LZW code size, then data
+                return total
+        else:  # trailer, end of file or junk: giflib stops here too
+            return total
+
+
+def _dimensions(file: BinaryIO, head: bytes) -> tuple[int, int] | None:
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         if head[12:16] != b"IHDR":
             return None
         width, height = struct.unpack(">II", head[16:24])
-        return width, height
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        width, height = struct.unpack("<HH", head[6:10])
         return width, height
     if head[:2] == b"BM":
         head += file.read(26 - len(head)) if len(head) < 26 else b""

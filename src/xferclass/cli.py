@@ -494,16 +494,22 @@ def _predict(args: argparse.Namespace) -> int:
     model = xferclass.load_model(args.model)
     result = xferclass.predict(model, args.images)
     tops = result.top(args.top)
+    label_sets = result.label_sets  # a multi-label model: the classes above its threshold
     if args.json:
-        rows = [
+        rows: list[dict[str, Any]] = [
             {"image": path, "top": [{"class": name, "probability": p} for name, p in top]}
             for path, top in zip(args.images, tops)
         ]
+        if label_sets is not None:
+            for row, labels in zip(rows, label_sets):
+                row["labels"] = labels
         print(json.dumps(rows, indent=2))
         return 0
     width = max(len(path) for path in args.images)
-    for path, top in zip(args.images, tops):
+    for i, (path, top) in enumerate(zip(args.images, tops)):
         shown = ", ".join(f"{name} {p:.3f}" for name, p in top)
+        if label_sets is not None:
+            shown += f"  labels: {', '.join(label_sets[i]) or '(none)'}"
         print(f"{path:<{width}}  {shown}")
     return 0
 

@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from ._errors import DatasetError
-from ._imagesize import DEFAULT_MAX_PIXELS, image_dimensions, resolve_max_pixels
+from ._imagesize import DEFAULT_MAX_PIXELS, header_from_file, image_header, resolve_max_pixels
 from ._tables import LabelTable, is_label_table, read_label_table
 
 __all__ = [
@@ -232,6 +232,143 @@ def _decode(data: tf.Tensor) -> tf.Tensor:
     return image
 
 
+def _be_uint(header: tf.Tensor, offset: int, size: int) -> tf.Tensor:
+    """Big-endian unsigned integer of ``size`` bytes at ``offset`` of a uint8 vector."""
+    value = tf.constant(0, tf.int64)
+    for i in range(size):
+        value = value * 256 + tf.cast(header[offset + i], tf.int64)
+    return value
+
+
+def _byte_at(data: tf.Tensor, position: tf.Tensor) -> tf.Tensor:
+    """The byte at ``position`` of a string tensor, -1 past its end."""
+    size = tf.cast(tf.strings.length(data), tf.int64)
+    piece = tf.strings.substr(data + b"\0", tf.clip_by_value(position, 0, size), 1)
+    value = tf.cast(tf.io.decode_raw(piece, tf.uint8)[0], tf.int64)
+    return tf.where((position >= 0) & (position < size), value, tf.constant(-1, tf.int64))
+
+
+def _gif_table_size(flags: tf.Tensor) -> tf.Tensor:
+    """Bytes of the colour table that a GIF's screen or image descriptor flags announce."""
+    entries = tf.bitwise.left_shift(tf.constant(2, tf.int64), tf.bitwise.bitwise_and(flags, 7))
+    return tf.where(tf.bitwise.bitwise_and(flags, 0x80) > 0, 3 * entries, 0)
+
+
+def _gif_frames_in_graph(data: tf.Tensor, flags: tf.Tensor) -> tf.Tensor:
+    """:func:`xferclass._imagesize._gif_frame_pixels` in TensorFlow ops."""
+    table = _gif_table_size(flags)
+    size = tf.cast(tf.strings.length(data), tf.int64)
+
+    def skip_sub_blocks(position: tf.Tensor) -> tf.Tensor:
+        def step(p: tf.Tensor) -> tf.Tensor:
+            return p + _byte_at(data, p) + 1
+
+        def going(p: tf.Tensor) -> tf.Tensor:
+            return (p < size) & (_byte_at(data, p) > 0)
+
+        end = tf.while_loop(going, step, [position])[0]
+        return end + 1  # the zero-length terminator
+
+    def going(position: tf.Tensor, total: tf.Tensor) -> tf.Tensor:
+        block = _byte_at(data, position)
+        return (position < size) & ((block == 0x21) | (block == 0x2C))
+
+    def step(position: tf.Tensor, total: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        block = _byte_at(data, position)
+
+        def extension() -> tuple[tf.Tensor, tf.Tensor]:
+            return skip_sub_blocks(position + 2), total
+
+        def image() -> tuple[tf.Tensor, tf.Tensor]:
+            descriptor = tf.io.decode_raw(
+                tf.strings.substr(data + b"\0" * 10, tf.minimum(position + 1, size), 9), tf.uint8
+            )
+            area = _le_uint(descriptor, 4, 2) * _le_uint(descriptor, 6, 2)
+            table = _gif_table_size(tf.cast(descriptor[8], tf.int64))
+            return skip_sub_blocks(position + 10 + table + 1), total + area
+
+        return tf.cond(block == 0x21, extension, image)
+
+    start = tf.constant(13, tf.int64) + table
+    return tf.while_loop(going, step, [start, tf.constant(0, tf.int64)])[1]
+
+
+def _pixels_in_graph(data: tf.Tensor) -> tf.Tensor:
+    """What decoding ``data`` costs in pixels, from its header, in TensorFlow ops; 0 if unknown.
+
+    The same rules as :func:`xferclass._imagesize.image_header`, for the decode
+    paths that run inside a graph (the exported ``serve_bytes`` signature).
+    """
+    padded = data + b"\0" * 32  # every field read below exists, if only as zeros
+    head = tf.io.decode_raw(tf.strings.substr(padded, 0, 32), tf.uint8)
+    start = tf.strings.substr(padded, 0, 8)
+
+    def png() -> tf.Tensor:
+        return _be_uint(head, 16, 4) * _be_uint(head, 20, 4)
+
+    def jpeg() -> tf.Tensor:
+        shape = tf.cast(tf.io.extract_jpeg_shape(data), tf.int64)
+        return shape[0] * shape[1]
+
+    def gif() -> tf.Tensor:
+        screen = _le_uint(head, 6, 2) * _le_uint(head, 8, 2)
+        return tf.maximum(screen, _gif_frames_in_graph(data, tf.cast(head[10], tf.int64)))
+
+    def bmp() -> tf.Tensor:
+        core = _le_uint(head, 14, 4) == 12
+        width = tf.where(core, _le_uint(head, 18, 2), _le_uint(head, 18, 4))
+        height = tf.where(core, _le_uint(head, 20, 2), _le_uint(head, 22, 4))
+        width = tf.where(width >= 2**31, 2**32 - width, width)
+        height = tf.where(height >= 2**31, 2**32 - height, height)
+        return width * height
+
+    def webp() -> tf.Tensor:
+        chunk = tf.strings.substr(padded, 12, 4)
+        vp8x = (_le_uint(head, 24, 3) + 1) * (_le_uint(head, 27, 3) + 1)
+        bits = _le_uint(head, 21, 4)
+        vp8l = (tf.bitwise.bitwise_and(bits, 0x3FFF) + 1) * (
+            tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 14), 0x3FFF) + 1
+        )
+        vp8 = tf.bitwise.bitwise_and(_le_uint(head, 26, 2), 0x3FFF) * tf.bitwise.bitwise_and(
+            _le_uint(head, 28, 2), 0x3FFF
+        )
+        return tf.where(
+            tf.equal(chunk, b"VP8X"),
+            vp8x,
+            tf.where(tf.equal(chunk, b"VP8L"), vp8l, tf.where(tf.equal(chunk, b"VP8 "), vp8, 0)),
+        )
+
+    six = tf.strings.substr(padded, 0, 6)
+    is_gif = tf.equal(six, b"GIF87a") | tf.equal(six, b"GIF89a")
+    is_webp = tf.equal(tf.strings.substr(padded, 0, 4), b"RIFF") & tf.equal(
+        tf.strings.substr(padded, 8, 4), b"WEBP"
+    )
+    return tf.case(
+        [
+            (tf.equal(start, b"\x89PNG\r\n\x1a\n"), png),
+            (tf.io.is_jpeg(data), jpeg),
+            (is_gif, gif),
+            (tf.equal(tf.strings.substr(padded, 0, 2), b"BM"), bmp),
+            (is_webp, webp),
+        ],
+        default=lambda: tf.constant(0, tf.int64),
+        exclusive=False,
+    )
+
+
+def _decode_checked(data: tf.Tensor, max_pixels: int) -> tf.Tensor:
+    """:func:`_decode` behind the pixel limit, for graphs: an image over ``max_pixels``
+    fails with an ``InvalidArgumentError`` naming its size, and is never decoded."""
+    pixels = _pixels_in_graph(data)
+    check = tf.debugging.assert_less_equal(
+        pixels,
+        tf.constant(max_pixels, tf.int64),
+        message=f"the image has more pixels than max_pixels={max_pixels:,} (pixels, limit):",
+    )
+    with tf.control_dependencies([check]):
+        return _decode(tf.identity(data))
+
+
 def _orient(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
     """Apply an EXIF orientation (1 to 8) so the image shows upright.
 
@@ -406,7 +543,7 @@ class _FileCheck:
 
     reason: str | None
     orientation: int
-    size: tuple[int, int] | None = None  # (width, height) from the header, when readable
+    size: tuple[int, int, int] | None = None  # (width, height, pixels) from the header
 
 
 #: Results of earlier checks, keyed by path, valid while (size, mtime, inode) are
@@ -499,23 +636,79 @@ def _decode_pass(paths: Sequence[str]) -> np.ndarray:
     return ok
 
 
-def _too_large(size: tuple[int, int] | None, max_pixels: int) -> str | None:
+def _too_large(size: tuple[int, int, int] | None, max_pixels: int) -> str | None:
     """The skip reason of an image whose header promises more than ``max_pixels``."""
-    if size is None or size[0] * size[1] <= max_pixels:
+    if size is None or size[2] <= max_pixels:
         return None
-    width, height = size
-    return (
-        f"image is {width}x{height} = {width * height:,} pixels, over max_pixels="
-        f"{max_pixels:,}; not decoded"
+    width, height, pixels = size
+    what = (
+        f"{width}x{height} = {pixels:,} pixels"
+        if pixels == width * height
+        else f"{width}x{height} with frames of {pixels:,} pixels in all"
     )
+    return f"image is {what}, over max_pixels={max_pixels:,}; not decoded"
 
 
-def _header_sizes(paths: Sequence[str]) -> list[tuple[int, int] | None]:
-    """``(width, height)`` from the header of each file, read by a few threads."""
-    if not paths:
-        return []
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
-        return list(pool.map(image_dimensions, paths, chunksize=256))
+def _header_sizes(paths: Sequence[str]) -> list[tuple[int, int, int] | None]:
+    """``(width, height, pixels)`` from the header of each file.
+
+    One thread reads them in turn: the parsing is Python code, and several
+    threads would only queue for the interpreter lock.
+    """
+    return [image_header(path) for path in paths]
+
+
+def _file_facts(path: str) -> tuple[tuple[int, int, int] | None, int]:
+    """The header size and the EXIF orientation of one file, read through one open."""
+    try:
+        with open(path, "rb") as file:
+            header = header_from_file(file)
+            try:
+                file.seek(0)
+                orientation = _orientation_from_file(file)
+            except (OSError, struct.error, ValueError):
+                orientation = 1
+    except OSError:
+        return None, 1
+    return header, orientation
+
+
+def _read_facts(paths: Sequence[str]) -> list[tuple[tuple[int, int, int] | None, int]]:
+    return [_file_facts(path) for path in paths]
+
+
+#: Files per round of the check: the headers of the next round are read (in Python)
+#: while TensorFlow decodes this round's images (without the interpreter lock).
+_CHECK_ROUND = 2048
+
+
+def _check_pass(
+    paths: Sequence[str], max_pixels: int
+) -> tuple[list[tuple[int, int, int] | None], np.ndarray, dict[int, str], np.ndarray]:
+    """Headers, orientations, too-large reasons and decode results of many files."""
+    sizes: list[tuple[int, int, int] | None] = [None] * len(paths)
+    orientations = np.ones(len(paths), np.int32)
+    too_large: dict[int, str] = {}
+    ok = np.zeros(len(paths), bool)
+    starts = list(range(0, len(paths), _CHECK_ROUND))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_read_facts, paths[:_CHECK_ROUND]) if starts else None
+        for start in starts:
+            assert pending is not None
+            facts = pending.result()
+            end = start + _CHECK_ROUND
+            if end < len(paths):
+                pending = pool.submit(_read_facts, paths[end : end + _CHECK_ROUND])
+            decode = []
+            for i, (size, orientation) in enumerate(facts, start=start):
+                sizes[i], orientations[i] = size, orientation
+                reason = _too_large(size, max_pixels)
+                if reason is None:
+                    decode.append(i)
+                else:
+                    too_large[i] = reason
+            ok[decode] = _decode_pass([paths[i] for i in decode])
+    return sizes, orientations, too_large, ok
 
 
 def _check_files(paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> list[_FileCheck]:
@@ -536,17 +729,9 @@ def _check_files(paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         else:
             todo.append(i)
     todo_paths = [paths[i] for i in todo]
-    sizes = _header_sizes(todo_paths)
-    too_large = {j: _too_large(sizes[j], max_pixels) for j in range(len(todo))}
-    decode = [j for j in range(len(todo)) if too_large[j] is None]
-    ok = np.zeros(len(todo), bool)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # EXIF orientations are read by Python threads while TensorFlow decodes.
-        orientations_future = pool.submit(_orientations, todo_paths)
-        ok[decode] = _decode_pass([todo_paths[j] for j in decode])
-        orientations = orientations_future.result()
-    failed = [j for j in decode if not ok[j]]
-    reasons: dict[int, str | None] = {j: r for j, r in too_large.items() if r is not None}
+    sizes, orientations, too_large, ok = _check_pass(todo_paths, max_pixels)
+    failed = [j for j in range(len(todo)) if j not in too_large and not ok[j]]
+    reasons: dict[int, str | None] = dict(too_large)
     if failed:  # a second, eager look at the failures only, to say why
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             found = pool.map(_failure_reason, [todo_paths[j] for j in failed])
@@ -561,7 +746,7 @@ def _check_files(paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         for j, i in enumerate(todo):
             key = keys[i]
             result = results[i]
-            if key is not None and result is not None and too_large[j] is None:
+            if key is not None and result is not None and j not in too_large:
                 _CHECK_CACHE[paths[i]] = (key, result)
     return [r for r in results if r is not None]
 
@@ -837,7 +1022,7 @@ def _warn_skipped(source: str, skipped: list[tuple[str, str]], total: int) -> No
 
 
 def load_image_dataset(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | Sequence[tuple[Any, Any]] | Any,
     size: int | tuple[int, int] = (299, 299),
     *,
     batch_size: int = 32,

@@ -176,11 +176,18 @@ def portable_constants(model: keras.Model) -> Iterator[None]:
 
 
 def _decode_for_serving(size: tuple[int, int]) -> Callable[[tf.Tensor], tf.Tensor]:
-    """Encoded bytes to float32 (h, w, 3) in [0, 255], as :func:`xferclass.predict` reads files."""
-    from .data import _decode
+    """Encoded bytes to float32 (h, w, 3) in [0, 255], as :func:`xferclass.predict` reads files.
+
+    An image whose header promises more than the pixel limit (``XFERCLASS_MAX_PIXELS``
+    at export time, else 178,956,970) fails the request and is never decoded.
+    """
+    from ._imagesize import resolve_max_pixels
+    from .data import _decode_checked
+
+    limit = resolve_max_pixels(None, "export")
 
     def decode(data: tf.Tensor) -> tf.Tensor:
-        image = tf.image.resize(_decode(data), size, method="bilinear")
+        image = tf.image.resize(_decode_checked(data, limit), size, method="bilinear")
         image.set_shape([size[0], size[1], 3])
         return image
 
