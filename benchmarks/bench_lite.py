@@ -2,10 +2,14 @@
 
 For each variant at its native size (224, 240, 260 px) the script measures:
 
+- the multiply-adds per image of the frozen pass, counted from the layer
+  shapes (``bench_flops.count_flops``);
 - the images/s of the frozen pass (the backbone and pooling that
   ``xferclass.fit`` runs once per image to cache features), on in-memory
-  batches of validation images, in rounds that alternate the variants so that
-  a change in the machine's load hits all of them alike; the best round counts;
+  batches of validation images, at the variant's native size and at 224 px
+  (which tells the cost of the size from that of the architecture), in rounds
+  that alternate the runs so that a change in the machine's load hits all of
+  them alike; the best round counts;
 - the validation accuracy of a head trained on the frozen features
   (``xferclass.fit``, same seed and settings for every variant), best and last
   epoch, and the wall time of that training (its caching pass included).
@@ -31,6 +35,7 @@ _bench.quiet_tensorflow()
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from bench_flops import count_flops  # noqa: E402
 
 import xferclass  # noqa: E402
 
@@ -58,28 +63,46 @@ def _feature_extractor(variant: str, size: int) -> keras.Model:
     return keras.Model(model.input, model.get_layer("pool").output)
 
 
-def _throughput(args: argparse.Namespace, sizes: dict[str, int], files: list[str]) -> dict:
-    """Best and mean images/s of each variant's frozen pass, rounds interleaved."""
-    count = args.rate_batches * args.batch_size
-    files = files[:count]
-    rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    extractors = {v: _feature_extractor(v, sizes[v]) for v in VARIANTS}
+def _throughput(args: argparse.Namespace, runs: list[tuple[str, int]], files: list[str]) -> dict:
+    """GMACs per image, and images per wall second and per CPU second of each run.
+
+    The runs (variant, size) alternate within each round; the best round counts.
+    CPU seconds (of this process, all threads) depend less than wall seconds on
+    the other jobs of a shared machine.
+    """
+    files = files[: args.rate_batches * args.batch_size]
+    extractors = {run: _feature_extractor(*run) for run in runs}
     batches = {}
-    for variant in VARIANTS:
-        images = xferclass.read_images(files, sizes[variant])
-        batches[variant] = [
+    for run in runs:
+        images = xferclass.read_images(files, run[1])
+        batches[run] = [
             images[i : i + args.batch_size] for i in range(0, len(images), args.batch_size)
         ]
+        for batch in batches[run][:2]:  # warm-up: tracing, allocator, thread pools
+            np.asarray(extractors[run].predict_on_batch(batch))
+    wall: dict[tuple[str, int], list[float]] = {run: [] for run in runs}
+    cpu: dict[tuple[str, int], list[float]] = {run: [] for run in runs}
     for round_index in range(args.rounds):
-        for variant in VARIANTS:
-            best, _ = _bench.forward_rate(
-                extractors[variant].predict_on_batch,
-                batches[variant],
-                warmup=2 if round_index == 0 else 0,
+        for run in runs:
+            with _bench.Stopwatch() as clock:
+                for batch in batches[run]:
+                    np.asarray(extractors[run].predict_on_batch(batch))
+            count = len(files)
+            wall[run].append(count / clock.wall)
+            cpu[run].append(count / clock.cpu)
+            print(
+                f"  round {round_index + 1} {run[0]} at {run[1]} px: "
+                f"{wall[run][-1]:.1f} images/s, {cpu[run][-1]:.1f} images per CPU-s",
+                flush=True,
             )
-            rates[variant].append(best)
-            print(f"  round {round_index + 1} {variant}: {best:.1f} images/s", flush=True)
-    return {v: (max(r), float(np.mean(r))) for v, r in rates.items()}
+    return {
+        run: {
+            "gmacs": count_flops(extractors[run])["macs"] / 1e9,
+            "wall": max(wall[run]),
+            "cpu": max(cpu[run]),
+        }
+        for run in runs
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -91,7 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict[str, dict] = {}
     try:
         print("frozen-pass throughput ...", flush=True)
-        rates = _throughput(args, sizes, val_folder.files())
+        runs = [(v, sizes[v]) for v in VARIANTS]
+        runs += [(v, 224) for v in VARIANTS if sizes[v] != 224]
+        rates = _throughput(args, runs, val_folder.files())
         for variant in VARIANTS:
             size = sizes[variant]
             train, val = _bench.load_splits(
@@ -112,13 +137,18 @@ def main(argv: list[str] | None = None) -> dict:
             results[variant] = {
                 "size": size,
                 "params": int(model.count_params()),
-                "frozen_images_per_s": round(rates[variant][0], 2),
-                "frozen_images_per_s_mean": round(rates[variant][1], 2),
+                "frozen_gmacs": round(rates[(variant, size)]["gmacs"], 3),
+                "frozen_images_per_s": round(rates[(variant, size)]["wall"], 2),
+                "frozen_images_per_cpu_s": round(rates[(variant, size)]["cpu"], 2),
+                "frozen_gmacs_at_224": round(rates[(variant, 224)]["gmacs"], 3),
+                "frozen_images_per_s_at_224": round(rates[(variant, 224)]["wall"], 2),
+                "frozen_images_per_cpu_s_at_224": round(rates[(variant, 224)]["cpu"], 2),
                 "head_epochs": args.epochs,
                 "val_accuracy_best": round(float(max(accuracies)), 4),
                 "val_accuracy_best_epoch": int(np.argmax(accuracies)) + 1,
                 "val_accuracy_last": round(float(accuracies[-1]), 4),
                 "fit_wall_s": round(clock.wall, 1),
+                "fit_cpu_s": round(clock.cpu, 1),
                 "train_images": len(train.file_paths),
                 "val_images": len(val.file_paths),
             }
@@ -134,14 +164,21 @@ def main(argv: list[str] | None = None) -> dict:
         r = results[variant]
         rows.append([
             f"`{variant}`", f"{r['size']}", f"{r['params'] / 1e6:.2f} M",
+            f"{r['frozen_gmacs']:.2f}", _bench.fmt(r["frozen_images_per_cpu_s"]),
+            f"{r['frozen_images_per_cpu_s'] / base['frozen_images_per_cpu_s']:.2f}x",
+            f"{base['frozen_gmacs'] / r['frozen_gmacs']:.2f}x",
             _bench.fmt(r["frozen_images_per_s"]),
-            f"{r['frozen_images_per_s'] / base['frozen_images_per_s']:.2f}x",
+            _bench.fmt(r["frozen_images_per_cpu_s_at_224"]),
             f"{r['val_accuracy_best']:.4f} (epoch {r['val_accuracy_best_epoch']})",
             f"{r['val_accuracy_last']:.4f}", _bench.fmt(r["fit_wall_s"]),
+            _bench.fmt(r["fit_cpu_s"]),
+            f"{r['fit_cpu_s'] / base['fit_cpu_s']:.2f}x",
         ])  # fmt: skip
     headers = [
-        "backbone", "px", "params", "frozen pass images/s", "vs Lite0",
-        f"val accuracy, best of {args.epochs} epochs", "last epoch", "fit wall s",
+        "backbone", "px", "params", "GMACs/image", "frozen pass images/CPU-s", "vs Lite0",
+        "Lite0 / its GMACs", "images/s (wall)", "images/CPU-s at 224 px",
+        f"val accuracy, best of {args.epochs} epochs", "last epoch", "fit wall s", "fit CPU s",
+        "fit CPU vs Lite0",
     ]  # fmt: skip
     n_train, n_val = base["train_images"], base["val_images"]
     body = f"""
@@ -151,7 +188,13 @@ backbone, `build_classifier` defaults (128-unit head), `xferclass.fit` for {args
 Adam at {args.learning_rate:g}, batches of {args.batch_size}, seed {args.seed}, no augmentation.
 Throughput: the frozen pass (preprocessing, backbone, pooling) on {args.rate_batches} in-memory
 batches of {args.batch_size} validation images, best of {args.rounds} rounds that alternate the
-variants. "fit wall s" includes the caching pass over train and validation.
+runs, at the native size and at 224 px, in images per second of this process's CPU time (all
+threads; on an idle 2-core machine the wall rate is up to about twice that) and of wall time
+(which follows the other jobs on a shared machine). GMACs: multiply-adds per image of the
+frozen pass at the native size, counted from the layer shapes; "Lite0 / its GMACs" is the
+speed ratio that the arithmetic alone would predict. "fit wall s" and "fit CPU s" cover the
+whole `xferclass.fit` call: the caching pass over the {n_train + n_val} train and validation
+images (nearly all of it) and the {args.epochs} head epochs.
 
 {_bench.table(headers, rows)}
 
