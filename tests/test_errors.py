@@ -22,7 +22,7 @@ SOURCE = Path(xferclass.__file__).parent
 
 #: Internal checks, not bad input: (file, exception class, why).
 ALLOWED = {
-    ("_lite0.py", "RuntimeError"): "the packaged imagenet_classes.txt is damaged",
+    ("_imagenet.py", "RuntimeError"): "the packaged imagenet_classes.txt is damaged",
 }
 
 

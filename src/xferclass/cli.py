@@ -39,6 +39,19 @@ def _size(value: str) -> int:
         raise argparse.ArgumentTypeError(f"--size must be an int, got {value!r}") from None
 
 
+def _add_tta(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tta",
+        nargs="?",
+        const="flip",
+        default="none",
+        choices=["none", "flip", "crops"],
+        metavar="MODE",
+        help="test-time augmentation: 'flip' (what --tta alone means) averages each image's "
+        "probabilities with its mirror's, 'crops' also with five crops' (default: none)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -148,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--split", default=None, help="rows of the table's split column to use, e.g. test"
     )
+    _add_tta(evaluate)
 
     predict = commands.add_parser(
         "predict",
@@ -158,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     predict.add_argument("--top", type=int, default=1, help="classes to show per image")
     predict.add_argument("--json", action="store_true", help="print the results as JSON")
+    _add_tta(predict)
 
     export = commands.add_parser(
         "export",
@@ -435,7 +450,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         **options,
     )
     multi_label, threshold = model_multi_label(model)
-    labels, probabilities = collect_predictions(model, dataset)
+    labels, probabilities = collect_predictions(model, dataset, tta=args.tta)
     metrics: dict[str, Any] = dict(regression_metrics(labels, probabilities))
     if multi_label:
         metrics.update(multilabel_metrics(labels, probabilities, threshold=threshold))
@@ -492,7 +507,7 @@ def _predict(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise InvalidArgumentError(f"--top={args.top} must be at least 1")
     model = xferclass.load_model(args.model)
-    result = xferclass.predict(model, args.images)
+    result = xferclass.predict(model, args.images, tta=args.tta)
     tops = result.top(args.top)
     label_sets = result.label_sets  # a multi-label model: the classes above its threshold
     if args.json:

@@ -41,6 +41,7 @@ from ._common import (
     require_dataset,
 )
 from ._errors import InvalidArgumentError
+from ._tta import check_tta, tta_probabilities
 
 __all__ = [
     "evaluate_regression_style",
@@ -52,16 +53,19 @@ __all__ = [
 
 
 def collect_predictions(
-    model: keras.Model, dataset: tf.data.Dataset, *, verbose: int = 0
+    model: keras.Model, dataset: tf.data.Dataset, *, verbose: int = 0, tta: bool | str = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run ``model`` over every batch of ``dataset`` once.
 
     Labels and predictions come from the same pass, so a dataset that reshuffles
-    every epoch still pairs each prediction with its own label.
+    every epoch still pairs each prediction with its own label. ``tta``
+    averages each batch's probabilities over its mirrored (and cropped) views,
+    as in :func:`xferclass.predict`.
 
     Returns:
         ``(labels, probabilities)``, two float arrays of shape ``(n, k)``.
     """
+    tta_mode = check_tta(tta)
     dataset = require_dataset(dataset, "dataset")
     check_class_count(model, dataset, "dataset")
     check_image_size(model, dataset, "dataset")
@@ -72,7 +76,7 @@ def collect_predictions(
     progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose)
     batches = dataset.map(lambda x, y, *rest: (x, y)).prefetch(tf.data.AUTOTUNE)
     for step, (x, y) in enumerate(batches, start=1):
-        probabilities.append(np.asarray(forward(x), dtype=np.float64))
+        probabilities.append(tta_probabilities(forward, x, tta_mode))
         labels.append(np.asarray(y, dtype=np.float64))
         progress.update(step)
     if not labels:
@@ -310,6 +314,7 @@ def evaluate_regression_style(
     verbose: int = 0,
     per_class: bool = False,
     threshold: float | None = None,
+    tta: bool | str = False,
 ) -> dict[str, Any]:
     """Evaluate a classifier by MAE, MSE, RMSE and R² as well as accuracy.
 
@@ -332,6 +337,10 @@ def evaluate_regression_style(
             the dataset's (or the model's) class names.
         threshold: For a multi-label model, the threshold of F1 and of the
             per-class report; by default the one stored in the model.
+        tta: Test-time augmentation, as in :func:`xferclass.predict`:
+            ``True``/``"flip"`` averages the probabilities of each image and
+            its mirror, ``"crops"`` adds five crops; ``False`` (the default)
+            scores each image once.
 
     Returns:
         ``{"mae", "mse", "rmse", "r2", "accuracy", "n"}``, plus ``"f1_micro"``,
@@ -352,7 +361,7 @@ def evaluate_regression_style(
     """
     multi_label, stored = model_multi_label(model)
     cut = stored if threshold is None else _check_threshold(threshold)
-    labels, probabilities = collect_predictions(model, dataset, verbose=verbose)
+    labels, probabilities = collect_predictions(model, dataset, verbose=verbose, tta=tta)
     result: dict[str, Any] = dict(regression_metrics(labels, probabilities))
     if multi_label:
         result.update(multilabel_metrics(labels, probabilities, threshold=cut))

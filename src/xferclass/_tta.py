@@ -1,0 +1,109 @@
+"""Test-time augmentation: average a model's probabilities over views of each image.
+
+``predict`` and ``evaluate_regression_style`` take ``tta=``:
+
+* ``False``/``None``/``"none"``: the image alone (one forward pass);
+* ``True``/``"flip"``: the image and its horizontal mirror (two passes);
+* ``"crops"``: those two plus five crops covering 87.5% of each side (the
+  centre and the four corners), each resized back to the input size with
+  bilinear interpolation (seven passes).
+
+The views are made from the batch at the model's input size, so every input
+path (files, arrays, datasets) gets the same views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from ._errors import InvalidArgumentError, InvalidArgumentTypeError
+
+__all__ = ["CROP_FRACTION", "TTA_MODES", "check_tta", "tta_probabilities", "tta_views"]
+
+#: The ``tta=`` modes, cheapest first.
+TTA_MODES = ("none", "flip", "crops")
+
+#: Fraction of each side that a ``"crops"`` view keeps.
+CROP_FRACTION = 0.875
+
+
+def check_tta(tta: Any) -> str:
+    """Validate a ``tta=`` argument and return its mode (one of :data:`TTA_MODES`).
+
+    Examples:
+        >>> check_tta(True), check_tta(None), check_tta("crops")
+        ('flip', 'none', 'crops')
+    """
+    if tta is None or tta is False:
+        return "none"
+    if tta is True:
+        return "flip"
+    if not isinstance(tta, str):
+        raise InvalidArgumentTypeError(
+            f"tta={tta!r} must be a bool or one of {', '.join(map(repr, TTA_MODES))}"
+        )
+    mode = tta.strip().lower()
+    if mode not in TTA_MODES:
+        raise InvalidArgumentError(
+            f"tta={tta!r} is not a test-time augmentation; use one of "
+            f"{', '.join(map(repr, TTA_MODES))} (or True for 'flip')"
+        )
+    return mode
+
+
+def _crop_boxes(height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """``(top, left, crop height, crop width)`` of the centre and the four corner crops."""
+    crop_h = max(1, round(height * CROP_FRACTION))
+    crop_w = max(1, round(width * CROP_FRACTION))
+    bottom, right = height - crop_h, width - crop_w
+    corners = [(0, 0), (0, right), (bottom, 0), (bottom, right)]
+    return [(bottom // 2, right // 2, crop_h, crop_w)] + [
+        (top, left, crop_h, crop_w) for top, left in corners
+    ]
+
+
+def tta_views(images: Any, mode: str) -> list[tf.Tensor]:
+    """The views of a batch that ``mode`` averages over, first the batch itself.
+
+    Args:
+        images: A batch ``(n, height, width, channels)`` at the model's input size.
+        mode: One of :data:`TTA_MODES` (see :func:`check_tta`).
+
+    Returns:
+        A list of float32 batches of the same shape as ``images``.
+
+    Examples:
+        >>> import numpy as np
+        >>> views = tta_views(np.zeros((2, 32, 32, 3)), "crops")
+        >>> len(views), tuple(views[-1].shape)
+        (7, (2, 32, 32, 3))
+    """
+    batch = tf.cast(tf.convert_to_tensor(images), tf.float32)
+    views = [batch]
+    if mode == "none":
+        return views
+    views.append(tf.reverse(batch, axis=[2]))
+    if mode == "crops":
+        height, width = int(batch.shape[1]), int(batch.shape[2])
+        for top, left, crop_h, crop_w in _crop_boxes(height, width):
+            crop = batch[:, top : top + crop_h, left : left + crop_w]
+            views.append(tf.image.resize(crop, (height, width), method="bilinear"))
+    return views
+
+
+def tta_probabilities(forward: Callable[[Any], Any], images: Any, mode: str) -> np.ndarray:
+    """``forward``'s outputs on the views of ``images``, averaged (float64).
+
+    Args:
+        forward: One batch in, one batch of probabilities out.
+        images: A batch at the model's input size.
+        mode: One of :data:`TTA_MODES`.
+    """
+    if mode == "none":
+        return np.asarray(forward(images), dtype=np.float64)
+    outputs = [np.asarray(forward(view), dtype=np.float64) for view in tta_views(images, mode)]
+    return np.mean(outputs, axis=0)
