@@ -140,7 +140,7 @@ def main() -> None:
         for name, budget in runs:
             try:
                 wall, scores, report = run_auto(root, seed, budget)
-            except xferclass.InvalidArgumentError as refused:  # budget too small: say so
+            except xferclass.XferclassError as refused:  # budget too small: say so
                 rows.append({"recipe": name, "seed": seed, "wall_s": 0.0, "budget": budget,
                              "choices": f"refused: {str(refused)[:90]}"})  # fmt: skip
                 print(rows[-1], flush=True)
