@@ -108,6 +108,8 @@ def summary(report: dict) -> str:
 def main() -> None:
     import logging
 
+    import xferclass
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="folder with train/ and validation/")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -136,7 +138,13 @@ def main() -> None:
         if args.budget:
             runs.append((f"auto at {args.budget}", args.budget))
         for name, budget in runs:
-            wall, scores, report = run_auto(root, seed, budget)
+            try:
+                wall, scores, report = run_auto(root, seed, budget)
+            except xferclass.XferclassError as refused:  # budget too small: say so
+                rows.append({"recipe": name, "seed": seed, "wall_s": 0.0, "budget": budget,
+                             "choices": f"refused: {str(refused)[:90]}"})  # fmt: skip
+                print(rows[-1], flush=True)
+                continue
             rows.append({"recipe": name, "seed": seed, "wall_s": wall, "budget": budget,
                          **scores, "choices": summary(report)})  # fmt: skip
             print(rows[-1], flush=True)
@@ -159,8 +167,9 @@ def main() -> None:
                 spread = statistics.pstdev(values) if len(values) > 1 else 0.0
                 means.append(f"- {recipe}, {split}: mean {statistics.mean(values):.3f} "
                              f"(sd {spread:.3f}, n={len(values)})")  # fmt: skip
-        walls = [r["wall_s"] for r in chosen]
-        means.append(f"- {recipe}: mean wall {statistics.mean(walls):.0f} s")
+        walls = [r["wall_s"] for r in chosen if r["wall_s"]]
+        if walls:
+            means.append(f"- {recipe}: mean wall {statistics.mean(walls):.0f} s")
     body += "\n\n" + "\n".join(means)
     _bench.section(
         f"auto-{root.name}", f"Automatic recipe against the frozen-head default: {root.name}",

@@ -796,7 +796,10 @@ def run_auto(
 
     import xferclass
 
-    logging.basicConfig(level=logging.INFO, format="[clothing] %(message)s")
+    handler = logging.StreamHandler(sys.stdout)  # xferclass's plan, phases and report
+    handler.setFormatter(logging.Formatter("[clothing] %(message)s"))
+    logging.getLogger("xferclass").addHandler(handler)
+    logging.getLogger("xferclass").setLevel(logging.INFO)
     backbone = None if args.backbone in ("auto", "xception") else args.backbone
     weights = weights_argument(args.weights)
     say(f"recipe 'auto' with a budget of {args.budget} (backbone: {backbone or 'chosen'})")

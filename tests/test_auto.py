@@ -356,3 +356,36 @@ def test_cli_head_flags_cannot_be_combined_with_a_budget(
     code = main(["train", str(tmp_path), "--budget", "1m", "--dropout", "0.2"])
     error = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(error) == 1 and "--dropout cannot be combined" in error[0]
+
+
+# --------------------------------------------------------------------------- example
+
+
+def test_clothing_example_runs_the_automatic_recipe(tmp_path: Path) -> None:
+    import importlib.util
+    import sys
+
+    root = tmp_path / "clothing"
+    for seed, (split, per_class) in enumerate((("train", 8), ("validation", 3))):
+        make_shape_dataset(root / split, per_class=per_class, seed=seed)
+    path = Path(__file__).resolve().parents[1] / "examples" / "clothing.py"
+    spec = importlib.util.spec_from_file_location("clothing_auto_example", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = example  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(example)
+        out = tmp_path / "run"
+        code = example.main(
+            ["--data", str(root), "--out", str(out), "--recipe", "auto", "--budget", "2m",
+             "--backbone", "test_tiny", "--weights", "none", "--epochs", "3", "--quiet"]
+        )  # fmt: skip
+    finally:
+        sys.modules.pop(spec.name, None)
+    assert code == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["config"]["recipe"] == "auto" and record["config"]["budget"] == "2m"
+    assert record["auto_report"]["plan"]["head_epochs"] == 3  # --epochs overrides
+    assert record["metrics"]["validation"]["n"] == 9
+    saved = auto.read_report(out / "model.keras")
+    assert saved is not None and saved["plan"] == record["auto_report"]["plan"]
