@@ -87,7 +87,7 @@ def check_engine(engine: Any) -> str:
 
 
 def forward_function(
-    sub: keras.Model, strategy: Any = None, *, engine: str = "keras"
+    sub: keras.Model, strategy: Any = None, *, engine: str = "keras", steps: int | None = None
 ) -> Callable[[tf.Tensor], Any]:
     """``sub``'s inference on one batch, computed whole by this process.
 
@@ -98,7 +98,9 @@ def forward_function(
     of Keras and an installed runtime on the first batches, and stays on Keras
     on a GPU, under a strategy, or when conversion fails (see
     :mod:`xferclass._runtime`). Every engine returns NumPy arrays, as
-    ``predict_on_batch`` does.
+    ``predict_on_batch`` does. ``steps``, the number of batches of the pass
+    when it is known, lets ``"auto"`` skip the conversion for a pass too short
+    to pay for it.
 
     Without a strategy this is ``predict_on_batch``. Under a strategy it cannot
     be: Keras hands the whole batch to every replica and concatenates their
@@ -113,7 +115,9 @@ def forward_function(
 
     if strategy is None:
         strategy = getattr(sub, "_distribute_strategy", None)
-    return runtime_forward(sub, _keras_forward(sub, strategy), engine=engine, strategy=strategy)
+    return runtime_forward(
+        sub, _keras_forward(sub, strategy), engine=engine, strategy=strategy, steps=steps
+    )
 
 
 def _keras_forward(sub: keras.Model, strategy: Any) -> Callable[[tf.Tensor], Any]:

@@ -59,6 +59,11 @@ TOLERANCE = 1e-4
 #: compares the outputs, the others are timed.
 TIMED_BATCHES = 3
 
+#: Fewest batches of a pass (when its length is known) for which ``"auto"``
+#: converts the model: shorter passes would not win back the conversion and
+#: the timing batches.
+MIN_AUTO_STEPS = 8
+
 #: Engine that ``"auto"`` chose for each converted model in this process, so
 #: a second pass over the same frozen part (the validation split) is not timed again.
 _DECISIONS: dict[tuple[Path, str], str] = {}
@@ -125,7 +130,9 @@ def _backbone_label(model: keras.Model) -> str:
 
 def _structure(model: keras.Model) -> str:
     try:
-        return json.dumps(model.get_config(), sort_keys=True, default=str)
+        config = dict(model.get_config())
+        config.pop("name", None)  # each sub-model gets a fresh name; its layers do not
+        return json.dumps(config, sort_keys=True, default=str)
     except Exception:  # a layer without get_config: fall back to its layer types
         return ";".join(f"{layer.__class__.__name__}:{layer.name}" for layer in model.layers)
 
@@ -420,6 +427,7 @@ def runtime_forward(
     *,
     engine: str,
     strategy: Any = None,
+    steps: int | None = None,
 ) -> Callable[[Any], Any]:
     """``model``'s forward pass on ``engine``, for :func:`xferclass._common.forward_function`.
 
@@ -431,6 +439,8 @@ def runtime_forward(
         engine: ``"auto"``, ``"onnxruntime"`` or ``"openvino"``.
         strategy: The tf.distribute strategy, if any; ``"auto"`` stays on Keras
             under one.
+        steps: Batches in the pass, when known: ``"auto"`` stays on Keras for
+            fewer than :data:`MIN_AUTO_STEPS`.
 
     Returns:
         A callable mapping a batch of images to a NumPy array.
@@ -444,6 +454,9 @@ def runtime_forward(
         return open_session(convert_to_onnx(model), engine)
     if strategy is not None:
         logger.debug("engine='auto' stays on Keras under a tf.distribute strategy")
+        return keras_forward
+    if steps is not None and 0 < steps < MIN_AUTO_STEPS:
+        logger.debug("engine='auto' stays on Keras: %d batches do not pay for a conversion", steps)
         return keras_forward
     runtimes = available_runtimes()
     if not runtimes:

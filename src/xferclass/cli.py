@@ -39,6 +39,16 @@ def _size(value: str) -> int:
         raise argparse.ArgumentTypeError(f"--size must be an int, got {value!r}") from None
 
 
+def _add_engine(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--engine",
+        default="auto",
+        choices=["auto", "keras", "onnxruntime", "openvino"],
+        help=f"runtime of {what} (default: auto, the faster of Keras and an installed "
+        "ONNX runtime)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -148,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--split", default=None, help="rows of the table's split column to use, e.g. test"
     )
+    _add_engine(evaluate, "the forward pass")
 
     predict = commands.add_parser(
         "predict",
@@ -158,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     predict.add_argument("--top", type=int, default=1, help="classes to show per image")
     predict.add_argument("--json", action="store_true", help="print the results as JSON")
+    _add_engine(predict, "the forward pass")
 
     export = commands.add_parser(
         "export",
@@ -435,7 +447,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         **options,
     )
     multi_label, threshold = model_multi_label(model)
-    labels, probabilities = collect_predictions(model, dataset)
+    labels, probabilities = collect_predictions(model, dataset, engine=args.engine)
     metrics: dict[str, Any] = dict(regression_metrics(labels, probabilities))
     if multi_label:
         metrics.update(multilabel_metrics(labels, probabilities, threshold=threshold))
@@ -492,7 +504,7 @@ def _predict(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise InvalidArgumentError(f"--top={args.top} must be at least 1")
     model = xferclass.load_model(args.model)
-    result = xferclass.predict(model, args.images)
+    result = xferclass.predict(model, args.images, engine=args.engine)
     tops = result.top(args.top)
     if args.json:
         rows = [

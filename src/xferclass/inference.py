@@ -122,6 +122,7 @@ def predict(
     verbose: int = 0,
     threshold: float | None = None,
     max_pixels: int | None = None,
+    engine: str = "auto",
 ) -> Predictions:
     """Classify images with a trained model.
 
@@ -149,6 +150,11 @@ def predict(
             so that one small file claiming 40000 x 40000 pixels cannot exhaust
             memory. None: ``XFERCLASS_MAX_PIXELS`` when set, else Pillow's
             limit (178,956,970).
+        engine: Runtime of the forward pass: ``"auto"`` (the faster of Keras
+            and an installed ONNX runtime, measured on the first batches; Keras
+            for a few batches, on a GPU or when the model does not convert),
+            ``"keras"``, ``"onnxruntime"`` or ``"openvino"`` (see the
+            Performance page). The probabilities agree within 1e-4.
 
     Returns:
         A :class:`Predictions` with labels, indices, confidences and
@@ -158,6 +164,7 @@ def predict(
         DatasetError: An image cannot be read or is larger than ``max_pixels``
             (the message names the file and its size), or the number of class
             names differs from the model's output size.
+        MissingDependencyError: ``engine`` names a runtime that is not installed.
 
     Examples:
         >>> result = predict(model, ["shoe.jpg", "hat.png"])  # doctest: +SKIP
@@ -188,7 +195,7 @@ def predict(
     cut = stored if threshold is None else float(threshold)
     dataset, sources = _image_batches(images, _input_size(model), batch_size, max_pixels)
     steps = int(dataset.cardinality())
-    forward = forward_function(model)
+    forward = forward_function(model, engine=engine, steps=steps if steps > 0 else None)
     progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose)
     chunks = []
     for step, batch in enumerate(dataset.prefetch(tf.data.AUTOTUNE), start=1):

@@ -52,7 +52,7 @@ __all__ = [
 
 
 def collect_predictions(
-    model: keras.Model, dataset: tf.data.Dataset, *, verbose: int = 0
+    model: keras.Model, dataset: tf.data.Dataset, *, verbose: int = 0, engine: str = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run ``model`` over every batch of ``dataset`` once.
 
@@ -68,7 +68,7 @@ def collect_predictions(
     labels: list[np.ndarray] = []
     probabilities: list[np.ndarray] = []
     steps = int(dataset.cardinality())
-    forward = forward_function(model)
+    forward = forward_function(model, engine=engine, steps=steps if steps > 0 else None)
     progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose)
     batches = dataset.map(lambda x, y, *rest: (x, y)).prefetch(tf.data.AUTOTUNE)
     for step, (x, y) in enumerate(batches, start=1):
@@ -310,6 +310,7 @@ def evaluate_regression_style(
     verbose: int = 0,
     per_class: bool = False,
     threshold: float | None = None,
+    engine: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate a classifier by MAE, MSE, RMSE and R² as well as accuracy.
 
@@ -332,6 +333,8 @@ def evaluate_regression_style(
             the dataset's (or the model's) class names.
         threshold: For a multi-label model, the threshold of F1 and of the
             per-class report; by default the one stored in the model.
+        engine: Runtime of the forward pass, as in :func:`xferclass.predict`:
+            ``"auto"``, ``"keras"``, ``"onnxruntime"`` or ``"openvino"``.
 
     Returns:
         ``{"mae", "mse", "rmse", "r2", "accuracy", "n"}``, plus ``"f1_micro"``,
@@ -341,6 +344,7 @@ def evaluate_regression_style(
     Raises:
         DatasetError: The dataset's class count differs from the model's
             output size, or the dataset is empty.
+        MissingDependencyError: ``engine`` names a runtime that is not installed.
 
     Examples:
         >>> metrics = evaluate_regression_style(model, test)  # doctest: +SKIP
@@ -352,7 +356,7 @@ def evaluate_regression_style(
     """
     multi_label, stored = model_multi_label(model)
     cut = stored if threshold is None else _check_threshold(threshold)
-    labels, probabilities = collect_predictions(model, dataset, verbose=verbose)
+    labels, probabilities = collect_predictions(model, dataset, verbose=verbose, engine=engine)
     result: dict[str, Any] = dict(regression_metrics(labels, probabilities))
     if multi_label:
         result.update(multilabel_metrics(labels, probabilities, threshold=cut))
