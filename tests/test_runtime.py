@@ -102,20 +102,19 @@ def test_tiny_model_matches_keras_whole_front_and_cut(engine: str) -> None:
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
+#: One built-in backbone per family of the issue's speed table, at its smallest input.
 BACKBONES = [
     ("efficientnet_lite0", 32),
     ("mobilenet_v2", 32),
     ("resnet50", 32),
     ("xception", 71),
-    ("densenet121", 32),
-    ("efficientnet_v2_b0", 32),
 ]
 
 
 @pytest.mark.slow
+@needs_ort
 @pytest.mark.parametrize("name,size", BACKBONES)
-@pytest.mark.parametrize("engine", RUNTIMES)
-def test_builtin_backbone_features_match_keras(name: str, size: int, engine: str) -> None:
+def test_builtin_backbone_features_match_keras(name: str, size: int) -> None:
     keras.utils.set_random_seed(0)
     model = xferclass.build_classifier(name, num_classes=CLASSES, input_size=size, weights=None)
     _randomise_batch_norm(model)
@@ -123,7 +122,9 @@ def test_builtin_backbone_features_match_keras(name: str, size: int, engine: str
     images = np.random.default_rng(1).uniform(0, 255, (4, size, size, 3)).astype("float32")
     expected = sub.predict_on_batch(images)
     assert float(np.max(np.abs(expected))) > 1e-2  # features worth comparing
-    _close(expected, forward_function(sub, engine=engine)(images))
+    engines = ["onnxruntime"] + (["openvino"] if _have("openvino") else [])
+    for engine in engines:  # one conversion, cached, serves both runtimes
+        _close(expected, forward_function(sub, engine=engine)(images))
 
 
 @needs_ort
