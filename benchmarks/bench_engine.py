@@ -55,8 +55,66 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--forward-batches", type=int, default=4, help="batches per raw pass")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds, best kept")
+    parser.add_argument(
+        "--fit-images",
+        type=int,
+        default=0,
+        help="also run xferclass.fit per engine on this many training images (bench_fit's "
+        "subset is 600) and compare validation accuracy and wall time (0: skip)",
+    )
+    parser.add_argument("--fit-epochs", type=int, default=10)
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
     return parser.parse_args(argv)
+
+
+def fit_with_engine(engine: str, train: Any, val: Any, args: argparse.Namespace) -> Any:
+    """``xferclass.fit`` whose caching passes run on ``engine``.
+
+    Passes ``engine=`` when ``fit`` takes it; otherwise routes the caching passes
+    (which go through ``forward_function``) to the engine.
+    """
+    import functools
+    import inspect
+
+    from xferclass import training
+
+    keras.utils.set_random_seed(0)
+    model = xferclass.build_classifier(
+        args.backbones[0], num_classes=len(train.class_names), input_size=args.size
+    )
+    options: dict[str, Any] = dict(epochs=args.fit_epochs, verbose=0, seed=0)
+    if "engine" in inspect.signature(xferclass.fit).parameters:
+        options["engine"] = engine
+        return xferclass.fit(model, train, val, **options)
+    original = training.forward_function
+    training.forward_function = functools.partial(original, engine=engine)
+    try:
+        return xferclass.fit(model, train, val, **options)
+    finally:
+        training.forward_function = original
+
+
+def bench_fit(args: argparse.Namespace) -> list[list[str]]:
+    """Validation accuracy and wall time of ``fit`` per engine, same seed and data."""
+    train_folder = _bench.image_folder("train", args.fit_images)
+    val_folder = _bench.image_folder("validation", 0)
+    rows = []
+    try:
+        train, val = _bench.load_splits(
+            train_folder, val_folder, args.size, batch_size=args.batch_size, shuffle=True, seed=0
+        )
+        for engine in ("keras", "auto", "keras", "auto"):  # interleaved, twice
+            _runtime._DECISIONS.clear()
+            start = time.perf_counter()
+            history = fit_with_engine(engine, train, val, args)
+            seconds = time.perf_counter() - start
+            accuracy = history.history["val_accuracy"][-1]
+            print(f"fit, engine={engine}: {seconds:.1f} s, val_accuracy {accuracy:.4f}", flush=True)
+            rows.append([f"`{engine}`", f"{seconds:.1f} s", f"{accuracy:.4f}"])
+    finally:
+        train_folder.close()
+        val_folder.close()
+    return rows
 
 
 def extractor(backbone: str, size: int) -> tuple[keras.Model, str]:
@@ -164,6 +222,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         )
         n = len(dataset.file_paths)
         results = [bench_backbone(args, backbone, dataset) for backbone in args.backbones]
+        fit_rows = bench_fit(args) if args.fit_images else []
         info.finish()
     finally:
         folder.close()
@@ -231,6 +290,14 @@ from the cache, and the largest difference of the cached features from Keras's:
 
 {_bench.table(["backbone", "conversion", "cached reuse", "ONNX file", "max abs diff", "max |feature|"], conversions)}
 """  # noqa: E501
+    if fit_rows:
+        body += f"""
+`xferclass.fit` of {args.backbones[0]} ({args.fit_images} training images, the whole
+validation split, {args.fit_epochs} epochs, seed 0, shuffled), run per engine, interleaved;
+the wall time includes the conversion (cached after the first `"auto"` run):
+
+{_bench.table(["engine", "wall time", "final val_accuracy"], fit_rows)}
+"""
     _bench.section(
         "bench_engine",
         "Frozen pass per engine: Keras, onnxruntime, OpenVINO, auto",
