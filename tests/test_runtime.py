@@ -149,6 +149,52 @@ def test_predict_and_evaluate_agree_across_engines() -> None:
         xferclass.evaluate_regression_style(model, dataset, engine="fast")
 
 
+@pytest.mark.parametrize("engine", RUNTIMES)
+def test_fit_and_fine_tune_on_a_runtime_train_like_keras(
+    engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caches of fit (pooled features) and fine_tune (the cut, then the top) on a runtime."""
+    calls = {"runtime": 0}
+    real_call = _runtime.RuntimeForward.__call__
+
+    def counted(self: _runtime.RuntimeForward, images: Any) -> Any:
+        calls["runtime"] += 1
+        return real_call(self, images)
+
+    monkeypatch.setattr(_runtime.RuntimeForward, "__call__", counted)
+    trained = {}
+    for name in ("keras", engine):
+        model = tiny_model()
+        history = xferclass.fit(
+            model, tiny_dataset(), tiny_dataset(), epochs=2, verbose=0, shuffle=False,
+            restore_best=False, engine=name,
+        )  # fmt: skip
+        tuned = tiny_model()
+        tuned_history = xferclass.fine_tune(
+            tuned, tiny_dataset(), tiny_dataset(), head_epochs=1, epochs=1, unfreeze=6,
+            verbose=0, shuffle=False, restore_best=False, engine=name,
+        )  # fmt: skip
+        trained[name] = (model, history, tuned, tuned_history)
+    # 3 + 3 batches for fit's cache; 3 + 3 to the cut and 3 + 3 from it for fine_tune's.
+    assert calls["runtime"] == 18
+    (a, ha, ta, tha), (b, hb, tb, thb) = trained["keras"], trained[engine]
+    for first, second in ((ha, hb), (tha, thb)):
+        assert first.history["val_accuracy"] == second.history["val_accuracy"]
+        np.testing.assert_allclose(first.history["loss"], second.history["loss"], atol=1e-4)
+    for x, y in zip(a.get_weights() + ta.get_weights(), b.get_weights() + tb.get_weights()):
+        np.testing.assert_allclose(x, y, atol=1e-4)
+
+
+@needs_ort
+def test_fit_auto_converts_only_for_passes_long_enough(_cache: Path) -> None:
+    xferclass.fit(tiny_model(), tiny_dataset(), tiny_dataset(), epochs=1, verbose=0)
+    assert not (_cache / "onnx").exists()  # 3 batches: Keras, nothing converted
+    images, labels = tiny_arrays(48)
+    long = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)  # 12 batches
+    xferclass.fit(tiny_model(), long, epochs=1, verbose=0, engine="auto")
+    assert len(list((_cache / "onnx").iterdir())) == 1
+
+
 # ---------------------------------------------------------------- conversion cache
 
 
