@@ -134,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=None, help="random seed")
     train.add_argument("--quiet", action="store_true", help="no progress output")
     _table_arguments(train)
+    _add_engine(train, "the frozen passes that fill the cache")
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -395,6 +396,7 @@ def _train_manual(args: argparse.Namespace) -> int:
         multi_label=bool(getattr(train, "multi_label", False)),
     )  # fmt: skip
     common: dict[str, Any] = dict(verbose=verbose, augment=args.augment, seed=args.seed)
+    common["engine"] = args.engine
     try:
         if args.fine_tune_epochs:
             history = xferclass.fine_tune(
