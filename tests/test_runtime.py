@@ -215,6 +215,8 @@ def test_conversion_is_cached_atomically_and_keyed_by_weights(
 
     monkeypatch.setattr(keras.Model, "export", no_export)
     assert _runtime.convert_to_onnx(_extractor(model)) == path  # a new sub-model, same key
+    # The same model built again (Keras numbers its unnamed layers anew): same key.
+    assert _runtime.convert_to_onnx(_extractor(tiny_model())) == path
     assert path.stat().st_mtime_ns == stamp
     monkeypatch.undo()
     monkeypatch.setenv("XFERCLASS_CACHE_DIR", str(_cache))

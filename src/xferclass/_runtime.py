@@ -125,16 +125,31 @@ def _backbone_label(model: keras.Model) -> str:
             return str(inner.name)
         if isinstance(layer, keras.Model):
             return str(layer.name)
-    return str(model.name)
+    # A sub-model's own name is numbered per process (functional_3): not in the key.
+    return "model" if str(model.name).startswith("functional") else str(model.name)
 
 
 def _structure(model: keras.Model) -> str:
-    try:
-        config = dict(model.get_config())
-        config.pop("name", None)  # each sub-model gets a fresh name; its layers do not
-        return json.dumps(config, sort_keys=True, default=str)
-    except Exception:  # a layer without get_config: fall back to its layer types
-        return ";".join(f"{layer.__class__.__name__}:{layer.name}" for layer in model.layers)
+    """The layer types and configurations, without the names Keras makes up.
+
+    Keras numbers unnamed layers per process (``input_layer_3``), so a model
+    built twice would get two keys if the names counted; the layer sequence,
+    configurations and shapes (with the weights, hashed separately) identify it.
+    """
+    parts = []
+    for layer in model._flatten_layers(include_self=False):
+        kind = layer.__class__.__name__
+        if isinstance(layer, (keras.Model, keras.layers.Wrapper)):
+            parts.append(kind)  # their content is in the layers inside
+            continue
+        try:
+            config = dict(layer.get_config())
+        except Exception:  # a layer without get_config: its type has to do
+            parts.append(kind)
+            continue
+        config.pop("name", None)
+        parts.append(f"{kind}:{json.dumps(config, sort_keys=True, default=str)}")
+    return "\n".join(parts)
 
 
 def model_key(model: keras.Model) -> str:
