@@ -298,12 +298,15 @@ class _Sources:
         self.clock = EpochClock()
         self.cached: dict[str, tuple[CachedSplit, CachedSplit | None]] = {}
 
-    def forward(self, sub: keras.Model, steps: int | None = None) -> Any:
-        """``sub``'s frozen pass on the configured engine; ``steps``: batches, when known."""
+    def forward(self, sub: keras.Model, steps: int | None = None, *, top: bool = False) -> Any:
+        """``sub``'s frozen pass on the configured engine; ``steps``: batches, when known.
+
+        ``top``: the small pass from the cut to the pooled features, which
+        ``"auto"`` leaves on Keras (converting it costs more than it saves).
+        """
         known = steps is not None and steps > 0
-        return forward_function(
-            sub, self.strategy, engine=self.config.engine, steps=steps if known else None
-        )
+        engine = "keras" if top and self.config.engine == "auto" else self.config.engine
+        return forward_function(sub, self.strategy, engine=engine, steps=steps if known else None)
 
     def _cache(self, where: str, extractor: keras.Model) -> tuple[CachedSplit, CachedSplit | None]:
         shape = tuple(extractor.output.shape[1:])
@@ -337,7 +340,7 @@ class _Sources:
         if "the cut" in self.cached and pooled is not None:
             at_cut, at_cut_validation = self.cached["the cut"]
             batches = -(-len(at_cut) // max(1, at_cut.batch_size)) * len(at_cut.stores)
-            forward = self.forward(pooled, batches)
+            forward = self.forward(pooled, batches, top=True)
             train = at_cut.map_views(forward, self.folder, self.budget)
             validation = None
             if at_cut_validation is not None:

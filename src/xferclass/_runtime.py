@@ -62,7 +62,12 @@ TIMED_BATCHES = 3
 #: Fewest batches of a pass (when its length is known) for which ``"auto"``
 #: converts the model: shorter passes would not win back the conversion and
 #: the timing batches.
-MIN_AUTO_STEPS = 8
+MIN_AUTO_STEPS = 16
+
+#: How much faster than Keras the runtime must be on the timed batches for
+#: ``"auto"`` to switch: timing one or two batches on a busy machine is noisy,
+#: and a wrong switch costs more than a missed one.
+MIN_SPEEDUP = 1.25
 
 #: Engine that ``"auto"`` chose for each converted model in this process, so
 #: a second pass over the same frozen part (the validation split) is not timed again.
@@ -412,7 +417,7 @@ class _Auto:
         self.seconds[self.runtime.engine] += runtime_seconds
         if self.calls >= TIMED_BATCHES:
             keras_time, runtime_time = self.seconds["keras"], self.seconds[self.runtime.engine]
-            if runtime_time < keras_time:
+            if runtime_time * MIN_SPEEDUP < keras_time:
                 self.chosen, self.engine = self.runtime, self.runtime.engine
                 _DECISIONS[(self.runtime.path, self.runtime.engine)] = self.engine
                 logger.info(
@@ -423,7 +428,7 @@ class _Auto:
                 )
             else:
                 self._choose_keras(
-                    f"{self.runtime.engine} was not faster on the first batches "
+                    f"{self.runtime.engine} was not {MIN_SPEEDUP}x faster on the first batches "
                     f"({runtime_time:.3f} s vs {keras_time:.3f} s)",
                     None,
                 )
