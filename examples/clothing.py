@@ -289,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
             f"{','.join(EXPORT_FILES)} (e.g. --export litert,onnx)"
         ),
     )
+    parser.add_argument(
+        "--engine",
+        default="auto",
+        choices=["auto", "keras", "onnxruntime", "openvino"],
+        help="runtime of the frozen forward passes (caching, evaluation; default: auto)",
+    )
     tuning = parser.add_argument_group("recipe overrides (default: the recipe's value)")
     tuning.add_argument("--size", type=int, help="input side in pixels")
     tuning.add_argument("--epochs", type=int, help="epochs of training the head")
@@ -526,6 +532,7 @@ def train(
     common: dict[str, Any] = dict(
         callbacks=[monitor.callback], augment=recipe.augment, augment_views=recipe.augment_views,
         seed=args.seed, verbose=0 if args.quiet else 1, restore_best=recipe.best_epoch,
+        engine=args.engine,
     )  # fmt: skip
     if recipe.fine_tune_epochs:
         say(
@@ -558,7 +565,9 @@ def train(
 # --------------------------------------------------------------------------- results
 
 
-def evaluate(model: Any, splits: dict[str, Any], eval_train: bool) -> dict[str, Any]:
+def evaluate(
+    model: Any, splits: dict[str, Any], eval_train: bool, engine: str = "auto"
+) -> dict[str, Any]:
     """Metrics and raw predictions per split."""
     from xferclass.metrics import collect_predictions, per_class_report, regression_metrics
 
@@ -568,7 +577,7 @@ def evaluate(model: Any, splits: dict[str, Any], eval_train: bool) -> dict[str, 
             continue
         say(f"evaluating on {name} ({len(splits[name].file_paths)} images)")
         # One pass gives each prediction with its own label, shuffled or not.
-        labels, probabilities = collect_predictions(model, splits[name])
+        labels, probabilities = collect_predictions(model, splits[name], engine=engine)
         metrics: dict[str, Any] = dict(regression_metrics(labels, probabilities))
         # Precision, recall, F1 and support per class (scikit-learn's classification_report).
         metrics["per_class"] = per_class_report(labels, probabilities, splits[name].class_names)
@@ -715,7 +724,7 @@ def run(args: argparse.Namespace) -> int:
     timings.update(monitor.timings())
     now = lap("train", now)
 
-    results = evaluate(model, splits, args.eval_train)
+    results = evaluate(model, splits, args.eval_train, args.engine)
     now = lap("evaluate", now)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -748,6 +757,7 @@ def run(args: argparse.Namespace) -> int:
             "loss": "categorical_crossentropy",
             "batch_size": args.batch_size,
             "seed": args.seed,
+            "engine": args.engine,
         },
         "history": {key: [float(v) for v in values] for key, values in history.history.items()},
         "kept_epoch": (history.best_epoch if recipe.best_epoch else None) or len(history.epoch),

@@ -87,13 +87,20 @@ def check_engine(engine: Any) -> str:
 
 
 def forward_function(
-    sub: keras.Model, strategy: Any = None, *, engine: str = "keras"
+    sub: keras.Model, strategy: Any = None, *, engine: str = "keras", steps: int | None = None
 ) -> Callable[[tf.Tensor], Any]:
     """``sub``'s inference on one batch, computed whole by this process.
 
     ``engine`` names the runtime of the pass (see :data:`ENGINES`); every frozen
-    forward pass of xferclass goes through here. ``"auto"`` and ``"keras"`` run
-    on Keras.
+    forward pass of xferclass goes through here. ``"keras"`` runs on Keras;
+    ``"onnxruntime"`` and ``"openvino"`` convert ``sub`` to ONNX (cached on
+    disk) and run it on that runtime's CPU backend; ``"auto"`` picks the faster
+    of Keras and an installed runtime on the first batches, and stays on Keras
+    on a GPU, under a strategy, or when conversion fails (see
+    :mod:`xferclass._runtime`). Every engine returns NumPy arrays, as
+    ``predict_on_batch`` does. ``steps``, the number of batches of the pass
+    when it is known, lets ``"auto"`` skip the conversion for a pass too short
+    to pay for it.
 
     Without a strategy this is ``predict_on_batch``. Under a strategy it cannot
     be: Keras hands the whole batch to every replica and concatenates their
@@ -102,8 +109,18 @@ def forward_function(
     with no collective communication: every worker caches the whole split, and
     the training on the cache is what gets distributed.
     """
-    if check_engine(engine) not in ("auto", "keras"):
-        raise InvalidArgumentError(f"engine={engine!r} is not available in this build")
+    if check_engine(engine) == "keras":
+        return _keras_forward(sub, strategy)
+    from ._runtime import runtime_forward
+
+    if strategy is None:
+        strategy = getattr(sub, "_distribute_strategy", None)
+    return runtime_forward(
+        sub, _keras_forward(sub, strategy), engine=engine, strategy=strategy, steps=steps
+    )
+
+
+def _keras_forward(sub: keras.Model, strategy: Any) -> Callable[[tf.Tensor], Any]:
     if strategy is None:
         strategy = getattr(sub, "_distribute_strategy", None)
     if strategy is None or strategy.num_replicas_in_sync == 1:

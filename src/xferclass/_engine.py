@@ -298,23 +298,32 @@ class _Sources:
         self.clock = EpochClock()
         self.cached: dict[str, tuple[CachedSplit, CachedSplit | None]] = {}
 
-    def forward(self, sub: keras.Model) -> Any:
-        return forward_function(sub, self.strategy, engine=self.config.engine)
+    def forward(self, sub: keras.Model, steps: int | None = None, *, top: bool = False) -> Any:
+        """``sub``'s frozen pass on the configured engine; ``steps``: batches, when known.
+
+        ``top``: the small pass from the cut to the pooled features, which
+        ``"auto"`` leaves on Keras (converting it costs more than it saves).
+        """
+        known = steps is not None and steps > 0
+        engine = "keras" if top and self.config.engine == "auto" else self.config.engine
+        return forward_function(sub, self.strategy, engine=engine, steps=steps if known else None)
 
     def _cache(self, where: str, extractor: keras.Model) -> tuple[CachedSplit, CachedSplit | None]:
         shape = tuple(extractor.output.shape[1:])
         dtype = self.config.cache_dtype
         logger.info("caching activations at %s %s", where, shape)
         augment = self.augmentation
+        steps = int(self.train.cardinality()) * self.views
         train = cache_split(
-            self.forward(extractor), self.train, name="train", directory=self.folder,
+            self.forward(extractor, steps), self.train, name="train", directory=self.folder,
             budget=self.budget, views=self.views, dtype=dtype, verbose=self.config.verbose,
             augment=(lambda x: augment(x, training=True)) if augment is not None else None,
         )  # fmt: skip
         validation = None
         if self.validation is not None:
+            steps = int(self.validation.cardinality())
             validation = cache_split(
-                self.forward(extractor), self.validation, name="validation",
+                self.forward(extractor, steps), self.validation, name="validation",
                 directory=self.folder, budget=self.budget, dtype=dtype,
                 verbose=self.config.verbose,
             )  # fmt: skip
@@ -330,7 +339,8 @@ class _Sources:
             return self.cached["features"]
         if "the cut" in self.cached and pooled is not None:
             at_cut, at_cut_validation = self.cached["the cut"]
-            forward = self.forward(pooled)
+            batches = -(-len(at_cut) // max(1, at_cut.batch_size)) * len(at_cut.stores)
+            forward = self.forward(pooled, batches, top=True)
             train = at_cut.map_views(forward, self.folder, self.budget)
             validation = None
             if at_cut_validation is not None:

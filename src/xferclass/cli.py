@@ -52,6 +52,16 @@ def _add_tta(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_engine(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--engine",
+        default="auto",
+        choices=["auto", "keras", "onnxruntime", "openvino"],
+        help=f"runtime of {what} (default: auto, the faster of Keras and an installed "
+        "ONNX runtime)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -137,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=None, help="random seed")
     train.add_argument("--quiet", action="store_true", help="no progress output")
     _table_arguments(train)
+    _add_engine(train, "the frozen passes that fill the cache")
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -162,6 +173,7 @@ def _parser() -> argparse.ArgumentParser:
         "--split", default=None, help="rows of the table's split column to use, e.g. test"
     )
     _add_tta(evaluate)
+    _add_engine(evaluate, "the forward pass")
 
     predict = commands.add_parser(
         "predict",
@@ -173,6 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=int, default=1, help="classes to show per image")
     predict.add_argument("--json", action="store_true", help="print the results as JSON")
     _add_tta(predict)
+    _add_engine(predict, "the forward pass")
 
     export = commands.add_parser(
         "export",
@@ -398,6 +411,7 @@ def _train_manual(args: argparse.Namespace) -> int:
         multi_label=bool(getattr(train, "multi_label", False)),
     )  # fmt: skip
     common: dict[str, Any] = dict(verbose=verbose, augment=args.augment, seed=args.seed)
+    common["engine"] = args.engine
     try:
         if args.fine_tune_epochs:
             history = xferclass.fine_tune(
@@ -450,7 +464,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         **options,
     )
     multi_label, threshold = model_multi_label(model)
-    labels, probabilities = collect_predictions(model, dataset, tta=args.tta)
+    labels, probabilities = collect_predictions(model, dataset, tta=args.tta, engine=args.engine)
     metrics: dict[str, Any] = dict(regression_metrics(labels, probabilities))
     if multi_label:
         metrics.update(multilabel_metrics(labels, probabilities, threshold=threshold))
@@ -507,7 +521,7 @@ def _predict(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise InvalidArgumentError(f"--top={args.top} must be at least 1")
     model = xferclass.load_model(args.model)
-    result = xferclass.predict(model, args.images, tta=args.tta)
+    result = xferclass.predict(model, args.images, tta=args.tta, engine=args.engine)
     tops = result.top(args.top)
     label_sets = result.label_sets  # a multi-label model: the classes above its threshold
     if args.json:

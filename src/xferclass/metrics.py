@@ -53,7 +53,12 @@ __all__ = [
 
 
 def collect_predictions(
-    model: keras.Model, dataset: tf.data.Dataset, *, verbose: int = 0, tta: bool | str = False
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    *,
+    verbose: int = 0,
+    tta: bool | str = False,
+    engine: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run ``model`` over every batch of ``dataset`` once.
 
@@ -72,7 +77,7 @@ def collect_predictions(
     labels: list[np.ndarray] = []
     probabilities: list[np.ndarray] = []
     steps = int(dataset.cardinality())
-    forward = forward_function(model)
+    forward = forward_function(model, engine=engine, steps=steps if steps > 0 else None)
     progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose)
     batches = dataset.map(lambda x, y, *rest: (x, y)).prefetch(tf.data.AUTOTUNE)
     for step, (x, y) in enumerate(batches, start=1):
@@ -315,6 +320,7 @@ def evaluate_regression_style(
     per_class: bool = False,
     threshold: float | None = None,
     tta: bool | str = False,
+    engine: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate a classifier by MAE, MSE, RMSE and R² as well as accuracy.
 
@@ -337,10 +343,12 @@ def evaluate_regression_style(
             the dataset's (or the model's) class names.
         threshold: For a multi-label model, the threshold of F1 and of the
             per-class report; by default the one stored in the model.
-        tta: Test-time augmentation, as in :func:`xferclass.predict`:
-            ``True``/``"flip"`` averages the probabilities of each image and
-            its mirror, ``"crops"`` adds five crops; ``False`` (the default)
-            scores each image once.
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    *,
+    verbose: int = 0,
+    tta: bool | str = False,
+    engine: str = "auto",
 
     Returns:
         ``{"mae", "mse", "rmse", "r2", "accuracy", "n"}``, plus ``"f1_micro"``,
@@ -350,6 +358,7 @@ def evaluate_regression_style(
     Raises:
         DatasetError: The dataset's class count differs from the model's
             output size, or the dataset is empty.
+        MissingDependencyError: ``engine`` names a runtime that is not installed.
 
     Examples:
         >>> metrics = evaluate_regression_style(model, test)  # doctest: +SKIP
@@ -361,7 +370,9 @@ def evaluate_regression_style(
     """
     multi_label, stored = model_multi_label(model)
     cut = stored if threshold is None else _check_threshold(threshold)
-    labels, probabilities = collect_predictions(model, dataset, verbose=verbose, tta=tta)
+    labels, probabilities = collect_predictions(
+        model, dataset, verbose=verbose, tta=tta, engine=engine
+    )
     result: dict[str, Any] = dict(regression_metrics(labels, probabilities))
     if multi_label:
         result.update(multilabel_metrics(labels, probabilities, threshold=cut))
