@@ -552,8 +552,9 @@ def test_support_table_in_the_docs_is_current(tmp_path: Path) -> None:
     assert set(documented) == set(matrix.REPRESENTATIVES)
     represented = [name for names in matrix.REPRESENTATIVES.values() for name in names]
     from xferclass._backbones import _KERAS_APPLICATIONS
+    from xferclass._lite_arch import VARIANTS
 
-    builtin = [row[0] for row in _KERAS_APPLICATIONS] + ["efficientnet_lite0"]
+    builtin = [row[0] for row in _KERAS_APPLICATIONS] + list(VARIANTS)
     assert sorted(represented) == sorted(builtin), "every built-in backbone is represented once"
     cells = [("efficientnet_b0", "onnx"), ("mobilenet_v2", "litert")]
     for backbone, format in cells:
