@@ -59,7 +59,7 @@ REPRESENTATIVES: dict[str, tuple[str, ...]] = {
     "efficientnet_v2_b0": tuple(
         f"efficientnet_v2_{v}" for v in ("b0", "b1", "b2", "b3", "s", "m", "l")
     ),
-    "efficientnet_lite0": ("efficientnet_lite0",),
+    "efficientnet_lite0": ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"),
 }
 
 

@@ -540,23 +540,23 @@ def test_portable_constants_restores_the_model() -> None:
 
 @pytest.mark.slow
 def test_support_table_in_the_docs_is_current(tmp_path: Path) -> None:
-    """Rebuild the cells of the fixed backbone (EfficientNet) and compare with docs/deploy.md.
+    """Rebuild a few cells of the backbone table and compare them with docs/deploy.md.
 
     The whole table takes minutes (``python benchmarks/export_matrix.py --write``
     regenerates it); this checks a subset: the ONNX export that needed the fix,
-    and one small backbone in every format.
+    and a small backbone's LiteRT export (every format and quantization is tested
+    on the tiny model above).
     """
     matrix = _matrix_script()
     documented = matrix.documented_cells()
     assert set(documented) == set(matrix.REPRESENTATIVES)
     represented = [name for names in matrix.REPRESENTATIVES.values() for name in names]
     from xferclass._backbones import _KERAS_APPLICATIONS
+    from xferclass._lite_arch import VARIANTS
 
-    builtin = [row[0] for row in _KERAS_APPLICATIONS] + ["efficientnet_lite0"]
+    builtin = [row[0] for row in _KERAS_APPLICATIONS] + list(VARIANTS)
     assert sorted(represented) == sorted(builtin), "every built-in backbone is represented once"
-    cells = [("efficientnet_b0", "onnx")] + [
-        ("mobilenet_v2", f) for f in ("saved_model", "litert", "onnx", "openvino")
-    ]
+    cells = [("efficientnet_b0", "onnx"), ("mobilenet_v2", "litert")]
     for backbone, format in cells:
         assert matrix.cell(backbone, format, tmp_path) == documented[backbone][format], (
             f"docs/deploy.md is stale for {backbone}/{format}; "
