@@ -78,7 +78,7 @@ _EXTRA = 'pip install "xferclass[export]"'
 
 def onnx_cache_dir() -> Path:
     """Where converted models go: ``$XFERCLASS_CACHE_DIR/onnx`` or ``~/.cache/xferclass/onnx``."""
-    from ._lite0 import cache_dir
+    from ._lite_weights import cache_dir
 
     return cache_dir() / "onnx"
 
