@@ -609,10 +609,10 @@ class _Run:
         self.class_weight = weights
 
     def _compile(self, phase: Phase, fitted: keras.Model) -> None:
-        optimizer = self.spec.optimizer
-        if phase.learning_rate is not None:
-            optimizer = phase_optimizer(self.spec.optimizer, phase.learning_rate)
         with scope(self.strategy):
+            optimizer = self.spec.optimizer
+            if phase.learning_rate is not None:
+                optimizer = phase_optimizer(self.spec.optimizer, phase.learning_rate)
             self.spec.compile(self.model, optimizer)
             if fitted is not self.model:
                 # The full model's optimizer: loss-scaled when the model is mixed precision.

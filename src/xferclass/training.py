@@ -24,7 +24,7 @@ from ._augment import make_augmentation
 from ._checkpoint import save_model
 from ._common import check_class_count, check_image_size, require_dataset, store_class_names
 from ._compile import resolve_compile
-from ._engine import Phase, TrainConfig, run_phases, verbosity
+from ._engine import Phase, TrainConfig, run_phases, scope, strategy_of, verbosity
 from ._errors import InvalidArgumentError, InvalidArgumentTypeError
 from .models import ClassifierParts, split_classifier
 
@@ -208,10 +208,11 @@ def fit(
     if cache is True and refusal:
         raise InvalidArgumentError(f"cache=True, but the features cannot be cached: {refusal}")
     trains = "head" if cache is not False and refusal is None else "whole"
-    spec = resolve_compile(
-        model, optimizer=optimizer, loss=loss, metrics=metrics, label_smoothing=label_smoothing,
-        learning_rate=learning_rate, jit_compile=jit_compile,
-    )  # fmt: skip
+    with scope(strategy_of(model, strategy)):  # optimizers belong to the model's strategy
+        spec = resolve_compile(
+            model, optimizer=optimizer, loss=loss, metrics=metrics,
+            label_smoothing=label_smoothing, learning_rate=learning_rate, jit_compile=jit_compile,
+        )  # fmt: skip
     phase = Phase("train", trains, epochs)
     return run_phases(model, train, validation, [phase], config, spec, parts)
 
@@ -361,10 +362,11 @@ def fine_tune(
         raise InvalidArgumentError(f"head_epochs={head_epochs!r} must be a non-negative int")
     first = _first_unfrozen(parts.backbone.layers, unfreeze)
     config = _config(locals())
-    spec = resolve_compile(
-        model, optimizer=optimizer, loss=loss, metrics=metrics, label_smoothing=label_smoothing,
-        jit_compile=jit_compile,
-    )  # fmt: skip
+    with scope(strategy_of(model, strategy)):
+        spec = resolve_compile(
+            model, optimizer=optimizer, loss=loss, metrics=metrics,
+            label_smoothing=label_smoothing, jit_compile=jit_compile,
+        )  # fmt: skip
     cached = cache is not False
     phases = [
         Phase("head", "head" if cached else "whole", head_epochs, head_learning_rate, -1),
