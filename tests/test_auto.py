@@ -66,7 +66,7 @@ def test_tiny_data_is_not_fine_tuned_and_is_augmented() -> None:
     plan = plan_run(_data((12, 15, 10), 10), {"efficientnet_lite0": 0.01}, LITE, 900)
     assert plan.fine_tune_epochs == 0
     assert "10 < 20" in plan.reasons["fine_tune"]
-    assert plan.augment == "light" and plan.augment_views >= 1
+    assert plan.augment == "flip" and plan.augment_views >= 1
 
 
 def test_plenty_of_data_is_fine_tuned_without_augmentation() -> None:
@@ -111,12 +111,12 @@ def test_the_plan_fits_in_the_time_left() -> None:
 
 
 def test_a_tight_budget_caches_fewer_augmented_views_before_refusing() -> None:
-    data = _data((60,) * 5, 50)  # < 100 per class: two augmented views wanted
-    timing = {"efficientnet_lite0": 0.01}
+    data = _data((60,) * 5, 50)  # < 100 per class: a mirrored view wanted
+    timing = {"efficientnet_lite0": 0.05}
     roomy = plan_run(data, timing, LITE, 900)
-    assert roomy.augment == "light" and roomy.augment_views == 2
-    tight = plan_run(data, timing, LITE, 25)
-    assert tight.augment is None or tight.augment_views < 2
+    assert roomy.augment == "flip" and roomy.augment_views == 1
+    tight = plan_run(data, timing, LITE, 45)  # the plain images fit, a mirrored copy not
+    assert tight.augment is None
     assert "fit in the time left" in tight.reasons["augment"]
 
 
@@ -255,7 +255,7 @@ def test_train_auto_finishes_within_its_budget_and_saves_its_report(tmp_path: Pa
     assert report["data"]["validation_given"] is False
     assert report["data"]["train_images"] + report["data"]["validation_images"] == 90
     # 24 training images per class: enough to fine-tune (>= 20) and to augment (< 100).
-    assert result.plan.fine_tune_epochs >= 4 and result.plan.augment == "light"
+    assert result.plan.fine_tune_epochs >= 4 and result.plan.augment == "flip"
     phases = [phase["name"] for phase in report["phases"]]
     assert any(name.startswith("head") for name in phases)
     assert set(result.history["phase"]) <= {1.0, 2.0}

@@ -291,11 +291,12 @@ def plan_run(
         views = int(fixed.get("augment_views", 1 if augment else 0))
         reasons["augment"] = "set by the caller"
     elif data.min_per_class < 100:
-        augment, views = "light", int(fixed.get("augment_views", 2))
+        augment, views = "flip", int(fixed.get("augment_views", 1))
         reasons["augment"] = (
-            f"the rarest class has {data.min_per_class} < 100 images: {views} augmented views "
-            "(flip, small rotation, zoom, shift) of every image are cached, the cheapest "
-            "remedy for overfitting when the data is what limits accuracy"
+            f"the rarest class has {data.min_per_class} < 100 images: {views} mirrored "
+            "view(s) of every image are cached, the cheapest remedy for overfitting when the "
+            "data is what limits accuracy; zoom and rotation are not used, since they change "
+            "the scale and orientation that may define a class (fine texture)"
         )
     else:
         augment, views = None, 0
@@ -352,7 +353,9 @@ def plan_run(
 
     # When nothing fits, cheaper plans come before a refusal: fewer cached
     # augmented views first (they multiply the caching pass), then none.
-    view_options = [views] if ("augment" in fixed or not views) else [views, 1, 0]
+    view_options = [views]
+    if "augment" not in fixed and views:
+        view_options = list(dict.fromkeys([views, 1, 0]))
     chosen: tuple[str, int] | None = None
     tuning = 0
     for views in view_options:
