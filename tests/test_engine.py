@@ -282,6 +282,7 @@ def test_best_model_is_written_only_on_improvement(tmp_path, monkeypatch):
     writes = []
     real = _engine.save_model
     monkeypatch.setattr(_engine, "save_model", lambda m, p: (writes.append(p), real(m, p)))
+    monkeypatch.setattr(_engine, "CHECKPOINT_SHARE", 1e9)  # every write is due
     path = tmp_path / "best.keras"
     history = xferclass.fit(tiny_model(), tiny_dataset(), tiny_dataset(24, seed=1), epochs=4,
                             checkpoint=path, learning_rate=0.05, seed=0, verbose=0)  # fmt: skip
@@ -290,6 +291,45 @@ def test_best_model_is_written_only_on_improvement(tmp_path, monkeypatch):
     assert len(writes) == improvements and path.exists()
     state = tmp_path / "best.resume.npz"
     assert state.stat().st_size < 0.2 * path.stat().st_size  # head weights only
+
+
+@pytest.mark.parametrize("restore_best", [True, False])
+def test_checkpoint_writes_stay_within_their_share_and_the_file_holds_the_best_epoch(
+    tmp_path, monkeypatch, restore_best
+):
+    """A write that costs more than the epochs since the last one waits; none is lost."""
+    from xferclass import _engine
+
+    class Clock:  # training takes no time, each write 10 s: only the first is due
+        now = 0.0
+
+        def monotonic(self):
+            return self.now
+
+    clock = Clock()
+    writes = []
+    real = _engine.save_model
+
+    def slow_save(model, path):
+        writes.append(path)
+        clock.now += 10.0
+        real(model, path)
+
+    monkeypatch.setattr(_engine, "time", clock)
+    monkeypatch.setattr(_engine, "save_model", slow_save)
+    model, path = tiny_model(), tmp_path / "best.keras"
+    validation = tiny_dataset(24, seed=1)
+    history = xferclass.fit(model, tiny_dataset(), validation, epochs=6, checkpoint=path,
+                            learning_rate=0.05, seed=0, verbose=0,
+                            restore_best=restore_best)  # fmt: skip
+    values = history.history["val_accuracy"]
+    best = values.index(max(values)) + 1
+    assert history.best_epoch == best
+    assert len(writes) == (1 if best == 1 else 2)  # the first improvement, then the best
+    saved = xferclass.evaluate_regression_style(xferclass.load_model(path), validation)
+    assert saved["accuracy"] == pytest.approx(max(values), abs=1e-6)
+    in_memory = xferclass.evaluate_regression_style(model, validation)["accuracy"]
+    assert in_memory == pytest.approx(max(values) if restore_best else values[-1], abs=1e-6)
 
 
 @pytest.mark.parametrize("stop_after", [2, 3])

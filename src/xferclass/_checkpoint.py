@@ -3,7 +3,10 @@
 * The best weights are copied in memory (NumPy arrays) whenever the monitored
   value improves, and put back at the end, as
   ``keras.callbacks.EarlyStopping(restore_best_weights=True)`` does.
-* The full ``.keras`` model is written atomically at most once per improvement.
+* The full ``.keras`` model is written atomically at most once per improvement,
+  and no more often than keeps its writes within ``CHECKPOINT_SHARE`` (10%) of
+  the training time; a better epoch that comes sooner is written later (at the
+  next due improvement, at the end, on Ctrl-C or on a non-finite loss).
 * The resume state, written after every epoch, holds only what changes in the
   current phase: the weights of the model being fitted (the head, or the top of
   the backbone and the head, or the whole model), the optimizer's variables,
@@ -135,6 +138,10 @@ class BestWeights:
         every = [variable for variable, _ in self._saved.values()]
         for variable in [*every, *variables]:
             self._saved[id(variable)] = (variable, np.array(variable))
+
+    def variables(self) -> list[Any]:
+        """The variables whose values are kept."""
+        return [variable for variable, _ in self._saved.values()]
 
     def track(self, variables: list[Any]) -> None:
         if self.empty:

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,8 @@ from .models import POOL, ClassifierParts
 __all__ = ["Phase", "TrainConfig", "run_phases"]
 
 CACHE_DTYPES = ("auto", "float32", "float16")
+#: The most of the training time that writing the ``.keras`` checkpoint may take.
+CHECKPOINT_SHARE = 0.1
 
 
 def _positive_int(name: str, value: Any, *, minimum: int = 1) -> None:
@@ -506,6 +509,13 @@ class _Run:
     phase_index: int = 0
     class_weight: dict[int, float] | None = None
     wrote_checkpoint: bool = False
+    #: The epoch and monitored value of the model in the ``.keras`` checkpoint file.
+    written_epoch: int | None = None
+    written_value: float | None = None
+    #: A better epoch than the file's is held in memory, not yet written.
+    pending_write: bool = False
+    _write_seconds: float = 0.0
+    _written_at: float | None = None
 
     def __post_init__(self) -> None:
         has_validation = self.validation is not None
@@ -533,6 +543,7 @@ class _Run:
             finally:
                 self.sources.close()
         self._restore_best()
+        self._flush_checkpoint()
         return self.history_object()
 
     def _run_phases(self) -> None:
@@ -655,20 +666,64 @@ class _Run:
             or (value > self.best_value if self.mode == "max" else value < self.best_value)
         ):
             self.best_value, self.best_epoch = value, epoch + 1
-            if self.restore:
+            if self.restore or self.config.checkpoint is not None:
                 self.best.take(fitted.weights, epoch + 1, value)
             if self.config.checkpoint is not None:
-                save_model(self.model, self.config.checkpoint)
-                self.wrote_checkpoint = True
+                if self._write_due():
+                    self._write_checkpoint()
+                else:
+                    self.pending_write = True
         if self.config.checkpoint is not None:
             meta = {
                 "epoch": epoch + 1, "phase": self.phase_index, "monitor": self.monitor,
                 "best": self.best_value, "best_epoch": self.best_epoch, "history": self.history,
+                "written_epoch": self.written_epoch, "written_value": self.written_value,
                 "weights": len(fitted.weights),
                 "optimizer_variables": len(fitted.optimizer.variables) if fitted.optimizer else 0,
             }  # fmt: skip
             path = resume_path(self.config.checkpoint)
             write_resume_state(path, fitted, fitted.optimizer, meta)
+
+    def _write_due(self) -> bool:
+        """Whether writing the ``.keras`` file now keeps its cost within its share.
+
+        A full model file costs seconds (the frozen backbone is in it) while a
+        head epoch on cached features may take a fraction of one. The file is
+        written at an improvement when the training time since the last write is
+        at least ``1 / CHECKPOINT_SHARE`` times what that write took, so writes
+        cost at most ``CHECKPOINT_SHARE`` of the training time; a better epoch
+        that comes sooner is held in memory and written at the next due
+        improvement, at the end, on Ctrl-C or on a non-finite loss.
+        """
+        if self._written_at is None:
+            return True
+        since = time.monotonic() - self._written_at
+        return since * CHECKPOINT_SHARE >= self._write_seconds
+
+    def _write_checkpoint(self) -> None:
+        """Write the best model so far (the model's weights now) to the checkpoint."""
+        assert self.config.checkpoint is not None
+        started = time.monotonic()
+        save_model(self.model, self.config.checkpoint)
+        self._written_at = time.monotonic()
+        self._write_seconds = self._written_at - started
+        self.wrote_checkpoint, self.pending_write = True, False
+        self.written_epoch, self.written_value = self.best_epoch, self.best_value
+
+    def _flush_checkpoint(self) -> None:
+        """Write a best epoch still held in memory (or a first file) to the checkpoint."""
+        if self.config.checkpoint is None or (self.wrote_checkpoint and not self.pending_write):
+            return
+        if not self.pending_write or self.best.empty:
+            self._write_checkpoint()
+            return
+        current = BestWeights()
+        current.take(self.best.variables(), None, None)
+        self.best.restore()
+        try:
+            self._write_checkpoint()
+        finally:
+            current.restore()
 
     def _check_monitor(self, logs: dict[str, Any]) -> None:
         if self._monitor_checked:
@@ -692,6 +747,11 @@ class _Run:
         meta, weights, slots = read_resume_state(path)
         self.history = {key: list(values) for key, values in meta["history"].items()}
         self.best_value, self.best_epoch = meta.get("best"), meta.get("best_epoch")
+        if "written_epoch" in meta and meta["written_epoch"] != self.best_epoch:
+            # The better epoch was held in memory only: the file's is the best there is.
+            self.best_value, self.best_epoch = meta["written_value"], meta["written_epoch"]
+        self.written_epoch, self.written_value = self.best_epoch, self.best_value
+        self.wrote_checkpoint = self.written_epoch is not None
         self.monitor = meta.get("monitor", self.monitor)
         self.mode = "min" if self.monitor.endswith("loss") else "max"
         logger.info("resuming after epoch %d from %s", meta["epoch"], path)
@@ -719,8 +779,7 @@ class _Run:
         self._restore_best()
         where = ""
         if self.config.checkpoint is not None:
-            if not self.wrote_checkpoint:
-                save_model(self.model, self.config.checkpoint)
+            self._flush_checkpoint()
             where = f"; the model is saved in {self.config.checkpoint}"
         epochs = len(next(iter(self.history.values()), []))
         logger.warning("training interrupted after %d epochs%s", epochs, where)
@@ -730,6 +789,7 @@ class _Run:
         epoch, batch, loss = bad
         if not self.best.empty:
             self.best.restore()
+            self._flush_checkpoint()
             kept = f"the model was reset to the last good weights (epoch {self.best.epoch})"
         else:
             start.restore()
