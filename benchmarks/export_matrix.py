@@ -79,8 +79,14 @@ def cell(backbone: str, format: str, folder: str | os.PathLike[str], model: Any 
     try:
         xferclass.export(model, target, format=format, overwrite=True)
     except xferclass.ExportError as error:
-        return f"no: {str(error).splitlines()[0]}".replace("|", "/")
+        return short_reason(str(error))
     return "yes"
+
+
+def short_reason(message: str) -> str:
+    """A table cell for an ExportError: its first line without file paths, shortened."""
+    text = re.sub(r"/\S+", "...", message.splitlines()[0]).replace("|", "/")
+    return "no: " + (text if len(text) <= 200 else text[:197] + "...")
 
 
 def table(rows: dict[str, dict[str, str]]) -> str:
