@@ -111,7 +111,9 @@ class ActivationStore:
             )
         if self._file is None and rows.nbytes <= self._budget.left:
             self._budget.left -= rows.nbytes
-            self._chunks.append(rows)
+            # A copy the store owns: ``rows`` may be a view of a runtime's output
+            # buffer (TensorFlow's, onnxruntime's), which it would keep alive whole.
+            self._chunks.append(np.array(rows, copy=True))
         else:
             if self._file is None:
                 self._spill()
