@@ -453,9 +453,15 @@ def test_exif_big_and_little_endian_after_jfif(tmp_path: Path, order: str) -> No
     np.testing.assert_array_equal(upright[0], np.rot90(stored, k=-1))  # 90 degrees clockwise
 
 
+_ORIENTATION_IN_GRAPH = tf.function(
+    data_module._orientation_in_graph, input_signature=[tf.TensorSpec([], tf.string)]
+)
+
+
 @settings(max_examples=200, deadline=None, database=None)
 @given(tiff=st.binary(max_size=120), cut=st.integers(0, 200))
 def test_exif_parser_never_fails(tiff: bytes, cut: int) -> None:
+    """The file reader and the graph reader (exported models) agree on any bytes."""
     pixels = np.zeros((2, 2, 3), np.uint8)
     for content in (
         _jpeg_with_exif(tiff, pixels),
@@ -464,6 +470,18 @@ def test_exif_parser_never_fails(tiff: bytes, cut: int) -> None:
     ):
         orientation = data_module._orientation_from_file(io.BytesIO(content))
         assert 1 <= orientation <= 8
+        assert int(_ORIENTATION_IN_GRAPH(tf.constant(content))) == orientation
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_in_graph_matches_the_file_reader(order: str, orientation: int) -> None:
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    content = _jpeg_with_exif(_tiff(order, orientation, thumbnail=300), pixels)
+    assert data_module._orientation_from_file(io.BytesIO(content)) == orientation
+    assert int(_ORIENTATION_IN_GRAPH(tf.constant(content))) == orientation
+    png = tf.io.encode_png(pixels).numpy()
+    assert int(_ORIENTATION_IN_GRAPH(tf.constant(png))) == 1
 
 
 def test_strict_raises_listing_bad_files(messy_dir: tuple[Path, dict[str, np.ndarray]]) -> None:

@@ -247,6 +247,14 @@ def image_files(tmp_path_factory: pytest.TempPathFactory, probe: np.ndarray) -> 
         path = folder / f"{index:02d}_{mode}.{suffix}"
         image.save(path, codec)
         files.append(path)
+    # Phone photos: JPEGs stored turned, with the EXIF orientation that puts them upright.
+    for orientation in range(2, 9):
+        pixels = probe[orientation].clip(0, 255).astype(np.uint8)
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = folder / f"exif_{orientation}.jpg"
+        Image.fromarray(pixels).resize((44, 28)).save(path, "JPEG", quality=95, exif=exif)
+        files.append(path)
     return files
 
 

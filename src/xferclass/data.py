@@ -516,6 +516,80 @@ def _orientation_from_tiff(read: Any, size: int) -> int:
     return 1
 
 
+def _orientation_in_graph(data: tf.Tensor) -> tf.Tensor:
+    """:func:`_orientation_from_file` in TensorFlow ops, for graphs (the exported
+    ``serve_bytes`` signature): the EXIF orientation (1 to 8) of encoded image bytes,
+    1 when absent, unreadable or not a JPEG."""
+    size = tf.cast(tf.strings.length(data), tf.int64)
+    padded = data + b"\0" * 16
+
+    def uint(position: tf.Tensor, count: int, little: tf.Tensor | bool) -> tf.Tensor:
+        big = small = tf.constant(0, tf.int64)
+        for i in range(count):
+            big = big * 256 + tf.maximum(_byte_at(data, position + i), 0)
+            small = small * 256 + tf.maximum(_byte_at(data, position + count - 1 - i), 0)
+        return tf.where(little, small, big)
+
+    # Walk the segments before the image data to an APP1 "Exif" one: (position, TIFF
+    # start and size), TIFF start -2 while looking and -1 when there is none.
+    def looking(position: tf.Tensor, tiff: tf.Tensor, tiff_size: tf.Tensor) -> tf.Tensor:
+        return tf.equal(tiff, -2) & (position < tf.minimum(size, _EXIF_SEARCH_BYTES))
+
+    def segment(
+        position: tf.Tensor, tiff: tf.Tensor, tiff_size: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        first, code = _byte_at(data, position), _byte_at(data, position + 1)
+        length = uint(position + 2, 2, False)
+        bad = (first != 0xFF) | (_byte_at(data, position + 3) < 0)
+        fill = code == 0xFF
+        stop = (code == 0xDA) | (code == 0xD9) | (length < 2)
+        name = tf.strings.substr(padded, tf.minimum(position + 4, size), 6)
+        exif = (code == 0xE1) & tf.equal(name, b"Exif\x00\x00")
+        found = tf.where(exif, position + 10, tf.constant(-2, tf.int64))
+        tiff = tf.where(
+            bad | (~fill & stop), tf.constant(-1, tf.int64), tf.where(fill, tiff, found)
+        )
+        return tf.where(fill, position + 1, position + 2 + length), tiff, length - 8
+
+    start = tf.constant(2, tf.int64)
+    none = tf.constant(-1, tf.int64)
+    tiff = tf.where(tf.io.is_jpeg(data), tf.constant(-2, tf.int64), none)
+    _, tiff, tiff_size = tf.while_loop(looking, segment, [start, tiff, tf.constant(0, tf.int64)])
+
+    def from_tiff() -> tf.Tensor:
+        order = tf.strings.substr(padded, tf.clip_by_value(tiff, 0, size), 4)
+        little = tf.equal(order, b"II*\x00")
+        ifd = uint(tiff + 4, 4, little)
+        valid = (little | tf.equal(order, b"MM\x00*")) & (ifd + 2 <= tiff_size)
+        count = tf.where(
+            valid, tf.minimum(uint(tiff + ifd, 2, little), (tiff_size - ifd - 2) // 12), 0
+        )
+
+        def going(k: tf.Tensor, value: tf.Tensor) -> tf.Tensor:
+            return (k < count) & tf.equal(value, 0)
+
+        def entry(k: tf.Tensor, value: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            at = tiff + ifd + 2 + 12 * k
+            kind = uint(at + 2, 2, little)
+            number = tf.where(
+                tf.equal(kind, 3),
+                uint(at + 8, 2, little),
+                tf.where(
+                    tf.equal(kind, 4),
+                    uint(at + 8, 4, little),
+                    tf.where(tf.equal(kind, 1), tf.maximum(_byte_at(data, at + 8), 0), 1),
+                ),
+            )
+            number = tf.where((number >= 1) & (number <= 8), number, 1)
+            return k + 1, tf.where(tf.equal(uint(at, 2, little), 0x0112), number, 0)
+
+        zero = tf.constant(0, tf.int64)
+        value = tf.while_loop(going, entry, [zero, zero])[1]
+        return tf.where(value > 0, value, 1)
+
+    return tf.cond(tiff >= 0, from_tiff, lambda: tf.constant(1, tf.int64))
+
+
 def _orientations(paths: Sequence[str]) -> np.ndarray:
     """EXIF orientations of many files, read by a few threads."""
     result = np.ones(len(paths), np.int32)

@@ -176,18 +176,20 @@ def portable_constants(model: keras.Model) -> Iterator[None]:
 
 
 def _decode_for_serving(size: tuple[int, int]) -> Callable[[tf.Tensor], tf.Tensor]:
-    """Encoded bytes to float32 (h, w, 3) in [0, 255], as :func:`xferclass.predict` reads files.
+    """Encoded bytes to float32 (h, w, 3) in [0, 255], as :func:`xferclass.predict` reads files:
+    decoded, turned upright by the EXIF orientation of a JPEG, resized.
 
     An image whose header promises more than the pixel limit (``XFERCLASS_MAX_PIXELS``
     at export time, else 178,956,970) fails the request and is never decoded.
     """
     from ._imagesize import resolve_max_pixels
-    from .data import _decode_checked
+    from .data import _decode_checked, _orient, _orientation_in_graph
 
     limit = resolve_max_pixels(None, "export")
 
     def decode(data: tf.Tensor) -> tf.Tensor:
-        image = tf.image.resize(_decode_checked(data, limit), size, method="bilinear")
+        image = _orient(_decode_checked(data, limit), _orientation_in_graph(data))
+        image = tf.image.resize(image, size, method="bilinear")
         image.set_shape([size[0], size[1], 3])
         return image
 
