@@ -151,7 +151,8 @@ def check_image_size(model: keras.Model, dataset: tf.data.Dataset, argument: str
     if given != wanted:
         raise DatasetError(
             f"{argument} yields images of {given[0]}x{given[1]} pixels but the model takes "
-            f"{wanted[0]}x{wanted[1]}; load the images with image_size={wanted}"
+            f"{wanted[0]}x{wanted[1]}; load the images with load_image_dataset(..., size={wanted}) "
+            "(or resize them to that size)"
         )
 
 
