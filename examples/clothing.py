@@ -804,12 +804,24 @@ def run_auto(
     """--recipe auto: xferclass.train_auto within --budget, then the same evaluation."""
     import logging
 
-    import xferclass
-
+    log = logging.getLogger("xferclass")
     handler = logging.StreamHandler(sys.stdout)  # xferclass's plan, phases and report
     handler.setFormatter(logging.Formatter("[clothing] %(message)s"))
-    logging.getLogger("xferclass").addHandler(handler)
-    logging.getLogger("xferclass").setLevel(logging.INFO)
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        return _run_auto(args, root, out, started, load_start)
+    finally:  # leave the logger as it was (main() may be called in-process)
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
+def _run_auto(
+    args: argparse.Namespace, root: Path, out: Path, started: float, load_start: Any
+) -> int:
+    import xferclass
+
     backbone = None if args.backbone in ("auto", "xception") else args.backbone
     weights = weights_argument(args.weights)
     say(f"recipe 'auto' with a budget of {args.budget} (backbone: {backbone or 'chosen'})")
