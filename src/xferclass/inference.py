@@ -14,6 +14,7 @@ import tensorflow as tf
 from ._common import check_image_size, forward_function, model_class_names, model_multi_label
 from ._errors import DatasetError, InvalidArgumentError
 from ._tta import check_tta, tta_probabilities
+from .metrics import check_threshold
 
 __all__ = ["predict", "Predictions"]
 
@@ -195,13 +196,7 @@ def predict(
     if isinstance(images, tf.data.Dataset):
         check_image_size(model, images, "images")  # arrays and files are resized, not datasets
     multi_label, stored = model_multi_label(model)
-    if threshold is not None and (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, (int, float))
-        or not 0 < threshold < 1
-    ):
-        raise InvalidArgumentError(f"threshold={threshold!r} must be strictly between 0 and 1")
-    cut = stored if threshold is None else float(threshold)
+    cut = stored if threshold is None else check_threshold(threshold)
     dataset, sources = _image_batches(images, _input_size(model), batch_size, max_pixels)
     steps = int(dataset.cardinality())
     forward = forward_function(model, engine=engine, steps=steps if steps > 0 else None)

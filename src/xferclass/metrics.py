@@ -140,7 +140,8 @@ def _pair(labels: Any, probabilities: Any) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def _check_threshold(threshold: Any) -> float:
+def check_threshold(threshold: Any) -> float:
+    """Validate a multi-label decision threshold: a number strictly between 0 and 1."""
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
         raise InvalidArgumentError(f"threshold={threshold!r} must be a float in (0, 1)")
     if not 0.0 < float(threshold) < 1.0:
@@ -210,7 +211,7 @@ def multilabel_metrics(
         {'f1_micro': 0.857, 'f1_macro': 0.889, 'mean_average_precision': 1.0, 'threshold': 0.5}
     """
     y, p = _pair(labels, probabilities)
-    cut = _check_threshold(threshold)
+    cut = check_threshold(threshold)
     truth = (y > 0.5).astype(np.float64)
     tp, predicted, real = _counts(truth, (p >= cut).astype(np.float64))
     f1_micro = float(_f1(tp.sum(), predicted.sum(), real.sum()))
@@ -276,7 +277,7 @@ def per_class_report(
         )
     if multi_label:
         truth = (y > 0.5).astype(np.float64)
-        predicted = (p >= _check_threshold(threshold)).astype(np.float64)
+        predicted = (p >= check_threshold(threshold)).astype(np.float64)
     else:
         truth = np.eye(k)[np.argmax(y, axis=1)]
         predicted = np.eye(k)[np.argmax(p, axis=1)]
@@ -369,7 +370,7 @@ def evaluate_regression_style(
         0.83
     """
     multi_label, stored = model_multi_label(model)
-    cut = stored if threshold is None else _check_threshold(threshold)
+    cut = stored if threshold is None else check_threshold(threshold)
     labels, probabilities = collect_predictions(
         model, dataset, verbose=verbose, tta=tta, engine=engine
     )
