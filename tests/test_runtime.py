@@ -9,6 +9,7 @@ statistics randomised so that the features are far from zero), to keep CI fast.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import time
 from pathlib import Path
@@ -192,7 +193,11 @@ def test_fit_auto_converts_only_for_passes_long_enough(_cache: Path) -> None:
     images, labels = tiny_arrays(40)
     long = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)  # 20 batches
     xferclass.fit(tiny_model(), long, epochs=1, verbose=0, engine="auto")
-    assert len(list((_cache / "onnx").iterdir())) == 1
+    (converted,) = (_cache / "onnx").glob("*.onnx")
+    # Beside it, the engine "auto" chose for this machine.
+    assert [p.name for p in (_cache / "onnx").iterdir() if p != converted] == [
+        converted.with_suffix(".auto.json").name
+    ]
 
 
 # ---------------------------------------------------------------- conversion cache
@@ -297,13 +302,80 @@ def test_auto_picks_the_faster_engine_and_keeps_the_answers(
     expected = [sub.predict_on_batch(b) for b in batches]
     with caplog.at_level(logging.INFO, logger="xferclass"):
         forward, outputs = _auto_run(sub, _slow(sub.predict_on_batch, 0.3), batches)
-    assert forward.engine == "onnxruntime" and forward.chosen is forward.runtime
+    assert forward.engine in _runtime.available_runtimes()
+    assert forward.chosen is forward.runtime and forward.runtime.engine == forward.engine
     for want, got in zip(expected, outputs):
         _close(want, got)
     chose = [r for r in caplog.records if "engine='auto'" in r.getMessage()]
-    assert len(chose) == 1 and "onnxruntime" in chose[0].getMessage()
+    assert len(chose) == 1 and forward.engine in chose[0].getMessage()
     # The choice is remembered for the next pass over the same frozen part.
     assert forward_function(sub, engine="auto") is forward.runtime
+
+
+@needs_ort
+def test_auto_keeps_its_choice_on_disk_for_the_next_run(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    sub = _extractor(tiny_model())
+    images, _ = tiny_arrays(40)
+    batches = np.split(images, 5)
+    forward, _ = _auto_run(sub, _slow(sub.predict_on_batch, 0.3), batches)
+    path = forward.runtime.path
+    record = json.loads(path.with_suffix(".auto.json").read_text())
+    (machine,) = record
+    assert machine == _runtime._machine()
+    assert machine.endswith(f" / {_runtime._threads()} threads")
+    assert record[machine]["engine"] == forward.engine
+    rates = record[machine]["images_per_s"]
+    assert set(rates) == {"keras", *_runtime.available_runtimes()}
+    # Batches 2 and 3 were timed (16 images); Keras slept 0.3 s per batch on them.
+    assert 0 < rates["keras"] <= 16 / 0.6
+    assert rates[forward.engine] > rates["keras"]
+
+    # A new run (nothing kept in memory) reads the choice and times nothing.
+    monkeypatch.setattr(_runtime, "_DECISIONS", {})
+    monkeypatch.setattr(_runtime, "_Auto", None)  # timing again would fail
+    with caplog.at_level(logging.INFO, logger="xferclass"):
+        again = forward_function(sub, engine="auto")
+    assert again is forward.runtime
+    lines = [r.getMessage() for r in caplog.records if "engine='auto'" in r.getMessage()]
+    assert len(lines) == 1 and "measured on this machine before" in lines[0]
+    _close(sub.predict_on_batch(images), again(images))
+
+
+@needs_ort
+@pytest.mark.parametrize("damage", ["corrupt", "another machine", "unknown engine"])
+def test_auto_times_again_when_the_kept_choice_does_not_apply(
+    damage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sub = _extractor(tiny_model())
+    path = _runtime.convert_to_onnx(sub)
+    record = path.with_suffix(".auto.json")
+    machine = _runtime._machine() if damage != "another machine" else "another CPU / 64 threads"
+    engine = "tensorrt" if damage == "unknown engine" else "keras"
+    record.write_text(
+        "{not json" if damage == "corrupt" else json.dumps({machine: {"engine": engine}})
+    )
+    forward = forward_function(sub, engine="auto")
+    assert isinstance(forward, _runtime._Auto)
+    # The timing that follows writes a fresh record for this machine.
+    images, _ = tiny_arrays(24)
+    for batch in np.split(images, 3):
+        forward(batch)
+    kept = json.loads(record.read_text())
+    assert kept[_runtime._machine()]["engine"] == forward.engine
+    if damage == "another machine":
+        assert kept[machine] == {"engine": "keras"}  # other machines' choices are kept
+
+
+@needs_ort
+def test_auto_remembers_keras_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    sub = _extractor(tiny_model())
+    path = _runtime.convert_to_onnx(sub)
+    path.with_suffix(".auto.json").write_text(
+        json.dumps({_runtime._machine(): {"engine": "keras", "images_per_s": {"keras": 9.0}}})
+    )
+    assert forward_function(sub, engine="auto") == sub.predict_on_batch
 
 
 @needs_ort

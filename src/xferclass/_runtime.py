@@ -69,9 +69,10 @@ MIN_AUTO_STEPS = 16
 #: and a wrong switch costs more than a missed one.
 MIN_SPEEDUP = 1.25
 
-#: Engine that ``"auto"`` chose for each converted model in this process, so
-#: a second pass over the same frozen part (the validation split) is not timed again.
-_DECISIONS: dict[tuple[Path, str], str] = {}
+#: Engine that ``"auto"`` chose for each converted model in this process (also
+#: kept on disk per machine, see :func:`_remember`), so a second pass over the
+#: same frozen part (the validation split, the next run) is not timed again.
+_DECISIONS: dict[Path, str] = {}
 
 _EXTRA = 'pip install "xferclass[export]"'
 
@@ -372,23 +373,30 @@ def _max_difference(expected: Any, actual: Any) -> tuple[float, float]:
 
 
 class _Auto:
-    """``engine="auto"``: times Keras and the runtime on the first batches, keeps the faster.
+    """``engine="auto"``: times Keras and each runtime on the first batches, keeps the fastest.
 
-    Batch 1 runs on both (Keras's first call also traces its function, so it
-    is not timed) and the outputs are compared: a difference above
-    :data:`TOLERANCE` keeps Keras. Batches 2 to :data:`TIMED_BATCHES` run on
-    both and are timed; the pass then goes on with the faster engine. Until the
-    choice is made the Keras outputs are returned, so the answers are Keras's
-    whichever engine wins. A pass of one batch stays on Keras.
+    Batch 1 runs on every engine (Keras's first call also traces its function,
+    so it is not timed) and the outputs are compared: a runtime that differs
+    from Keras by more than :data:`TOLERANCE` drops out. Batches 2 to
+    :data:`TIMED_BATCHES` run on every engine left and are timed; the pass then
+    goes on with the fastest runtime when it beat Keras by :data:`MIN_SPEEDUP`,
+    else with Keras. Until the choice is made the Keras outputs are returned,
+    so the answers are Keras's whichever engine wins. The choice is kept for the
+    rest of the process and written beside the ONNX file for this machine (see
+    :func:`_remember`), so the next run over the same frozen part skips the timing.
     """
 
-    def __init__(self, keras_forward: Callable[[Any], Any], runtime: RuntimeForward) -> None:
+    def __init__(self, keras_forward: Callable[[Any], Any], runtimes: list[RuntimeForward]) -> None:
         self.keras_forward = keras_forward
-        self.runtime = runtime
+        self.runtimes = list(runtimes)
+        self.runtime = self.runtimes[0]  # the winner once one is chosen
+        self.path = self.runtime.path
         self.chosen: Callable[[Any], Any] | None = None
         self.engine = "undecided"
         self.calls = 0
-        self.seconds = {"keras": 0.0, runtime.engine: 0.0}
+        self.seconds = {"keras": 0.0, **{r.engine: 0.0 for r in self.runtimes}}
+        self.images = 0
+        self.dropped = ""
 
     def __call__(self, images: Any) -> Any:
         if self.chosen is not None:
@@ -397,48 +405,123 @@ class _Auto:
         start = time.perf_counter()
         expected = self.keras_forward(images)
         keras_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        try:
-            actual = self.runtime(images)
-        except Exception as error:
-            return self._choose_keras(
-                f"{self.runtime.engine} failed: {_first_line(error)}", expected
-            )
-        runtime_seconds = time.perf_counter() - start
+        timed = {"keras": keras_seconds}
+        for runtime in list(self.runtimes):
+            start = time.perf_counter()
+            try:
+                actual = runtime(images)
+            except Exception as error:
+                self._drop(runtime, f"{runtime.engine} failed: {_first_line(error)}")
+                continue
+            timed[runtime.engine] = time.perf_counter() - start
+            if self.calls == 1:
+                worst, scale = _max_difference(expected, actual)
+                if not worst <= TOLERANCE * scale:
+                    self._drop(
+                        runtime,
+                        f"{runtime.engine} differs from Keras by {worst:.2e} on the first batch",
+                    )
+        if not self.runtimes:
+            return self._choose_keras(self.dropped, expected)
         if self.calls == 1:
-            worst, scale = _max_difference(expected, actual)
-            if not worst <= TOLERANCE * scale:
-                return self._choose_keras(
-                    f"{self.runtime.engine} differs from Keras by {worst:.2e} on the first batch",
-                    expected,
-                )
             return expected
-        self.seconds["keras"] += keras_seconds
-        self.seconds[self.runtime.engine] += runtime_seconds
+        self.images += len(np.asarray(images))
+        for name, seconds in timed.items():
+            self.seconds[name] += seconds
         if self.calls >= TIMED_BATCHES:
-            keras_time, runtime_time = self.seconds["keras"], self.seconds[self.runtime.engine]
-            if runtime_time * MIN_SPEEDUP < keras_time:
-                self.chosen, self.engine = self.runtime, self.runtime.engine
-                _DECISIONS[(self.runtime.path, self.runtime.engine)] = self.engine
-                logger.info(
-                    "engine='auto' runs the frozen pass on %s (%.1fx Keras's speed on the first "
-                    "batches)",
-                    self.runtime.engine,
-                    keras_time / max(runtime_time, 1e-9),
-                )
-            else:
-                self._choose_keras(
-                    f"{self.runtime.engine} was not {MIN_SPEEDUP}x faster on the first batches "
-                    f"({runtime_time:.3f} s vs {keras_time:.3f} s)",
-                    None,
-                )
-                _DECISIONS[(self.runtime.path, self.runtime.engine)] = "keras"
+            self._decide()
         return expected
+
+    def _drop(self, runtime: RuntimeForward, reason: str) -> None:
+        self.runtimes.remove(runtime)
+        self.seconds.pop(runtime.engine, None)
+        self.dropped = "; ".join(filter(None, [self.dropped, reason]))
+
+    def _decide(self) -> None:
+        keras_time = self.seconds["keras"]
+        fastest = min(self.runtimes, key=lambda r: self.seconds[r.engine])
+        runtime_time = self.seconds[fastest.engine]
+        rates = {
+            name: round(self.images / max(seconds, 1e-9), 1)
+            for name, seconds in self.seconds.items()
+        }
+        if runtime_time * MIN_SPEEDUP < keras_time:
+            self.chosen, self.engine, self.runtime = fastest, fastest.engine, fastest
+            logger.info(
+                "engine='auto' runs the frozen pass on %s (%.1fx Keras's speed on the first "
+                "batches)",
+                fastest.engine,
+                keras_time / max(runtime_time, 1e-9),
+            )
+        else:
+            self._choose_keras(
+                f"{fastest.engine} was not {MIN_SPEEDUP}x faster on the first batches "
+                f"({runtime_time:.3f} s vs {keras_time:.3f} s)",
+                None,
+            )
+        _remember(self.path, self.engine, rates)
 
     def _choose_keras(self, reason: str, expected: Any) -> Any:
         self.chosen, self.engine = self.keras_forward, "keras"
         logger.info("engine='auto' stays on Keras: %s", reason)
         return expected
+
+
+def _machine() -> str:
+    """What the speed of a frozen pass depends on besides the model: CPU model and threads."""
+    import platform
+
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{name} / {_threads()} threads"
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_suffix(".auto.json")
+
+
+def _remember(path: Path, engine: str, rates: dict[str, float]) -> None:
+    """Keep ``"auto"``'s choice for ``path``: in this process and, per machine, on disk.
+
+    The file beside the ONNX model maps a machine (:func:`_machine`) to the
+    engine chosen and the images/s each engine ran at; it is written atomically,
+    and a failure to write it only costs the next run a timing.
+    """
+    _DECISIONS[path] = engine
+    record_path = _record_path(path)
+    try:
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    except (OSError, ValueError):
+        record = {}
+    record[_machine()] = {"engine": engine, "images_per_s": rates}
+    temporary = record_path.with_name(f".{record_path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+    try:
+        temporary.write_text(json.dumps(record, indent=1, sort_keys=True))
+        os.replace(temporary, record_path)
+    except OSError as error:
+        logger.debug("could not keep the engine choice in %s: %s", record_path, error)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+
+
+def _recalled(path: Path) -> tuple[str, dict[str, float]] | None:
+    """The choice remembered for ``path`` on this machine, if any."""
+    if path in _DECISIONS:
+        return _DECISIONS[path], {}
+    try:
+        entry = json.loads(_record_path(path).read_text())[_machine()]
+        engine, rates = str(entry["engine"]), dict(entry.get("images_per_s", {}))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if engine != "keras" and engine not in RUNTIMES:
+        return None
+    _DECISIONS[path] = engine
+    return engine, rates
 
 
 def runtime_forward(
@@ -489,11 +572,35 @@ def runtime_forward(
         logger.info("engine='auto' stays on Keras: the model computes in mixed precision")
         return keras_forward
     try:
-        runtime = open_session(convert_to_onnx(model), runtimes[0])
+        path = convert_to_onnx(model)
     except Exception as error:
         logger.info("engine='auto' stays on Keras: %s", _first_line(error))
         return keras_forward
-    decided = _DECISIONS.get((runtime.path, runtime.engine))
-    if decided is not None:
-        return runtime if decided == runtime.engine else keras_forward
-    return _Auto(keras_forward, runtime)
+    recalled = _recalled(path)
+    if recalled is not None:
+        engine, rates = recalled
+        if rates:
+            logger.info(
+                "engine='auto' runs the frozen pass on %s, as measured on this machine before "
+                "(images/s: %s)",
+                "Keras" if engine == "keras" else engine,
+                ", ".join(f"{name} {rate:g}" for name, rate in sorted(rates.items())),
+            )
+        if engine == "keras":
+            return keras_forward
+        if engine in runtimes:
+            try:
+                return open_session(path, engine)
+            except Exception as error:
+                logger.info("engine='auto' stays on Keras: %s", _first_line(error))
+                return keras_forward
+    sessions = []
+    for engine in runtimes:
+        try:
+            sessions.append(open_session(path, engine))
+        except Exception as error:
+            logger.info("engine='auto' cannot load the model on %s: %s", engine, _first_line(error))
+    if not sessions:
+        logger.info("engine='auto' stays on Keras: no runtime could load the converted model")
+        return keras_forward
+    return _Auto(keras_forward, sessions)
