@@ -566,9 +566,13 @@ def train(
 
 
 def evaluate(
-    model: Any, splits: dict[str, Any], eval_train: bool, engine: str = "auto"
+    model: Any,
+    splits: dict[str, Any],
+    eval_train: bool,
+    engine: str = "auto",
+    tta: bool | str = False,
 ) -> dict[str, Any]:
-    """Metrics and raw predictions per split."""
+    """Metrics and raw predictions per split (``tta``: as in ``collect_predictions``)."""
     from xferclass.metrics import collect_predictions, per_class_report, regression_metrics
 
     results: dict[str, Any] = {}
@@ -577,7 +581,7 @@ def evaluate(
             continue
         say(f"evaluating on {name} ({len(splits[name].file_paths)} images)")
         # One pass gives each prediction with its own label, shuffled or not.
-        labels, probabilities = collect_predictions(model, splits[name], engine=engine)
+        labels, probabilities = collect_predictions(model, splits[name], engine=engine, tta=tta)
         metrics: dict[str, Any] = dict(regression_metrics(labels, probabilities))
         # Precision, recall, F1 and support per class (scikit-learn's classification_report).
         metrics["per_class"] = per_class_report(labels, probabilities, splits[name].class_names)
@@ -839,7 +843,11 @@ def _run_auto(
     splits = load_splits(root, size, args.batch_size, args.seed)
     class_names = list(splits["train"].class_names)
     mark = time.perf_counter()
-    results = evaluate(model, splits, args.eval_train)
+    # The model is used as the recipe decided: with the flip average when it chose TTA.
+    tta = report.get("tta", {}).get("choice", "no") != "no"
+    if tta:
+        say("evaluating with test-time augmentation (the flip average), as the recipe chose")
+    results = evaluate(model, splits, args.eval_train, tta=tta)
     timings["evaluate"] = round(time.perf_counter() - mark, 2)
     pictures = write_plots(
         model, result.history, results, out, root=root, class_names=class_names, seed=args.seed
@@ -855,6 +863,7 @@ def _run_auto(
             "budget": args.budget,
             "seed": args.seed,
             "plan": result.plan.to_dict(),
+            "tta": tta,
         },  # fmt: skip
         "auto_report": report,
         "history": result.history,

@@ -74,6 +74,9 @@ def test_plenty_of_data_is_fine_tuned_without_augmentation() -> None:
     assert plan.fine_tune_epochs >= 4
     assert plan.augment is None
     assert plan.unfreeze == pytest.approx(0.15)
+    # Fine-tuning waits for half its planned epochs (at least 3) before it stops.
+    assert plan.fine_tune_patience == max(3, plan.fine_tune_epochs // 2)
+    assert f"stops after {plan.fine_tune_patience} epochs" in plan.reasons["fine_tune"]
 
 
 def test_fewer_images_get_more_head_epochs() -> None:
@@ -209,6 +212,25 @@ def test_guard_stops_a_phase_after_patience_epochs_without_improvement() -> None
         stops.append(guard.end_epoch({"val_accuracy": value}))
     assert stops == [False, False, False, True, False]
     assert guard.best == 0.9 and guard.best_epoch == 5
+
+
+def test_guard_waits_longer_in_the_fine_tuning_phase_when_told_to() -> None:
+    clock = _Clock()
+    guard = auto._Guard(
+        None, deadline=1e9, clock=clock, first_epoch=[1.0], patience=[1, 3],
+        phase_names=["head", "fine-tune"],
+    )  # fmt: skip
+    stops = []
+    for values in ((0.5, 0.4), (0.6, 0.3, 0.4, 0.45)):
+        guard.begin_phase()
+        for value in values:
+            guard.begin_epoch()
+            clock.now += 1
+            stops.append(guard.end_epoch({"val_accuracy": value}))
+        guard.end_phase()
+    # Head: one epoch without a better value stops it. Fine-tuning: the third does.
+    assert stops == [False, True, False, False, False, True]
+    assert guard.best == 0.6 and guard.best_epoch == 3
 
 
 # --------------------------------------------------------------------------- split
@@ -392,5 +414,7 @@ def test_clothing_example_runs_the_automatic_recipe(tmp_path: Path) -> None:
     assert record["config"]["recipe"] == "auto" and record["config"]["budget"] == "2m"
     assert record["auto_report"]["plan"]["head_epochs"] == 3  # --epochs overrides
     assert record["metrics"]["validation"]["n"] == 9
+    # The example evaluates the model as the recipe decided: with TTA when it chose it.
+    assert record["config"]["tta"] == (record["auto_report"]["tta"]["choice"] != "no")
     saved = auto.read_report(out / "model.keras")
     assert saved is not None and saved["plan"] == record["auto_report"]["plan"]
