@@ -74,8 +74,8 @@ def test_plenty_of_data_is_fine_tuned_without_augmentation() -> None:
     assert plan.fine_tune_epochs >= 4
     assert plan.augment is None
     assert plan.unfreeze == pytest.approx(0.15)
-    # Fine-tuning waits for half its planned epochs (at least 3) before it stops.
-    assert plan.fine_tune_patience == max(3, plan.fine_tune_epochs // 2)
+    # Fine-tuning waits for half its planned epochs (3 to 5) before it stops.
+    assert plan.fine_tune_patience == max(3, min(5, plan.fine_tune_epochs // 2))
     assert f"stops after {plan.fine_tune_patience} epochs" in plan.reasons["fine_tune"]
 
 
@@ -108,6 +108,9 @@ def test_the_plan_fits_in_the_time_left() -> None:
                         seconds_left)  # fmt: skip
         planned = sum(v for k, v in plan.estimates.items() if k != "tta")  # TTA is optional
         assert planned <= seconds_left * (1 - auto.SAFETY)
+        assert plan.fine_tune_epochs <= auto.MAX_FINE_TUNE_EPOCHS
+    # A budget far larger than the work plans the most fine-tuning epochs, not more.
+    assert plan.fine_tune_epochs == auto.MAX_FINE_TUNE_EPOCHS
     # A short budget drops fine-tuning before it drops the data.
     short = plan_run(data, {"efficientnet_lite0": 0.01}, LITE, 35)
     assert short.fine_tune_epochs == 0 and "fit" in short.reasons["fine_tune"]

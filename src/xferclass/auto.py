@@ -60,6 +60,10 @@ SCALES = (1.3, 1.15, 1.0)
 #: 3068 images against 57 s for the forward pass over 3409): 0.33.
 FINE_TUNE_EPOCH_RATIO = 0.33
 
+#: Most fine-tuning epochs planned: the budget decides below this, and the
+#: fine-tuning patience stops a run that has stopped improving well before it.
+MAX_FINE_TUNE_EPOCHS = 20
+
 #: Share of the budget kept free for what cannot be planned exactly (TensorFlow
 #: tracing, load changes on a shared machine): plans fill the rest.
 SAFETY = 0.12
@@ -375,12 +379,14 @@ def plan_run(
             name, size = chosen
             per_epoch = rows * cost(name, size) * FINE_TUNE_EPOCH_RATIO
             spare = usable - sum(needs(name, size, 0).values())
-            tuning = int(fixed.get("fine_tune_epochs", min(10, int(spare // per_epoch))))
+            tuning = int(
+                fixed.get("fine_tune_epochs", min(MAX_FINE_TUNE_EPOCHS, int(spare // per_epoch)))
+            )
             reasons["fine_tune"] = (
                 f"the rarest class has {data.min_per_class} >= 20 images: fine-tune the top "
                 f"{unfreeze:.0%} of the backbone (BatchNorm frozen) at 1e-4 for up to {tuning} "
                 f"epochs on activations cached at the cut ({per_epoch:.0f} s per epoch, "
-                "at most 10 epochs)"
+                f"at most {MAX_FINE_TUNE_EPOCHS} epochs)"
             )
         else:
             if want_fine_tune:
@@ -439,8 +445,8 @@ def plan_run(
     )
     # Fine-tuning's validation accuracy dips and recovers over a few epochs (it
     # measured 0.79 one epoch and 0.92 three later); the epochs were planned to
-    # fit and the best one is kept, so it waits for half of them.
-    fine_tune_patience = max(3, tuning // 2)
+    # fit and the best one is kept, so it waits for half of them, up to 5.
+    fine_tune_patience = max(3, min(5, tuning // 2))
     if tuning:
         reasons["fine_tune"] += (
             f"; it stops after {fine_tune_patience} epochs without a better validation accuracy"
