@@ -1,6 +1,13 @@
-"""Small shared helpers for the tests: tiny models and tiny in-memory datasets."""
+"""Small shared helpers for the tests: tiny models, tiny in-memory datasets, the example."""
 
 from __future__ import annotations
+
+import contextlib
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 
 import keras
 import numpy as np
@@ -10,6 +17,21 @@ import xferclass
 
 SIZE = 32
 CLASSES = 3
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "clothing.py"
+
+
+@contextlib.contextmanager
+def example_module(name: str = "clothing_example") -> Iterator[ModuleType]:
+    """``examples/clothing.py`` imported as module ``name`` (TensorFlow loads only when it runs)."""
+    spec = importlib.util.spec_from_file_location(name, EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
 
 
 def tiny_arrays(n: int = 48, size: int = SIZE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

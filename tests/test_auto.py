@@ -12,7 +12,7 @@ import pytest
 
 import xferclass
 from conftest import make_shape_dataset
-from helpers import tiny_arrays
+from helpers import example_module, tiny_arrays
 from xferclass import auto
 from xferclass.auto import DataSummary, parse_budget, plan_run
 
@@ -392,26 +392,15 @@ def test_cli_head_flags_cannot_be_combined_with_a_budget(
 
 
 def test_clothing_example_runs_the_automatic_recipe(tmp_path: Path) -> None:
-    import importlib.util
-    import sys
-
     root = tmp_path / "clothing"
     for seed, (split, per_class) in enumerate((("train", 8), ("validation", 3))):
         make_shape_dataset(root / split, per_class=per_class, seed=seed)
-    path = Path(__file__).resolve().parents[1] / "examples" / "clothing.py"
-    spec = importlib.util.spec_from_file_location("clothing_auto_example", path)
-    assert spec is not None and spec.loader is not None
-    example = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = example  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(example)
-        out = tmp_path / "run"
+    out = tmp_path / "run"
+    with example_module("clothing_auto_example") as example:
         code = example.main(
             ["--data", str(root), "--out", str(out), "--recipe", "auto", "--budget", "2m",
              "--backbone", "test_tiny", "--weights", "none", "--epochs", "3", "--quiet"]
         )  # fmt: skip
-    finally:
-        sys.modules.pop(spec.name, None)
     assert code == 0
     record = json.loads((out / "metrics.json").read_text())
     assert record["config"]["recipe"] == "auto" and record["config"]["budget"] == "2m"

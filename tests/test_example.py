@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
-import importlib.util
 import json
 import os
 import subprocess
@@ -23,8 +22,8 @@ from types import ModuleType
 import pytest
 
 from conftest import make_shape_dataset
+from helpers import EXAMPLE, example_module
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "clothing.py"
 METRIC_KEYS = {"mae", "mse", "rmse", "r2", "accuracy", "n"}
 #: A port nothing listens on: connections are refused at once.
 DEAD = "http://127.0.0.1:9"
@@ -77,15 +76,8 @@ def clothing_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def example() -> Iterator[ModuleType]:
     """The example imported as a module (it imports TensorFlow only when it runs)."""
-    spec = importlib.util.spec_from_file_location("clothing_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
+    with example_module() as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 @pytest.mark.slow
