@@ -20,6 +20,8 @@ PUBLIC = {
     "evaluate_regression_style", "predict", "Predictions",
     # deployment
     "export",
+    # data quality
+    "inspect", "Inspection",
     # errors
     "XferclassError", "BackboneNotFoundError", "DatasetError", "WeightsUnavailableError",
     "ModelFileError", "TrainingError", "InvalidArgumentError", "InvalidArgumentTypeError",

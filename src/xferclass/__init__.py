@@ -26,6 +26,7 @@ from .auto import AutoPlan, AutoResult, train_auto
 from .data import SkippedFilesWarning, is_image_file, load_image_dataset, read_images
 from .export import export
 from .inference import Predictions, predict
+from .inspection import Inspection, inspect
 from .layers import Preprocessing
 from .metrics import evaluate_regression_style
 from .models import build_classifier
@@ -41,6 +42,7 @@ __all__ = [
     "BackboneSpec",
     "DatasetError",
     "ExportError",
+    "Inspection",
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
     "MissingDependencyError",
@@ -58,6 +60,7 @@ __all__ = [
     "fine_tune",
     "fit",
     "get_backbone",
+    "inspect",
     "is_image_file",
     "list_backbones",
     "load_image_dataset",
