@@ -6,7 +6,11 @@
 * ``True``/``"flip"``: the image and its horizontal mirror (two passes);
 * ``"crops"``: those two plus five crops covering 87.5% of each side (the
   centre and the four corners), each resized back to the input size with
-  bilinear interpolation (seven passes).
+  bilinear interpolation (seven passes);
+* ``"rotations"``: the image, its horizontal and vertical mirrors and its
+  quarter turns either way (five passes), for square inputs of pictures that
+  have no "up" (textures, micrographs, aerial and medical images). The
+  automatic recipe chooses it only when it measured that it helps.
 
 The views are made from the batch at the model's input size, so every input
 path (files, arrays, datasets) gets the same views.
@@ -22,10 +26,21 @@ import tensorflow as tf
 
 from ._errors import InvalidArgumentError, InvalidArgumentTypeError
 
-__all__ = ["CROP_FRACTION", "TTA_MODES", "check_tta", "tta_probabilities", "tta_views"]
+__all__ = [
+    "CROP_FRACTION",
+    "TTA_MODES",
+    "VIEWS",
+    "check_tta",
+    "tta_probabilities",
+    "tta_views",
+    "view",
+]
 
 #: The ``tta=`` modes, cheapest first.
-TTA_MODES = ("none", "flip", "crops")
+TTA_MODES = ("none", "flip", "crops", "rotations")
+
+#: The symmetry views of an image, by name; ``"rotations"`` averages over all of them.
+VIEWS = ("plain", "hflip", "vflip", "rot90", "rot270")
 
 #: Fraction of each side that a ``"crops"`` view keeps.
 CROP_FRACTION = 0.875
@@ -66,6 +81,31 @@ def _crop_boxes(height: int, width: int) -> list[tuple[int, int, int, int]]:
     ]
 
 
+def view(batch: tf.Tensor, name: str) -> tf.Tensor:
+    """One of :data:`VIEWS` of a batch ``(n, height, width, channels)``.
+
+    Examples:
+        >>> import numpy as np
+        >>> batch = np.arange(4.0).reshape(1, 2, 2, 1)
+        >>> view(batch, "rot90")[0, :, :, 0].numpy().tolist()
+        [[1.0, 3.0], [0.0, 2.0]]
+    """
+    batch = tf.convert_to_tensor(batch)
+    if name == "plain":
+        return batch
+    if name == "hflip":
+        return tf.reverse(batch, axis=[2])
+    if name == "vflip":
+        return tf.reverse(batch, axis=[1])
+    if name in ("rot90", "rot270"):
+        if batch.shape[1] != batch.shape[2]:
+            raise InvalidArgumentError(
+                f"a quarter turn needs square images; these are {batch.shape[1]}x{batch.shape[2]}"
+            )
+        return tf.image.rot90(batch, k=1 if name == "rot90" else 3)
+    raise InvalidArgumentError(f"view {name!r} must be one of {', '.join(VIEWS)}")
+
+
 def tta_views(images: Any, mode: str) -> list[tf.Tensor]:
     """The views of a batch that ``mode`` averages over, first the batch itself.
 
@@ -86,7 +126,9 @@ def tta_views(images: Any, mode: str) -> list[tf.Tensor]:
     views = [batch]
     if mode == "none":
         return views
-    views.append(tf.reverse(batch, axis=[2]))
+    if mode == "rotations":
+        return [view(batch, name) for name in VIEWS]
+    views.append(view(batch, "hflip"))
     if mode == "crops":
         height, width = int(batch.shape[1]), int(batch.shape[2])
         for top, left, crop_h, crop_w in _crop_boxes(height, width):

@@ -156,8 +156,10 @@ def predict(
         tta: Test-time augmentation: ``True`` or ``"flip"`` averages the
             probabilities of each image and its horizontal mirror;
             ``"crops"`` adds the centre and four corner crops (87.5% of each
-            side, resized back); ``False`` (the default) predicts each image
-            once. Costs one forward pass per view (2 or 7).
+            side, resized back); ``"rotations"`` averages the image, its two
+            mirrors and its two quarter turns (square inputs only); ``False``
+            (the default) predicts each image once. Costs one forward pass per
+            view (2, 7 or 5).
         engine: Runtime of the forward pass: ``"auto"`` (the faster of Keras
             and an installed ONNX runtime, measured on the first batches; Keras
             for a few batches, on a GPU or when the model does not convert),

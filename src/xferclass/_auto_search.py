@@ -1,0 +1,297 @@
+"""The automatic recipe's search: the floor first, then every choice measured by cross-validation.
+
+Each *experiment* caches the pooled features of every labelled image for one
+(backbone, size) and some symmetry views, then cross-validates every head
+choice on them in one stack of heads (:mod:`xferclass._headcv`). Experiments
+run cheapest first, the floor (the cheapest backbone at its native size, with
+``fit``'s defaults) before anything else, and only while the time they are
+estimated to take, from what the earlier ones measured, is left in the budget.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _headcv
+from ._auto_features import FeatureSet, Images, extract
+from ._log import logger
+from ._tta import VIEWS
+
+__all__ = ["Choice", "Experiment", "Search", "VIEW_SETS"]
+
+#: Views each training-view choice shows the head, and each TTA choice averages.
+VIEW_SETS: dict[str, tuple[str, ...]] = {
+    "plain": ("plain",),
+    "flip": ("plain", "hflip"),
+    "rotations": VIEWS,
+}
+
+#: The TTA choice that averages the same views as a training-view choice.
+TTA_OF = {"plain": "none", "flip": "flip", "rotations": "rotations"}
+
+#: Passes over the images a head may train for; ``fit``'s default (10) among them.
+PASSES = (5, 10, 15, 20)
+
+#: Seconds per (head x row x pass x feature) of the stacked heads before the
+#: first comparison measures it: 3.5e-8 was measured on 2 cores.
+CV_COST_PRIOR = 4e-8
+
+
+@dataclass(frozen=True, order=True)
+class Choice:
+    """One trained head's recipe: what the cross-validation compares.
+
+    Attributes:
+        backbone: Registry name.
+        size: Input side in pixels.
+        train_views: ``"plain"``, ``"flip"`` or ``"rotations"`` (see :data:`VIEW_SETS`).
+        class_weight: ``"none"``, ``"sqrt"`` or ``"balanced"``.
+        passes: Times the head sees each image (in each of its training views).
+        tta: ``"none"``, ``"flip"`` or ``"rotations"``.
+    """
+
+    backbone: str
+    size: int
+    train_views: str
+    class_weight: str
+    passes: int
+    tta: str
+
+    def label(self) -> str:
+        """One line: ``efficientnet_lite0 224 px, views flip, weights none, 10 passes, TTA no``."""
+        return (
+            f"{self.backbone} {self.size} px, train views {self.train_views}, class weights "
+            f"{self.class_weight}, {self.passes} passes, TTA {self.tta}"
+        )
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A caching pass and the comparison on it.
+
+    Attributes:
+        kind: ``"floor"``, ``"views"`` or ``"backbone"``.
+        backbone: Registry name.
+        size: Input side.
+        views: Views to cache (those already cached are reused).
+        train_views: Training-view choices to compare on them.
+        class_weights: Class-weight choices to compare.
+    """
+
+    kind: str
+    backbone: str
+    size: int
+    views: tuple[str, ...]
+    train_views: tuple[str, ...]
+    class_weights: tuple[str, ...]
+
+
+@dataclass
+class Search:
+    """The state of one search: features, out-of-fold probabilities, and the clock.
+
+    Attributes:
+        images: The labelled images.
+        fold: Each image's fold.
+        metric: What the comparisons maximise.
+        extractor: ``(backbone, size) -> model up to the pooled features``.
+        clock: Seconds.
+        deadline: When the search must end (the final model's time kept aside).
+        seed: Seed of the heads.
+        units: Head units.
+        learning_rate: Adam's learning rate of the heads.
+        passes: Pass counts the heads may stop at.
+        batch_size: Images per batch.
+    """
+
+    images: Images
+    fold: np.ndarray
+    metric: str
+    extractor: Callable[[str, int], Any]
+    clock: Callable[[], float]
+    deadline: float
+    seed: int = 0
+    units: int = 128
+    learning_rate: float = 1e-3
+    passes: tuple[int, ...] = PASSES
+    batch_size: int = 32
+    features: dict[tuple[str, int], FeatureSet] = field(default_factory=dict)
+    oof: dict[Choice, np.ndarray] = field(default_factory=dict)
+    seconds: dict[Choice, float] = field(default_factory=dict)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    cv_cost: float = CV_COST_PRIOR
+    pass_cost: dict[tuple[str, int], float] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- estimates
+
+    def cv_seconds(self, experiment: Experiment, dim: int) -> float:
+        """Estimated seconds of the comparison of ``experiment`` on ``dim`` features."""
+        heads = len(experiment.class_weights) * int(self.fold.max() + 1)
+        rows = len(self.images.paths)
+        total = 0.0
+        for name in experiment.train_views:
+            views = len(VIEW_SETS[name])
+            total += heads * rows * views * self._epochs(views) * dim
+        return total * self.cv_cost
+
+    def _epochs(self, views: int) -> int:
+        return max(1, math.ceil(max(self.passes) / views))
+
+    def seconds_needed(self, experiment: Experiment, per_image: float, dim: int) -> float:
+        """Estimated seconds of ``experiment``: its new views' passes and its comparison."""
+        cached = self.features.get((experiment.backbone, experiment.size))
+        new = [v for v in experiment.views if cached is None or v not in cached.views]
+        passes = len(new) * len(self.images.paths) * per_image
+        return passes + self.cv_seconds(experiment, dim)
+
+    # ----------------------------------------------------------------- running
+
+    def run(self, experiment: Experiment, note: str) -> None:
+        """Cache ``experiment``'s views and compare its choices; log what it found."""
+        start = self.clock()
+        key = (experiment.backbone, experiment.size)
+        features = self.features.setdefault(key, FeatureSet(*key))
+        extract(
+            features, self.images, experiment.views, extractor=self.extractor(*key),
+            batch_size=self.batch_size, clock=self.clock,
+        )  # fmt: skip
+        self.pass_cost[key] = features.seconds_per_image
+        cached = self.clock()
+        found: dict[Choice, np.ndarray] = {}
+        for name in experiment.train_views:
+            found.update(self._compare(features, name, experiment.class_weights))
+        self.oof.update(found)
+        spent = self.clock() - cached
+        dim = int(next(iter(features.views.values())).shape[1])
+        measured = self.cv_seconds(experiment, dim) / self.cv_cost
+        if measured > 0 and spent > 0.5:
+            self.cv_cost = spent / measured
+        best = max(found, key=lambda c: _headcv.score(self.metric, self.images.labels,
+                                                      found[c]))  # fmt: skip
+        entry = {
+            "experiment": experiment.kind, "backbone": experiment.backbone,
+            "size": experiment.size, "views_cached": sorted(features.views),
+            "caching_s": round(cached - start, 1), "comparison_s": round(spent, 1),
+            "choices_compared": len(found), "best": best.label(),
+            "best_score": round(_headcv.score(self.metric, self.images.labels, found[best]), 4),
+            "why": note,
+        }  # fmt: skip
+        self.log.append(entry)
+        for choice in found:
+            self.seconds[choice] = round(self.clock() - start, 1)
+        logger.info(
+            "%s: %s (caching %.0f s, %d choices compared in %.0f s): best %s = %.4f",
+            experiment.kind, note, cached - start, len(found), spent, self.metric,
+            entry["best_score"],
+        )  # fmt: skip
+
+    def _compare(
+        self, features: FeatureSet, train_views: str, class_weights: Sequence[str]
+    ) -> dict[Choice, np.ndarray]:
+        """Out-of-fold probabilities of every (class weight, passes, TTA) on ``train_views``."""
+        labels, fold = self.images.labels, self.fold
+        classes = len(self.images.class_names)
+        folds = int(fold.max() + 1)
+        rows = []
+        for kind in class_weights:
+            for j in range(folds):
+                train = fold != j
+                weights = _headcv.class_weight_vector(labels[train], classes, kind)
+                rows.append(np.where(train, weights[labels], 0.0))
+        views = VIEW_SETS[train_views]
+        tta = {
+            name: VIEW_SETS[source]
+            for source, name in TTA_OF.items()
+            if all(v in features.views for v in VIEW_SETS[source])
+        }
+        epochs = self._epochs(len(views))
+        result = _headcv.train_stacked_heads(
+            features.views, labels, np.stack(rows), train_views=views, eval_sets=tta,
+            classes=classes, epochs=epochs, units=self.units,
+            learning_rate=self.learning_rate, batch_size=self.batch_size, seed=self.seed,
+        )  # fmt: skip
+        found: dict[Choice, np.ndarray] = {}
+        for passes in self.passes:
+            epoch = max(1, min(epochs, round(passes / len(views))))
+            for c, kind in enumerate(class_weights):
+                for name in tta:
+                    oof = np.zeros((len(labels), classes))
+                    for j in range(folds):
+                        held = fold == j
+                        oof[held] = result.probabilities[epoch - 1][c * folds + j][name][held]
+                    choice = Choice(features.backbone, features.size, train_views, kind,
+                                    passes, name)  # fmt: skip
+                    found[choice] = oof
+        return found
+
+    def selection(self, prefer: Sequence[Choice]) -> _headcv.Selection:
+        """The best choice measured so far, with its honest estimate."""
+        return _headcv.select(self.oof, self.images.labels, self.fold, self.metric, prefer=prefer)
+
+
+def train_final_head(
+    features: FeatureSet,
+    labels: np.ndarray,
+    classes: int,
+    choice: Choice,
+    *,
+    units: int,
+    learning_rate: float,
+    batch_size: int,
+    seed: int,
+) -> list[np.ndarray]:
+    """The head of ``choice`` trained on every image, as the comparison trained each fold's."""
+    views = VIEW_SETS[choice.train_views]
+    weights = _headcv.class_weight_vector(labels, classes, choice.class_weight)[labels]
+    epochs = max(1, round(choice.passes / len(views)))
+    result = _headcv.train_stacked_heads(
+        features.views, labels, weights[None, :], train_views=views, eval_sets={},
+        classes=classes, epochs=epochs, units=units, learning_rate=learning_rate,
+        batch_size=batch_size, seed=seed,
+    )  # fmt: skip
+    return _headcv.head_weights(result.weights, 0)
+
+
+def choice_table(
+    search: Search, selection: _headcv.Selection, returned: Choice, floor: Choice
+) -> list[dict[str, Any]]:
+    """The candidates for the report: the best of each (backbone, size, train views), the
+    floor and the one returned; score, seconds, chosen or not."""
+    best: dict[tuple[str, int, str], Choice] = {}
+    for choice, value in selection.scores.items():
+        key = (choice.backbone, choice.size, choice.train_views)
+        if key not in best or value > selection.scores[best[key]]:
+            best[key] = choice
+    shown = sorted({*best.values(), floor, returned}, key=lambda c: -selection.scores[c])
+    folds = int(search.fold.max() + 1)
+    rows = []
+    for choice in shown:
+        per_fold = [
+            _headcv.score(search.metric, search.images.labels[search.fold == j],
+                          search.oof[choice][search.fold == j])
+            for j in range(folds)
+        ]  # fmt: skip
+        rows.append(
+            {
+                "candidate": choice.label(),
+                "score": round(selection.scores[choice], 4),
+                "se": round(float(np.std(per_fold, ddof=1) / math.sqrt(folds)), 4),
+                "seconds": search.seconds.get(choice),
+                "floor": choice == floor,
+                "chosen": choice == returned,
+            }  # fmt: skip
+        )
+    return rows
+
+
+def as_mapping(choice: Choice) -> Mapping[str, Any]:
+    """``choice`` as JSON-ready data."""
+    return {
+        "backbone": choice.backbone, "size": choice.size, "train_views": choice.train_views,
+        "class_weight": choice.class_weight, "passes": choice.passes, "tta": choice.tta,
+    }  # fmt: skip

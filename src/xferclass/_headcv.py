@@ -1,0 +1,328 @@
+"""Heads on cached features, compared by stratified k-fold cross-validation.
+
+The automatic recipe's choices that act on the head (class weights, augmented
+views, epochs, test-time views) cost a caching pass at most once: every choice
+is then a head trained on the same cached features. This module trains all the
+heads of one comparison (every choice times every fold) at once, as one stack
+of independent heads: each head has its own weights and its own Adam slots
+(Adam works elementwise, so a stack of heads is exactly the heads side by
+side), and sees only its own training rows (a per-row weight of 0 leaves the
+others out). The heads have the layers of :func:`xferclass.build_classifier`'s
+head: Dense(units, relu), then a softmax Dense.
+
+The out-of-fold probabilities of every choice after every epoch are recorded,
+and :func:`select` turns them into a choice and an honest estimate: the score
+of fold ``j`` comes from the choice made on the other folds alone, so no image
+is scored by a choice that looked at it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._errors import InvalidArgumentError
+
+__all__ = [
+    "METRICS",
+    "Selection",
+    "class_weight_vector",
+    "score",
+    "select",
+    "stratified_folds",
+    "train_stacked_heads",
+]
+
+#: The metrics the automatic recipe can optimise, for single-label data.
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+
+#: Class-weight choices, from none to inverse frequency.
+CLASS_WEIGHTS = ("none", "sqrt", "balanced")
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """The fold (0 to ``folds - 1``) of each row, stratified by class and seeded.
+
+    Each class is shuffled and dealt round-robin over the folds, starting at a
+    seeded offset, so every fold holds ``count // folds`` or one more of each class.
+
+    Examples:
+        >>> import numpy as np
+        >>> fold = stratified_folds(np.array([0] * 6 + [1] * 4), 2, seed=0)
+        >>> [int((fold[:6] == f).sum()) for f in (0, 1)]
+        [3, 3]
+    """
+    if folds < 2:
+        raise InvalidArgumentError(f"folds={folds!r} must be at least 2")
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(labels), dtype=np.int64)
+    offset = 0
+    for k in np.unique(labels):
+        rows = np.flatnonzero(labels == k)
+        rows = rows[rng.permutation(len(rows))]
+        fold[rows] = (np.arange(len(rows)) + offset) % folds
+        offset += len(rows)
+    return fold
+
+
+def class_weight_vector(labels: np.ndarray, classes: int, kind: str) -> np.ndarray:
+    """Per-class loss weights: ``"none"`` (1), ``"balanced"`` (n / (k * count)) or ``"sqrt"``.
+
+    ``"sqrt"`` is the square root of the balanced weights, rescaled so the mean
+    weight over the rows is 1: halfway, on a log scale, between none and balanced.
+
+    Examples:
+        >>> import numpy as np
+        >>> class_weight_vector(np.array([0, 0, 0, 1]), 2, "balanced").tolist()
+        [0.6666666666666666, 2.0]
+    """
+    if kind not in CLASS_WEIGHTS:
+        raise InvalidArgumentError(f"class weight {kind!r} must be one of {CLASS_WEIGHTS}")
+    counts = np.bincount(labels, minlength=classes).astype(np.float64)
+    if kind == "none":
+        return np.ones(classes)
+    balanced = len(labels) / (classes * np.maximum(counts, 1.0))
+    if kind == "balanced":
+        return balanced
+    root = np.sqrt(balanced)
+    return root * len(labels) / float(np.sum(root[labels]))
+
+
+def score(metric: str, labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """``metric`` of the argmax of ``probabilities`` against integer ``labels``.
+
+    ``balanced_accuracy`` is the mean recall over the classes present in
+    ``labels``; ``macro_f1`` the mean F1 over every class (scikit-learn's
+    definitions, with 0 for a class never predicted nor present... as
+    scikit-learn's ``zero_division=0``).
+    """
+    predicted = np.argmax(probabilities, axis=-1)
+    if metric == "accuracy":
+        return float(np.mean(predicted == labels))
+    classes = probabilities.shape[-1]
+    true = np.bincount(labels, minlength=classes).astype(np.float64)
+    hits = np.bincount(labels[predicted == labels], minlength=classes).astype(np.float64)
+    if metric == "balanced_accuracy":
+        present = true > 0
+        return float(np.mean(hits[present] / true[present]))
+    if metric == "macro_f1":
+        guessed = np.bincount(predicted, minlength=classes).astype(np.float64)
+        seen = np.flatnonzero((true + guessed) > 0)
+        return float(np.mean(2 * hits[seen] / (true[seen] + guessed[seen])))
+    raise InvalidArgumentError(f"metric={metric!r} must be one of {', '.join(METRICS)}")
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _stacked_model(heads: int, dim: int, units: int, classes: int, seed: int) -> Any:
+    import keras
+
+    class StackedDense(keras.layers.Layer):
+        """``heads`` independent Dense layers applied to one input (or one per head)."""
+
+        def __init__(self, heads: int, units: int, activation: str, seed: int, **kw: Any):
+            super().__init__(**kw)
+            self.heads, self.units = heads, units
+            self.activation = keras.activations.get(activation)
+            self.seed = seed
+
+        def build(self, shape: Any) -> None:
+            fan_in = int(shape[-1])
+            self.kernel = self.add_weight(
+                shape=(self.heads, fan_in, self.units),
+                initializer=keras.initializers.GlorotUniform(seed=self.seed),
+                name="kernel",
+            )
+            self.bias = self.add_weight(shape=(self.heads, self.units), initializer="zeros",
+                                        name="bias")  # fmt: skip
+
+        def call(self, x: Any) -> Any:
+            ops = keras.ops
+            if len(x.shape) == 2:  # one input for every head
+                y = ops.einsum("nd,hdu->nhu", x, self.kernel)
+            else:
+                y = ops.einsum("nhd,hdu->nhu", x, self.kernel)
+            return self.activation(y + self.bias)
+
+    inputs = keras.Input((dim,))
+    x = inputs
+    if units:
+        x = StackedDense(heads, units, "relu", seed)(x)
+    outputs = StackedDense(heads, classes, "softmax", seed + 1)(x)
+    return keras.Model(inputs, outputs)
+
+
+def _stacked_loss(y_true: Any, y_pred: Any) -> Any:
+    """Cross-entropy summed over the heads; ``y_true`` is one-hot times the row's weight."""
+    import keras
+
+    ops = keras.ops
+    clipped = ops.clip(y_pred, 1e-7, 1.0)
+    return -ops.sum(y_true * ops.log(clipped), axis=(1, 2))
+
+
+@dataclass
+class StackedResult:
+    """What :func:`train_stacked_heads` returns.
+
+    Attributes:
+        probabilities: ``probabilities[e][h]``: head ``h``'s probabilities for
+            every image (plain and per evaluated view, averaged per view set
+            as asked) after epoch ``e + 1``: a dict from view-set name to
+            an array ``(images, classes)``.
+        weights: The stacked weights at the end, for :func:`head_weights`.
+    """
+
+    probabilities: list[list[dict[str, np.ndarray]]]
+    weights: list[np.ndarray]
+
+
+def head_weights(weights: Sequence[np.ndarray], head: int) -> list[np.ndarray]:
+    """Head ``head``'s weights in the order of a Dense(units) then Dense(classes) head."""
+    return [np.asarray(w[head]) for w in weights]
+
+
+def train_stacked_heads(
+    views: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    row_weights: np.ndarray,
+    *,
+    train_views: Sequence[str],
+    eval_sets: Mapping[str, Sequence[str]],
+    classes: int,
+    epochs: int,
+    units: int = 128,
+    learning_rate: float = 1e-3,
+    batch_size: int = 32,
+    seed: int = 0,
+    on_epoch: Callable[[int], None] | None = None,
+) -> StackedResult:
+    """Train one stack of heads on cached features and record their probabilities.
+
+    Args:
+        views: Features per view name, each ``(images, dim)``, rows aligned.
+        labels: Integer labels ``(images,)``.
+        row_weights: ``(heads, images)``: each head's loss weight of each image
+            (0 leaves the image out of that head's training).
+        train_views: The views each head trains on: every epoch shows every
+            image once in each of these views, in a seeded shuffled order.
+        eval_sets: Named sets of views whose averaged probabilities are
+            recorded after every epoch (e.g. ``{"none": ["plain"]}``).
+        classes: Number of classes.
+        epochs: Epochs.
+        units: Hidden units of the head (0: none).
+        learning_rate: Adam's learning rate.
+        batch_size: Rows per step.
+        seed: Seed of the initial weights and of the order.
+        on_epoch: Called with the epoch number after each epoch.
+    """
+    import keras
+
+    heads, count = row_weights.shape
+    dim = int(next(iter(views.values())).shape[1])
+    keras.utils.set_random_seed(seed)
+    model = _stacked_model(heads, dim, units, classes, seed)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=_stacked_loss)
+    onehot = np.eye(classes, dtype=np.float32)[labels]
+    targets = onehot[:, None, :] * row_weights.T[:, :, None].astype(np.float32)
+    x = np.concatenate([views[name] for name in train_views]).astype(np.float32)
+    y = np.concatenate([targets] * len(train_views))
+    rng = np.random.default_rng(seed)
+    recorded: list[list[dict[str, np.ndarray]]] = []
+    needed = sorted({name for names in eval_sets.values() for name in names})
+    for epoch in range(epochs):
+        order = rng.permutation(len(x))
+        model.fit(x[order], y[order], batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+        outputs = {
+            name: np.asarray(model.predict(views[name], batch_size=1024, verbose=0), np.float64)
+            for name in needed
+        }
+        recorded.append(
+            [
+                {
+                    key: np.mean([outputs[n][:, h] for n in names], axis=0)
+                    for key, names in eval_sets.items()
+                }
+                for h in range(heads)
+            ]  # fmt: skip
+        )
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
+    weights = [np.asarray(w) for w in model.get_weights()]
+    return StackedResult(probabilities=recorded, weights=weights)
+
+
+# --------------------------------------------------------------------------- selection
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A choice among candidates from out-of-fold probabilities, with an honest estimate.
+
+    Attributes:
+        chosen: The key of the candidate with the best cross-validated score.
+        scores: Each candidate's cross-validated score over all images.
+        estimate: Mean over folds of the score on fold ``j`` of the candidate
+            chosen on the other folds: an estimate no choice was made on.
+        standard_error: Standard error of ``estimate`` over the folds.
+        fold_scores: The per-fold scores behind ``estimate``.
+    """
+
+    chosen: Any
+    scores: dict[Any, float]
+    estimate: float
+    standard_error: float
+    fold_scores: tuple[float, ...]
+
+
+def select(
+    candidates: Mapping[Any, np.ndarray],
+    labels: np.ndarray,
+    fold: np.ndarray,
+    metric: str,
+    *,
+    prefer: Sequence[Any] = (),
+) -> Selection:
+    """Choose among out-of-fold probabilities, and estimate the choice honestly.
+
+    Args:
+        candidates: Out-of-fold probabilities ``(images, classes)`` per candidate key.
+        labels: Integer labels.
+        fold: The fold of each image.
+        metric: One of :data:`METRICS`.
+        prefer: Keys that win ties, first first (the simpler candidates).
+
+    Returns:
+        The :class:`Selection`. Ties go to the first of ``prefer``, then to the
+        first candidate given.
+    """
+    keys = list(candidates)
+    rank = {key: (prefer.index(key) if key in prefer else len(prefer) + i)
+            for i, key in enumerate(keys)}  # fmt: skip
+
+    def best(rows: np.ndarray) -> Any:
+        values = {key: score(metric, labels[rows], candidates[key][rows]) for key in keys}
+        top = max(values.values())
+        return min((key for key in keys if values[key] >= top - 1e-12), key=rank.__getitem__)
+
+    everything = np.arange(len(labels))
+    scores = {key: score(metric, labels, candidates[key]) for key in keys}
+    per_fold = []
+    for j in np.unique(fold):
+        held = fold == j
+        chosen = best(everything[~held])
+        per_fold.append(score(metric, labels[held], candidates[chosen][held]))
+    k = len(per_fold)
+    spread = float(np.std(per_fold, ddof=1)) if k > 1 else math.nan
+    return Selection(
+        chosen=best(everything),
+        scores=scores,
+        estimate=float(np.mean(per_fold)),
+        standard_error=spread / math.sqrt(k) if k > 1 else math.nan,
+        fold_scores=tuple(float(s) for s in per_fold),
+    )
