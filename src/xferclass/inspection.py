@@ -80,6 +80,10 @@ class Inspection:
             shape ``(n, num_classes)``.
         near_duplicate_threshold: The cosine similarity used for near copies.
         outlier_threshold: The score from which an image is an outlier.
+        paths: Every image of every split, training images first.
+        splits: The split of each of ``paths``.
+        outlier_scores: The outlier score of each of ``paths`` (to choose
+            another cutoff than ``outlier_threshold``).
     """
 
     label_issues: list[dict[str, Any]]
@@ -91,6 +95,9 @@ class Inspection:
     out_of_fold: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     near_duplicate_threshold: float = NEAR_DUPLICATE_THRESHOLD
     outlier_threshold: float = float("nan")
+    paths: list[str] = field(default_factory=list)
+    splits: list[str] = field(default_factory=list)
+    outlier_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def to_dict(self) -> dict[str, Any]:
         """The findings as the JSON contract: label issues, duplicates, outliers.
@@ -294,7 +301,9 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def _fit_softmax(x: np.ndarray, y: np.ndarray, k: int, l2: float, iterations: int) -> np.ndarray:
+def _fit_softmax(
+    x: np.ndarray, y: np.ndarray, k: int, l2: float, iterations: int, tolerance: float = 1e-7
+) -> np.ndarray:
     """Multinomial logistic regression with an L2 penalty, by accelerated gradient.
 
     ``x`` ends with a column of ones (the bias, not penalised). Minimises the
@@ -302,6 +311,8 @@ def _fit_softmax(x: np.ndarray, y: np.ndarray, k: int, l2: float, iterations: in
     step ``1 / L``, where ``L`` bounds the Hessian (half the largest
     eigenvalue of ``x^T x / n``, found by power iteration, plus ``l2``), and
     restarts the momentum whenever the loss rises (O'Donoghue and Candes, 2015).
+    Stops after ``iterations`` steps, or when a step lowers the loss by less
+    than ``tolerance`` times the loss.
     """
     n, d = x.shape
     onehot = np.eye(k)[y]
@@ -324,6 +335,8 @@ def _fit_softmax(x: np.ndarray, y: np.ndarray, k: int, l2: float, iterations: in
         if loss > previous:  # restart: drop the momentum
             momentum, w_prev, previous = 1.0, w, np.inf
             continue
+        if previous - loss < tolerance * loss:
+            break
         w_prev = w
         w = ahead - step * (x.T @ ((p - onehot) / n) + l2 * penalty * ahead)
         momentum, previous = t_next, loss
@@ -718,6 +731,9 @@ def _findings(
         out_of_fold=probs,
         near_duplicate_threshold=threshold,
         outlier_threshold=fence,
+        paths=paths,
+        splits=split_of,
+        outlier_scores=scores,
     )
 
 
