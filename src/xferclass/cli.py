@@ -20,6 +20,7 @@ _EPILOG = """examples:
   xferclass evaluate model.keras data/clothes/validation --plots plots/
   xferclass predict model.keras shoe.jpg hat.png
   xferclass export model.keras model.onnx --format onnx
+  xferclass inspect data/clothes --report inspection.html --json issues.json
   xferclass backbones
 """
 
@@ -217,6 +218,7 @@ def _parser() -> argparse.ArgumentParser:
         help="folder of class subfolders of representative images (for --quantize int8)",
     )
     export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    _add_inspect(commands)
 
     commands.add_parser(
         "backbones",
@@ -556,6 +558,67 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_inspect(commands: Any) -> None:
+    inspect = commands.add_parser(
+        "inspect",
+        help="find label issues, duplicates and outliers in labelled images",
+        description=(
+            "Find images whose label is probably wrong (confident learning on out-of-fold "
+            "probabilities of heads trained on cached features), duplicates across the splits "
+            "(exact and near copies) and outliers. DATA holds one subfolder per class, or "
+            "train/ and validation/ folders that do; or it is a CSV label table."
+        ),
+    )
+    inspect.add_argument("data", metavar="DATA", help="folder of class subfolders, or a .csv table")
+    inspect.add_argument(
+        "--validation", metavar="DIR", default=None,
+        help="validation images (default: DATA/validation)",
+    )  # fmt: skip
+    inspect.add_argument("--test", metavar="DIR", default=None, help="test images")
+    inspect.add_argument(
+        "--backbone", default="efficientnet_lite0", help="backbone (default: efficientnet_lite0)"
+    )
+    inspect.add_argument("--folds", type=int, default=5, help="out-of-fold heads (default: 5)")
+    inspect.add_argument("--seed", type=int, default=0, help="seed of the folds (default: 0)")
+    inspect.add_argument("--size", type=_size, default=None, help="input side in pixels")
+    inspect.add_argument(
+        "--weights", type=_weights, default="imagenet",
+        help="'imagenet' (default), 'none' for random, or a weights file",
+    )  # fmt: skip
+    inspect.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
+    inspect.add_argument("--report", metavar="HTML", default=None, help="write an HTML page here")
+    inspect.add_argument("--json", metavar="JSON", default=None, help="write the findings here")
+    inspect.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import xferclass
+
+    from ._tables import is_label_table
+
+    if is_label_table(args.data):
+        train, validation = args.data, args.validation
+    else:
+        train, validation = _split_dirs(args.data, args.validation)
+    found = xferclass.inspect(
+        train, validation, args.test, backbone=args.backbone, folds=args.folds, seed=args.seed,
+        weights=args.weights, input_size=args.size, batch_size=args.batch_size,
+        verbose=0 if args.quiet else 1,
+    )  # fmt: skip
+    leaks = sum(1 for group in found.duplicates if group["cross_split"])
+    print(
+        f"{len(found.label_issues)} label issues, {len(found.duplicates)} groups of duplicates "
+        f"({leaks} across splits), {len(found.outliers)} outliers"
+    )
+    if args.json:
+        found.to_json(args.json)
+        print(f"findings written to {args.json}")
+    if args.report:
+        found.to_html(args.report)
+        print(f"report written to {args.report}")
+    return 0
+
+
 def _backbones(args: argparse.Namespace) -> int:
     import xferclass
 
@@ -577,6 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "predict": _predict,
         "backbones": _backbones,
         "export": _export,
+        "inspect": _inspect,
     }
     from ._errors import XferclassError
 
