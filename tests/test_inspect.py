@@ -118,17 +118,6 @@ def test_the_softmax_head_matches_scikit_learn() -> None:
     np.testing.assert_allclose(ours, expected, atol=2e-4)
 
 
-def test_folds_are_stratified_and_seeded() -> None:
-    labels = np.repeat(np.arange(3), [10, 7, 5])
-    folds = inspection._stratified_folds(labels, 5, seed=3)
-    for c in range(3):
-        counts = np.bincount(folds[labels == c], minlength=5)
-        assert counts.max() - counts.min() <= 1
-    assert np.bincount(folds).max() - np.bincount(folds).min() <= 1
-    np.testing.assert_array_equal(folds, inspection._stratified_folds(labels, 5, seed=3))
-    assert not np.array_equal(folds, inspection._stratified_folds(labels, 5, seed=4))
-
-
 def test_out_of_fold_probabilities_come_from_heads_that_never_saw_the_image() -> None:
     # A lone image of a class surrounded by the other: a head that saw it would fit it.
     features, truth = _clusters(n=90, k=3, d=4, seed=5)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import DatasetError, InvalidArgumentError, InvalidArgumentTypeError
+from ._headcv import stratified_folds
 
 __all__ = [
     "Inspection",
@@ -283,18 +284,6 @@ def find_label_issues(labels: Any, probabilities: Any, *, min_per_class: int = 1
 # --------------------------------------------------------------------------- heads
 
 
-def _stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """The fold of every image: each class spread evenly over the folds, seeded."""
-    rng = np.random.default_rng(seed)
-    fold = np.empty(len(labels), np.int64)
-    offset = 0
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        fold[members] = (np.arange(len(members)) + offset) % folds
-        offset += len(members)
-    return fold
-
-
 def _softmax(logits: np.ndarray) -> np.ndarray:
     logits = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(logits)
@@ -391,7 +380,7 @@ def out_of_fold_probabilities(
     y = np.asarray(labels, dtype=np.int64)
     counts = np.bincount(y, minlength=num_classes)
     _check_folds(folds, counts)
-    fold = _stratified_folds(y, folds, seed)
+    fold = stratified_folds(y, folds, seed)
     out = np.zeros((len(y), num_classes), np.float32)
     for f in range(folds):
         held = fold == f
