@@ -259,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"time budget of --recipe auto, e.g. 90s, 15m, 1h (default: {AUTO_BUDGET})",
     )
     parser.add_argument(
+        "--metric",
+        default="accuracy",
+        choices=("accuracy", "balanced_accuracy", "macro_f1"),
+        help="what --recipe auto maximises in every choice (default: accuracy)",
+    )
+    parser.add_argument(
         "--weights",
         default="imagenet",
         help="'imagenet' (default), a local weights file, or 'none' for random weights",
@@ -602,7 +608,8 @@ def write_plots(
     class_names: list[str],
     seed: int,
 ) -> list[str]:
-    """history.png, confusion_matrix.png and predictions.png; returns the file names.
+    """history.png (when there is a history), confusion_matrix.png and predictions.png;
+    returns the file names.
 
     The confusion matrix and the predictions grid show the test split, or the
     validation split when there is no test split.
@@ -615,7 +622,8 @@ def write_plots(
     shown = "test" if "test" in results else "validation"
     labels, probabilities = results[shown]["predictions"]
     try:
-        plots.plot_history(history, out / "history.png")
+        if history is not None:
+            plots.plot_history(history, out / "history.png")
         plots.plot_confusion_matrix(
             (labels, probabilities), None, out / "confusion_matrix.png",
             class_names=class_names,
@@ -629,7 +637,7 @@ def write_plots(
     except ImportError as error:
         say(f"skipping the plots: {error}")
         return []
-    return ["history.png", "confusion_matrix.png", "predictions.png"]
+    return ["history.png"] * (history is not None) + ["confusion_matrix.png", "predictions.png"]
 
 
 def machine_info() -> dict[str, Any]:
@@ -834,8 +842,8 @@ def _run_auto(
     result = xferclass.train_auto(
         root / "train", root / "validation", budget=args.budget, backbone=backbone,
         weights=weights, seed=args.seed, batch_size=args.batch_size,
-        overrides=auto_overrides(args), out=out / "model.keras",
-        verbose=0 if args.quiet else 2,
+        metric=args.metric, overrides=auto_overrides(args), out=out / "model.keras",
+        verbose=0 if args.quiet else 1,
     )  # fmt: skip
     timings["train_auto"] = round(time.perf_counter() - started, 2)
     model, report = result.model, result.report
@@ -844,29 +852,40 @@ def _run_auto(
     class_names = list(splits["train"].class_names)
     mark = time.perf_counter()
     # The model is used as the recipe decided: with the flip average when it chose TTA.
-    tta = report.get("tta", {}).get("choice", "no") != "no"
+    choice = report["tta"]["choice"]
+    tta: bool | str = False if choice == "no" else choice
     if tta:
-        say("evaluating with test-time augmentation (the flip average), as the recipe chose")
+        say(f"evaluating with test-time augmentation ({choice}), as the recipe chose")
     results = evaluate(model, splits, args.eval_train, tta=tta)
     timings["evaluate"] = round(time.perf_counter() - mark, 2)
+    estimate = report["estimate"]
+    if "test" not in results:
+        say(
+            "the validation images took part in the recipe's cross-validation, so the scores on "
+            f"them are not held out; its held-out estimate: {estimate['metric']} "
+            f"{estimate['value']:.4f} ± {estimate['standard_error']:.4f}"
+        )
+    # No training curve: the recipe trains heads on cached features, fold by fold.
     pictures = write_plots(
-        model, result.history, results, out, root=root, class_names=class_names, seed=args.seed
+        model, None, results, out, root=root, class_names=class_names, seed=args.seed
     )
     timings["total"] = round(time.perf_counter() - started, 2)
     counts = {name: len(dataset.file_paths) for name, dataset in splits.items()}
     record = {
         "dataset": {"path": str(root), "images": counts, "class_names": class_names},
-        "evaluated_on": "test" if "test" in results else "validation",
+        "evaluated_on": "test" if "test" in results else "validation (seen in training)",
+        "held_out_estimate": estimate,
         "metrics": {name: r["metrics"] for name, r in results.items()},
         "config": {
             "recipe": "auto",
             "budget": args.budget,
+            "metric": args.metric,
             "seed": args.seed,
             "plan": result.plan.to_dict(),
             "tta": tta,
         },  # fmt: skip
         "auto_report": report,
-        "history": result.history,
+        "candidates": result.history,
         "timings_s": timings,
         "load_average": {"start": load_start, "end": load_average()},
         "machine": machine_info(),

@@ -57,17 +57,22 @@ def _class_weights(fixed: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def view_experiments(floor: tuple[str, int], fixed: Mapping[str, Any]) -> list[Experiment]:
-    """The floor and the experiments on its views, in order."""
+    """The floor and the experiments on its views, in order.
+
+    The floor's experiment always compares the floor itself (no class weights),
+    whatever the caller fixed: the floor is always a candidate.
+    """
     weights = _class_weights(fixed)
+    with_floor = tuple(dict.fromkeys(("none", *weights)))
     if "augment" in fixed:  # the caller's training views: cached with the floor
         train = str(fixed["augment"] or "plain")
         views = tuple(dict.fromkeys(VIEW_SETS["plain"] + VIEW_SETS[train]))
         trains = tuple(dict.fromkeys(("plain", train)))
-        return [Experiment("floor", *floor, views, trains, weights)]
+        return [Experiment("floor", *floor, views, trains, with_floor)]
     return [
-        Experiment("floor", *floor, ("plain",), ("plain",), weights),
-        Experiment("views", *floor, VIEW_SETS["flip"], ("plain", "flip"), weights),
-        Experiment("views", *floor, VIEWS, ("plain", "flip", "rotations"), weights),
+        Experiment("floor", *floor, ("plain",), ("plain",), with_floor),
+        Experiment("views", *floor, VIEW_SETS["flip"], ("flip",), weights),
+        Experiment("views", *floor, VIEWS, ("rotations",), weights),
     ]
 
 

@@ -35,7 +35,7 @@ VIEW_SETS: dict[str, tuple[str, ...]] = {
 TTA_OF = {"plain": "none", "flip": "flip", "rotations": "rotations"}
 
 #: Passes over the images a head may train for; ``fit``'s default (10) among them.
-PASSES = (5, 10, 15, 20)
+PASSES = (5, 10, 15)
 
 #: Seconds per (head x row x pass x feature) of the stacked heads before the
 #: first comparison measures it: 3.5e-8 was measured on 2 cores.
@@ -51,7 +51,8 @@ class Choice:
         size: Input side in pixels.
         train_views: ``"plain"``, ``"flip"`` or ``"rotations"`` (see :data:`VIEW_SETS`).
         class_weight: ``"none"``, ``"sqrt"`` or ``"balanced"``.
-        passes: Times the head sees each image (in each of its training views).
+        epochs: Epochs of the head; an epoch shows every image once in each
+            of its training views.
         tta: ``"none"``, ``"flip"`` or ``"rotations"``.
     """
 
@@ -59,14 +60,14 @@ class Choice:
     size: int
     train_views: str
     class_weight: str
-    passes: int
+    epochs: int
     tta: str
 
     def label(self) -> str:
-        """One line: ``efficientnet_lite0 224 px, views flip, weights none, 10 passes, TTA no``."""
+        """One line: backbone, size, training views, class weights, epochs and TTA."""
         return (
             f"{self.backbone} {self.size} px, train views {self.train_views}, class weights "
-            f"{self.class_weight}, {self.passes} passes, TTA {self.tta}"
+            f"{self.class_weight}, {self.epochs} epochs, TTA {self.tta}"
         )
 
 
@@ -105,7 +106,8 @@ class Search:
         seed: Seed of the heads.
         units: Head units.
         learning_rate: Adam's learning rate of the heads.
-        passes: Pass counts the heads may stop at.
+        passes: Passes over the images (epochs times training views) the heads may stop at.
+        fixed_epochs: Epochs set by the caller instead (the floor keeps its 10).
         batch_size: Images per batch.
     """
 
@@ -119,6 +121,7 @@ class Search:
     units: int = 128
     learning_rate: float = 1e-3
     passes: tuple[int, ...] = PASSES
+    fixed_epochs: int | None = None
     batch_size: int = 32
     features: dict[tuple[str, int], FeatureSet] = field(default_factory=dict)
     oof: dict[Choice, np.ndarray] = field(default_factory=dict)
@@ -136,11 +139,16 @@ class Search:
         total = 0.0
         for name in experiment.train_views:
             views = len(VIEW_SETS[name])
-            total += heads * rows * views * self._epochs(views) * dim
+            total += heads * rows * views * max(self.epoch_choices(views)) * dim
         return total * self.cv_cost
 
-    def _epochs(self, views: int) -> int:
-        return max(1, math.ceil(max(self.passes) / views))
+    def epoch_choices(self, views: int) -> tuple[int, ...]:
+        """Epochs compared for heads trained on ``views`` views (the floor's 10 on plain)."""
+        if self.fixed_epochs is not None:
+            found = {self.fixed_epochs} | ({10} if views == 1 else set())
+        else:
+            found = {max(1, round(p / views)) for p in self.passes}
+        return tuple(sorted(found))
 
     def seconds_needed(self, experiment: Experiment, per_image: float, dim: int) -> float:
         """Estimated seconds of ``experiment``: its new views' passes and its comparison."""
@@ -193,7 +201,7 @@ class Search:
     def _compare(
         self, features: FeatureSet, train_views: str, class_weights: Sequence[str]
     ) -> dict[Choice, np.ndarray]:
-        """Out-of-fold probabilities of every (class weight, passes, TTA) on ``train_views``."""
+        """Out-of-fold probabilities of every (class weight, epochs, TTA) on ``train_views``."""
         labels, fold = self.images.labels, self.fold
         classes = len(self.images.class_names)
         folds = int(fold.max() + 1)
@@ -209,15 +217,15 @@ class Search:
             for source, name in TTA_OF.items()
             if all(v in features.views for v in VIEW_SETS[source])
         }
-        epochs = self._epochs(len(views))
+        choices = self.epoch_choices(len(views))
+        epochs = max(choices)
         result = _headcv.train_stacked_heads(
             features.views, labels, np.stack(rows), train_views=views, eval_sets=tta,
             classes=classes, epochs=epochs, units=self.units,
             learning_rate=self.learning_rate, batch_size=self.batch_size, seed=self.seed,
         )  # fmt: skip
         found: dict[Choice, np.ndarray] = {}
-        for passes in self.passes:
-            epoch = max(1, min(epochs, round(passes / len(views))))
+        for epoch in choices:
             for c, kind in enumerate(class_weights):
                 for name in tta:
                     oof = np.zeros((len(labels), classes))
@@ -225,7 +233,7 @@ class Search:
                         held = fold == j
                         oof[held] = result.probabilities[epoch - 1][c * folds + j][name][held]
                     choice = Choice(features.backbone, features.size, train_views, kind,
-                                    passes, name)  # fmt: skip
+                                    epoch, name)  # fmt: skip
                     found[choice] = oof
         return found
 
@@ -248,10 +256,9 @@ def train_final_head(
     """The head of ``choice`` trained on every image, as the comparison trained each fold's."""
     views = VIEW_SETS[choice.train_views]
     weights = _headcv.class_weight_vector(labels, classes, choice.class_weight)[labels]
-    epochs = max(1, round(choice.passes / len(views)))
     result = _headcv.train_stacked_heads(
         features.views, labels, weights[None, :], train_views=views, eval_sets={},
-        classes=classes, epochs=epochs, units=units, learning_rate=learning_rate,
+        classes=classes, epochs=choice.epochs, units=units, learning_rate=learning_rate,
         batch_size=batch_size, seed=seed,
     )  # fmt: skip
     return _headcv.head_weights(result.weights, 0)
@@ -293,5 +300,5 @@ def as_mapping(choice: Choice) -> Mapping[str, Any]:
     """``choice`` as JSON-ready data."""
     return {
         "backbone": choice.backbone, "size": choice.size, "train_views": choice.train_views,
-        "class_weight": choice.class_weight, "passes": choice.passes, "tta": choice.tta,
+        "class_weight": choice.class_weight, "epochs": choice.epochs, "tta": choice.tta,
     }  # fmt: skip

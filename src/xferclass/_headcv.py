@@ -157,6 +157,13 @@ def _stacked_model(heads: int, dim: int, units: int, classes: int, seed: int) ->
     return keras.Model(inputs, outputs)
 
 
+def _predict(model: Any, features: np.ndarray, rows: int = 4096) -> np.ndarray:
+    """The stack's probabilities ``(images, heads, classes)``, in large batches."""
+    parts = [np.asarray(model(features[i : i + rows], training=False), np.float64)
+             for i in range(0, len(features), rows)]  # fmt: skip
+    return np.concatenate(parts)
+
+
 def _stacked_loss(y_true: Any, y_pred: Any) -> Any:
     """Cross-entropy summed over the heads; ``y_true`` is one-hot times the row's weight."""
     import keras
@@ -232,16 +239,11 @@ def train_stacked_heads(
     targets = onehot[:, None, :] * row_weights.T[:, :, None].astype(np.float32)
     x = np.concatenate([views[name] for name in train_views]).astype(np.float32)
     y = np.concatenate([targets] * len(train_views))
-    rng = np.random.default_rng(seed)
     recorded: list[list[dict[str, np.ndarray]]] = []
     needed = sorted({name for names in eval_sets.values() for name in names})
-    for epoch in range(epochs):
-        order = rng.permutation(len(x))
-        model.fit(x[order], y[order], batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
-        outputs = {
-            name: np.asarray(model.predict(views[name], batch_size=1024, verbose=0), np.float64)
-            for name in needed
-        }
+
+    def record(epoch: int, logs: Any = None) -> None:
+        outputs = {name: _predict(model, views[name]) for name in needed}
         recorded.append(
             [
                 {
@@ -253,6 +255,10 @@ def train_stacked_heads(
         )
         if on_epoch is not None:
             on_epoch(epoch + 1)
+
+    callback = keras.callbacks.LambdaCallback(on_epoch_end=record)
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
+              callbacks=[callback])  # fmt: skip
     weights = [np.asarray(w) for w in model.get_weights()]
     return StackedResult(probabilities=recorded, weights=weights)
 

@@ -63,13 +63,16 @@ SAFETY = 0.1
 #: Seconds to build and save the final model, on top of the safety share.
 SAVE_SECONDS = 5.0
 
-#: Most folds of the cross-validation.
+#: Folds of the cross-validation: 5, or 3 from :data:`MANY_IMAGES` images on,
+#: where each fold is large enough to score on and the comparisons cost less.
 FOLDS = 5
+
+#: Images from which 3 folds are used instead of 5 (when ``folds`` is not given).
+MANY_IMAGES = 1500
 
 #: Plan fields a caller may fix; the recipe measures the rest.
 OVERRIDABLE = (
-    "backbone", "size", "head_epochs", "augment", "augment_views", "class_weight",
-    "head_learning_rate", "fine_tune_epochs", "unfreeze", "fine_tune_learning_rate",
+    "backbone", "size", "head_epochs", "augment", "class_weight", "head_learning_rate",
 )  # fmt: skip
 
 _UNITS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "m": 60, "min": 60,
@@ -283,8 +286,8 @@ def _check_arguments(
     batch_size: Any, out: Any, metric: Any, folds: Any, seed: Any, overrides: Any
 ) -> dict[str, Any]:
     """Validate ``train_auto``'s arguments; returns the overrides as a dict."""
-    for name, value, least in (("batch_size", batch_size, 1), ("folds", folds, 2),
-                               ("seed", seed, 0)):  # fmt: skip
+    checks = [("batch_size", batch_size, 1), ("seed", seed, 0)]
+    for name, value, least in checks + ([("folds", folds, 2)] if folds is not None else []):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise InvalidArgumentError(f"{name}={value!r} must be an int of at least {least}")
     if out is not None and not os.fspath(out).endswith(".keras"):
@@ -491,7 +494,7 @@ def _decide(search: Search, floor: Choice, fixed: Mapping[str, Any]) -> tuple[Ch
     from ._headcv import score, select
 
     def allowed(c: Choice) -> bool:
-        if "head_epochs" in fixed and c.passes != int(fixed["head_epochs"]):
+        if "head_epochs" in fixed and c.epochs != int(fixed["head_epochs"]):
             return False
         if "augment" in fixed and c.train_views != (fixed["augment"] or "plain"):
             return False
@@ -556,10 +559,8 @@ def _final_model(
 
 def _plan(choice: Choice, floor: Choice, decision: Mapping[str, Any], lr: float) -> AutoPlan:
     views = {"plain": None, "flip": "flip", "rotations": "rotations"}[choice.train_views]
-    epochs = max(1, round(choice.passes / {"plain": 1, "flip": 2, "rotations": 5}[
-        choice.train_views]))  # fmt: skip
     return AutoPlan(
-        backbone=choice.backbone, size=choice.size, head_epochs=epochs, augment=views,
+        backbone=choice.backbone, size=choice.size, head_epochs=choice.epochs, augment=views,
         class_weight=choice.class_weight, tta=choice.tta, floor=choice == floor,
         head_learning_rate=lr, reasons={"choice": decision["why"]},
     )  # fmt: skip
@@ -574,7 +575,7 @@ def _measured(search: Search, skipped: Sequence[str], fixed: Mapping[str, Any]) 
         f"class weights ({', '.join(sorted(kinds))})",
         f"training views ({', '.join(sorted(views))})",
         f"test-time views ({', '.join(sorted(tta))})",
-        f"head passes ({', '.join(map(str, sorted({c.passes for c in search.oof})))})",
+        f"head epochs ({', '.join(map(str, sorted({c.epochs for c in search.oof})))})",
         f"backbone and input size ({'; '.join(pairs)})",
     ]
     assumed = ["fine-tuning: not measured in this version; the backbone stays frozen"]
@@ -628,7 +629,7 @@ def train_auto(
     seed: int = 0,
     batch_size: int = 32,
     metric: str = "accuracy",
-    folds: int = FOLDS,
+    folds: int | None = None,
     validation_split: float | None = None,
     overrides: Mapping[str, Any] | None = None,
     out: str | os.PathLike[str] | None = None,
@@ -657,7 +658,8 @@ def train_auto(
         batch_size: Images per batch.
         metric: What every choice maximises: ``"accuracy"``,
             ``"balanced_accuracy"`` or ``"macro_f1"``.
-        folds: Folds of the cross-validation (fewer when the rarest class has fewer images).
+        folds: Folds of the cross-validation; None: 5, or 3 from 1,500 images on
+            (fewer when the rarest class has fewer images).
         validation_split: Deprecated and unused: the recipe cross-validates.
         overrides: Choices to fix instead of measuring them: ``backbone``,
             ``size``, ``head_epochs``, ``augment`` (None, ``"flip"``,
@@ -714,7 +716,7 @@ def train_auto(
 def _setup(
     train: Any, validation: Any, backbone: Any, weights: Any, seed: int, batch_size: int,
     fixed: dict[str, Any], seconds: float, started: float, clock: Callable[[], float],
-    metric: str, folds: int,
+    metric: str, folds: int | None,
 ) -> dict[str, Any]:  # fmt: skip
     """The images, folds, timings and the empty search, before any experiment."""
     import keras
@@ -729,23 +731,23 @@ def _setup(
             f"every class needs at least 2 images for cross-validation; the rarest has "
             f"{data.min_per_class}"
         )
-    k = min(folds, data.min_per_class)
+    wanted = folds if folds is not None else (3 if data.train_images >= MANY_IMAGES else FOLDS)
+    k = min(wanted, data.min_per_class)
     notes = [f"{len(skipped_files)} file(s) skipped while reading: "
              f"{'; '.join(skipped_files[:3])}"] if skipped_files else []  # fmt: skip
-    if k < folds:
-        notes.append(f"{k} folds, not {folds}: the rarest class has {data.min_per_class} images")
+    if k < wanted:
+        notes.append(f"{k} folds, not {wanted}: the rarest class has {data.min_per_class} images")
     builder = _Builder(len(images.class_names), weights, 128)
     native = {name: int(get_backbone(name).default_size[0]) for name in candidates}
     timed = _time_backbones(builder, images, candidates, native, clock, 0.05 * seconds, notes)
     floor_pair = floor_of(timed, native, fixed)
     floor = Choice(*floor_pair, "plain", "none", 10, "none")
-    passes = tuple(sorted({10, int(fixed.get("head_epochs", 10))} if "head_epochs" in fixed
-                          else {5, 10, 15, 20}))  # fmt: skip
     deadline = started + seconds * (1 - SAFETY) - SAVE_SECONDS - 5.0
     search = Search(
         images, stratified_folds(images.labels, k, seed), metric, builder.extractor, clock,
         deadline, seed=seed, learning_rate=float(fixed.get("head_learning_rate", 1e-3)),
-        passes=passes, batch_size=batch_size,
+        fixed_epochs=int(fixed["head_epochs"]) if "head_epochs" in fixed else None,
+        batch_size=batch_size,
     )  # fmt: skip
     logger.info(
         "%d images in %d classes, %d folds; floor %s at %d px; %.0f s left of %.0f s",

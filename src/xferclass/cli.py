@@ -46,10 +46,11 @@ def _add_tta(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         const="flip",
         default="none",
-        choices=["none", "flip", "crops"],
+        choices=["none", "flip", "crops", "rotations"],
         metavar="MODE",
         help="test-time augmentation: 'flip' (what --tta alone means) averages each image's "
-        "probabilities with its mirror's, 'crops' also with five crops' (default: none)",
+        "probabilities with its mirror's, 'crops' also with five crops', 'rotations' with "
+        "both mirrors and both quarter turns (default: none)",
     )
 
 
@@ -101,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
         "--budget",
         default=None,
         help=f"time budget of the automatic recipe: 90s, 10m, 1h, ... (default: {_DEFAULT_BUDGET})",
+    )
+    train.add_argument(
+        "--metric",
+        default="accuracy",
+        choices=["accuracy", "balanced_accuracy", "macro_f1"],
+        help="what the automatic recipe maximises in every choice (default: accuracy)",
     )
     train.add_argument("--epochs", type=int, default=None, help="epochs (default: 10)")
     train.add_argument("--out", default="model.keras", help="where to save the model (.keras)")
@@ -286,7 +293,7 @@ _TABLE_OPTIONS = ("root", "path_column", "label_column", "label_separator", "max
 #: Recipe flags: given without --budget they select the manual recipe.
 _RECIPE_FLAGS = {
     "epochs": "head_epochs", "size": "size", "learning_rate": "head_learning_rate",
-    "fine_tune_epochs": "fine_tune_epochs", "unfreeze": "unfreeze", "augment": "augment",
+    "fine_tune_epochs": None, "unfreeze": None, "augment": "augment",
     "head_units": None, "dropout": None,
 }  # fmt: skip
 
@@ -331,7 +338,7 @@ def _train_auto(args: argparse.Namespace, given: list[str]) -> int:
         flags = ", ".join("--" + name.replace("_", "-") for name in unsupported)
         raise xferclass.InvalidArgumentError(
             f"{flags} cannot be combined with --budget (the automatic recipe keeps the "
-            "default head); drop --budget to train exactly as asked"
+            "default head and a frozen backbone); drop --budget to train exactly as asked"
         )
     budget = args.budget
     if budget is None:
@@ -352,15 +359,18 @@ def _train_auto(args: argparse.Namespace, given: list[str]) -> int:
         result = xferclass.train_auto(
             train_dir, validation_dir, budget=budget, backbone=args.backbone,
             weights=args.weights, seed=args.seed if args.seed is not None else 0,
-            batch_size=args.batch_size, validation_split=args.validation_split or 0.2,
-            overrides=overrides, out=args.out, verbose=0,
+            batch_size=args.batch_size, metric=args.metric, overrides=overrides, out=args.out,
+            verbose=0,
         )  # fmt: skip
     finally:
         log.removeHandler(handler)
         log.setLevel(level)
-    accuracy = result.report.get("validation_accuracy")
-    shown = f"validation accuracy {accuracy:.4f}, " if accuracy is not None else ""
-    print(f"{shown}model saved to {args.out}")
+    estimate = result.report["estimate"]
+    print(
+        f"held-out estimate: {estimate['metric']} {estimate['value']:.4f} ± "
+        f"{estimate['standard_error']:.4f} (floor {estimate['floor_value']:.4f}); "
+        f"model saved to {args.out}"
+    )
     return 0
 
 
