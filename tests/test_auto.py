@@ -69,7 +69,12 @@ def test_train_auto_returns_a_measured_choice_and_saves_its_report(tmp_path: Pat
     estimate = report["estimate"]
     # Never below the floor on the held-out estimate; the floor when nothing beat it.
     assert estimate["value"] >= estimate["floor_value"]
-    assert estimate["beats_floor"] == (report["choice"] != report["floor"])
+    fine = report["fine_tune"]
+    assert fine["measured"] is True and fine["images"] == 12  # fold 0 of 5
+    assert fine["wins"] == (fine["score"] - fine["frozen_score"] > max(fine["standard_error"],
+                                                                       0.005))  # fmt: skip
+    assert result.plan.fine_tune_epochs == (fine["epochs"] if fine["wins"] else 0)
+    assert estimate["beats_floor"] == (report["choice"] != report["floor"] or fine["wins"])
     assert result.plan.floor == (not estimate["beats_floor"])
     assert estimate["value"] > 0.5  # three shapes; chance is 1/3
     # The report survives a round trip through the saved file, and the saved model is the
@@ -95,9 +100,14 @@ def test_train_auto_takes_a_validation_folder_into_the_folds_and_keeps_overrides
     val = make_shape_dataset(tmp_path / "val", per_class=3, seed=2)
     result = xferclass.train_auto(
         train, val, budget=120, backbone="test_tiny", weights=None, metric="macro_f1",
-        overrides={"head_epochs": 3, "augment": None, "class_weight": "sqrt"},
+        overrides={"head_epochs": 3, "augment": None, "class_weight": "sqrt",
+                   "fine_tune_epochs": 0},
     )  # fmt: skip
     report = result.report
+    assert report["fine_tune"] == {
+        "measured": False,
+        "reason": "turned off by the caller (fine_tune_epochs=0)",
+    }
     assert report["data"]["validation_given"] is True
     assert report["data"]["train_images"] == 27 and report["data"]["validation_images"] == 9
     assert report["metric"] == "macro_f1" and report["estimate"]["metric"] == "macro_f1"
@@ -125,7 +135,7 @@ def test_train_auto_rejects_bad_arguments(tmp_path: Path, monkeypatch: pytest.Mo
         ({"folds": 1}, "folds"),
         ({"metric": "auc"}, "metric="),
         ({"metric": "map"}, "multi-label"),
-        ({"overrides": {"fine_tune_epochs": 3}}, "fine_tune_epochs cannot be set"),
+        ({"overrides": {"unfreeze": 0.5}}, "unfreeze cannot be set"),
         ({"overrides": {"augment": "strong"}}, "training views"),
         ({"overrides": {"class_weight": "inverse"}}, "class_weight="),
         ({"budget": 1}, "budget too small"),
@@ -141,6 +151,17 @@ def test_train_auto_rejects_bad_arguments(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(auto, "available_backbones", lambda: [])
     with pytest.raises(xferclass.InvalidArgumentError, match="no backbone"):
         xferclass.train_auto(root)
+
+
+def test_fine_tuning_is_planned_only_when_its_epochs_fit_twice() -> None:
+    from xferclass._auto_finetune import FINE_TUNE_EPOCH_RATIO, MAX_EPOCHS, plan_epochs
+
+    # 1,000 images at 10 ms a pass, 5 folds: the passes take 10 s each.
+    assert plan_epochs(10_000, 1000, 5, 0.01) == MAX_EPOCHS
+    assert plan_epochs(30, 1000, 5, 0.01) == 0  # not even 3 epochs fit
+    fixed = 10 * (0.8 + 0.2 + 1.0) + 10.0
+    per_epoch = FINE_TUNE_EPOCH_RATIO * 10 * 1.8
+    assert plan_epochs(fixed + 4.5 * per_epoch, 1000, 5, 0.01) == 4
 
 
 @pytest.mark.parametrize(
@@ -213,7 +234,7 @@ def test_cli_recipe_flags_with_a_budget_fix_the_automatic_choices(
     )
 
 
-@pytest.mark.parametrize("flag", [["--dropout", "0.2"], ["--fine-tune-epochs", "2"]])
+@pytest.mark.parametrize("flag", [["--dropout", "0.2"], ["--unfreeze", "0.5"]])
 def test_cli_flags_the_recipe_does_not_measure_cannot_be_combined_with_a_budget(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: list[str]
 ) -> None:

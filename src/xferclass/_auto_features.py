@@ -34,13 +34,14 @@ class Images:
     class_names: tuple[str, ...]
     given_split: tuple[str, ...]
 
-    def dataset(self, size: int, batch_size: int) -> Any:
-        """The images at ``size`` px in this order, as ``(images, one-hot)`` batches."""
+    def dataset(self, size: int, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Any:
+        """The images at ``size`` px, in this order unless shuffled, as ``(images, one-hot)``
+        batches."""
         from .data import load_image_dataset
 
         pairs = [(path, self.class_names[k]) for path, k in zip(self.paths, self.labels)]
         return load_image_dataset(
-            pairs, (size, size), batch_size=batch_size, shuffle=False,
+            pairs, (size, size), batch_size=batch_size, shuffle=shuffle, seed=seed,
             class_names=list(self.class_names),
         )  # fmt: skip
 

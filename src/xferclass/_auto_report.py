@@ -85,11 +85,22 @@ def format_report(report: Mapping[str, Any]) -> str:
         )
     lines += [f"  skipped: {note}" for note in report.get("skipped", [])]
     lines += _candidate_lines(report)
+    fine = report.get("fine_tune", {})
+    if fine.get("measured"):
+        lines.append(
+            f"fine-tuning: {fine['epochs']} epochs scored {fine['score']:.4f} on fold 0 "
+            f"({fine['images']} images) against {fine['frozen_score']:.4f} frozen: "
+            + ("kept" if fine["wins"] else "not kept")
+        )
+    else:
+        lines.append(f"fine-tuning: not measured ({fine.get('reason', '')})")
     lines.append(
         f"returned: {plan['backbone']} {plan['size']} px, train views {plan['augment'] or 'plain'}"
         f", class weights {plan['class_weight']}, {plan['head_epochs']} epochs, "
         f"TTA {report['tta']['choice']}"
-    )
+        + (f", top of the backbone fine-tuned for {plan['fine_tune_epochs']} epochs"
+           if plan.get("fine_tune_epochs") else "")
+    )  # fmt: skip
     lines.append(f"why: {report['why']}")
     estimate = report["estimate"]
     lines.append(

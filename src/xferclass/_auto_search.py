@@ -129,6 +129,7 @@ class Search:
     log: list[dict[str, Any]] = field(default_factory=list)
     cv_cost: float = CV_COST_PRIOR
     pass_cost: dict[tuple[str, int], float] = field(default_factory=dict)
+    done: set[Experiment] = field(default_factory=set)
 
     # ----------------------------------------------------------------- estimates
 
@@ -265,10 +266,17 @@ def train_final_head(
 
 
 def choice_table(
-    search: Search, selection: _headcv.Selection, returned: Choice, floor: Choice
+    search: Search,
+    selection: _headcv.Selection,
+    returned: Choice,
+    floor: Choice,
+    *,
+    fine: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The candidates for the report: the best of each (backbone, size, train views), the
-    floor and the one returned; score, seconds, chosen or not."""
+    floor, the one returned and, when measured, its fine-tuned version (scored on fold
+    0 only); score, seconds, chosen or not."""
+    tuned = bool(fine and fine.get("wins"))
     best: dict[tuple[str, int, str], Choice] = {}
     for choice, value in selection.scores.items():
         key = (choice.backbone, choice.size, choice.train_views)
@@ -290,7 +298,19 @@ def choice_table(
                 "se": round(float(np.std(per_fold, ddof=1) / math.sqrt(folds)), 4),
                 "seconds": search.seconds.get(choice),
                 "floor": choice == floor,
-                "chosen": choice == returned,
+                "chosen": choice == returned and not tuned,
+            }  # fmt: skip
+        )
+    if fine and fine.get("measured"):
+        rows.append(
+            {
+                "candidate": f"{returned.label()}, top 15 % fine-tuned for {fine['epochs']} "
+                f"epochs (fold 0 only; frozen there: {fine['frozen_score']:.4f})",
+                "score": fine["score"],
+                "se": fine["standard_error"],
+                "seconds": fine["seconds"],
+                "floor": False,
+                "chosen": tuned,
             }  # fmt: skip
         )
     return rows

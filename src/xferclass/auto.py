@@ -73,7 +73,12 @@ MANY_IMAGES = 1500
 #: Plan fields a caller may fix; the recipe measures the rest.
 OVERRIDABLE = (
     "backbone", "size", "head_epochs", "augment", "class_weight", "head_learning_rate",
+    "fine_tune_epochs",
 )  # fmt: skip
+
+#: Share of the budget the frozen search may use before fine-tuning is measured;
+#: when fine-tuning does not fit after it, the search goes on to the end.
+FROZEN_SHARE = 0.5
 
 _UNITS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "m": 60, "min": 60,
           "mins": 60, "minute": 60, "minutes": 60, "h": 3600, "hr": 3600, "hour": 3600,
@@ -440,9 +445,11 @@ def _pass_cost(
 
 def _run_search(
     search: Search, builder: _Builder, timed: Mapping[str, float], native: Mapping[str, int],
-    floor: Choice, fixed: Mapping[str, Any],
+    floor: Choice, fixed: Mapping[str, Any], hard_deadline: float,
 ) -> list[str]:  # fmt: skip
-    """Run the floor, then every experiment that fits; returns what was skipped and why."""
+    """Run the floor, then every experiment that fits and has not run yet; returns what
+    was skipped and why. The floor must fit before ``hard_deadline``, the others before
+    ``search.deadline``."""
     skipped: list[str] = []
     queue = view_experiments((floor.backbone, floor.size), fixed)
     pairs = backbone_queue(timed, native, (floor.backbone, floor.size), fixed)
@@ -452,10 +459,14 @@ def _run_search(
         else:
             best = max(search.oof, key=lambda c: _score(search, c))
             experiment = backbone_experiment(pairs[step - len(queue)], best, fixed)
+        if experiment in search.done:
+            continue
         cost = _pass_cost(search, experiment.backbone, experiment.size, timed, native)
         need = search.seconds_needed(experiment, cost, builder.dim(experiment.backbone))
         left = search.deadline - search.clock()
         label = f"{experiment.kind} {experiment.backbone} {experiment.size} px"
+        if experiment.kind == "floor":
+            left = hard_deadline - search.clock()
         if experiment.kind == "floor" and need > left:
             raise InvalidArgumentError(
                 f"budget too small: the floor ({label}, one pass over {len(search.images.paths)}"
@@ -467,6 +478,7 @@ def _run_search(
                            f"{need:.0f} s, {max(0.0, left):.0f} s were left")  # fmt: skip
             continue
         search.run(experiment, f"{label}, views {', '.join(experiment.views)}")
+        search.done.add(experiment)
         _forget(search, builder, floor)
     return skipped
 
@@ -557,16 +569,23 @@ def _final_model(
     return model
 
 
-def _plan(choice: Choice, floor: Choice, decision: Mapping[str, Any], lr: float) -> AutoPlan:
+def _plan(
+    choice: Choice, floor: Choice, decision: Mapping[str, Any], lr: float, fine: Mapping
+) -> AutoPlan:
     views = {"plain": None, "flip": "flip", "rotations": "rotations"}[choice.train_views]
     return AutoPlan(
         backbone=choice.backbone, size=choice.size, head_epochs=choice.epochs, augment=views,
-        class_weight=choice.class_weight, tta=choice.tta, floor=choice == floor,
+        class_weight=choice.class_weight, tta=choice.tta,
+        floor=choice == floor and not fine.get("wins"),
+        fine_tune_epochs=int(fine["epochs"]) if fine.get("wins") else 0,
+        unfreeze=0.15 if fine.get("wins") else 0.0,
         head_learning_rate=lr, reasons={"choice": decision["why"]},
     )  # fmt: skip
 
 
-def _measured(search: Search, skipped: Sequence[str], fixed: Mapping[str, Any]) -> tuple:
+def _measured(
+    search: Search, skipped: Sequence[str], fixed: Mapping[str, Any], fine: Mapping[str, Any]
+) -> tuple:
     kinds = {c.class_weight for c in search.oof}
     views = {c.train_views for c in search.oof}
     tta = {c.tta for c in search.oof}
@@ -578,7 +597,11 @@ def _measured(search: Search, skipped: Sequence[str], fixed: Mapping[str, Any]) 
         f"head epochs ({', '.join(map(str, sorted({c.epochs for c in search.oof})))})",
         f"backbone and input size ({'; '.join(pairs)})",
     ]
-    assumed = ["fine-tuning: not measured in this version; the backbone stays frozen"]
+    if fine.get("measured"):
+        measured.append(f"fine-tuning the top 15 % for {fine['epochs']} epochs (on one fold)")
+        assumed = ["fine-tuning depth (top 15 %) and learning rate (1e-4)"]
+    else:
+        assumed = [f"fine-tuning: not measured ({fine.get('reason', '')})"]
     assumed += [f"{name} set by the caller" for name in sorted(fixed)]
     if skipped:
         assumed.append(f"{len(skipped)} experiment(s) not run for time (see 'skipped')")
@@ -589,7 +612,9 @@ def _report(
     search: Search, data: DataSummary, choice: Choice, floor: Choice,
     decision: Mapping[str, Any], **extra: Any,
 ) -> dict[str, Any]:  # fmt: skip
-    measured, assumed = _measured(search, extra.pop("skipped_list"), extra.pop("fixed"))
+    measured, assumed = _measured(
+        search, extra.pop("skipped_list"), extra.pop("fixed"), extra["fine_tune"]
+    )
     tta_reason = (
         f"averaging the {choice.tta} views of each image scored best in cross-validation"
         if choice.tta != "none" else "no test-time views scored better in cross-validation"
@@ -609,7 +634,9 @@ def _report(
         "floor": dict(as_mapping(floor)),
         "choice": dict(as_mapping(choice)),
         "experiments": search.log,
-        "candidates": choice_table(search, decision["selection"], choice, floor),
+        "candidates": choice_table(
+            search, decision["selection"], choice, floor, fine=extra["fine_tune"]
+        ),  # fmt: skip
         "tta": {"choice": "no" if choice.tta == "none" else choice.tta, "reason": tta_reason},
         "estimate": decision["estimate"],
         "why": decision["why"],
@@ -690,15 +717,21 @@ def train_auto(
     setup = _setup(train, validation, backbone, weights, seed, batch_size, fixed, seconds,
                    started, clock, metric, folds)  # fmt: skip
     search, builder, floor = setup["search"], setup["builder"], setup["floor"]
-    skipped = _run_search(search, builder, setup["timed"], setup["native"], floor, fixed)
-    choice, decision = _decide(search, floor, fixed)
-    model = _final_model(search, builder, choice, seed=seed, batch_size=batch_size)
-    plan = _plan(choice, floor, decision, search.learning_rate)
+    run = _search_then_fine_tune(setup, fixed, started + seconds * FROZEN_SHARE)
+    choice, decision, fine = run["choice"], run["decision"], run["fine_tune"]
+    if fine.get("wins"):
+        model = run["fine_tuned"]()
+        from ._common import store_class_names
+
+        store_class_names(model, search.images.class_names)
+    else:
+        model = _final_model(search, builder, choice, seed=seed, batch_size=batch_size)
+    plan = _plan(choice, floor, decision, search.learning_rate, fine)
     report = _report(
-        search, setup["data"], choice, floor, decision, skipped_list=skipped, fixed=fixed,
-        budget_s=seconds, seed=seed, plan=plan.to_dict(), skipped=skipped,
+        search, setup["data"], choice, floor, decision, skipped_list=run["skipped"],
+        fixed=fixed, budget_s=seconds, seed=seed, plan=plan.to_dict(), skipped=run["skipped"],
+        fine_tune=fine, notes=setup["notes"],
         timed_seconds_per_image={k: round(v, 5) for k, v in setup["timed"].items()},
-        notes=setup["notes"],
     )  # fmt: skip
     report["total_s"] = round(clock() - started, 1)  # before saving
     store_report(model, report)
@@ -711,6 +744,68 @@ def train_auto(
     history = {"candidate": [r["candidate"] for r in report["candidates"]],
                "score": [r["score"] for r in report["candidates"]]}  # fmt: skip
     return AutoResult(model=model, plan=plan, report=report, history=history)
+
+
+def _search_then_fine_tune(
+    setup: Mapping[str, Any], fixed: Mapping[str, Any], frozen_deadline: float
+) -> dict[str, Any]:
+    """The frozen search up to ``frozen_deadline``, then fine-tuning measured on the
+    frozen choice when it fits, else the frozen search to the end of the budget."""
+    from ._auto_finetune import plan_epochs, run_fine_tune
+    from .models import build_classifier
+
+    search, builder, floor = setup["search"], setup["builder"], setup["floor"]
+    timed, native = setup["timed"], setup["native"]
+    end = search.deadline
+    wanted = int(fixed.get("fine_tune_epochs", -1))
+    search.deadline = min(end, frozen_deadline) if wanted != 0 else end
+    skipped = _run_search(search, builder, timed, native, floor, fixed, end)
+    choice, decision = _decide(search, floor, fixed)
+    cost = _pass_cost(search, choice.backbone, choice.size, timed, native)
+    folds = int(search.fold.max() + 1)
+    epochs = plan_epochs(end - search.clock(), len(search.images.paths), folds, cost)
+    epochs = min(epochs, wanted) if wanted > 0 and epochs else epochs
+    fine: dict[str, Any] = {"measured": False}
+    if wanted == 0:
+        fine["reason"] = "turned off by the caller (fine_tune_epochs=0)"
+    elif not epochs:
+        fine["reason"] = (f"{max(0.0, end - search.clock()):.0f} s left: "
+                          "too little for 3 epochs on the other folds and again on every "
+                          "image; the frozen search went on instead")  # fmt: skip
+        search.deadline = end
+        skipped = _run_search(search, builder, timed, native, floor, fixed, end)
+        choice, decision = _decide(search, floor, fixed)
+    else:
+
+        def build() -> Any:
+            return build_classifier(choice.backbone, num_classes=len(search.images.class_names),
+                                    weights=builder.weights, input_size=choice.size)  # fmt: skip
+
+        result, final = run_fine_tune(search, choice, epochs, build)
+        fine = {"measured": True, **result.to_dict()}
+        if result.wins:
+            decision = _fine_tune_decision(decision, result, choice)
+            return {"choice": choice, "decision": decision, "fine_tune": fine,
+                    "skipped": skipped, "fine_tuned": final}  # fmt: skip
+    return {"choice": choice, "decision": decision, "fine_tune": fine, "skipped": skipped}
+
+
+def _fine_tune_decision(decision: Mapping[str, Any], result: Any, choice: Choice) -> dict:
+    """The decision, when fine-tuning won on the held-out fold."""
+    p = result.score
+    se = math.sqrt(max(p * (1 - p), 1e-12) / max(1, result.images))
+    estimate = {
+        **decision["estimate"], "value": round(p, 4), "standard_error": round(se, 4),
+        "beats_floor": True,
+        "how": "fine-tuned on the other folds and scored on fold 0, the fold that also "
+        "decided to keep it (a choice of two: slightly optimistic)",
+    }  # fmt: skip
+    why = (
+        f"{choice.label()}, then its top {0.15:.0%} fine-tuned for {result.epochs} epochs: "
+        f"{p:.4f} on fold 0 ({result.images} images) against {result.frozen_score:.4f} frozen, "
+        f"a gain above the standard error of the difference ({result.standard_error:.4f})"
+    )
+    return {**decision, "estimate": estimate, "why": why}
 
 
 def _setup(

@@ -293,7 +293,7 @@ _TABLE_OPTIONS = ("root", "path_column", "label_column", "label_separator", "max
 #: Recipe flags: given without --budget they select the manual recipe.
 _RECIPE_FLAGS = {
     "epochs": "head_epochs", "size": "size", "learning_rate": "head_learning_rate",
-    "fine_tune_epochs": None, "unfreeze": None, "augment": "augment",
+    "fine_tune_epochs": "fine_tune_epochs", "unfreeze": None, "augment": "augment",
     "head_units": None, "dropout": None,
 }  # fmt: skip
 

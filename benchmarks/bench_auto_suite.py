@@ -1,0 +1,164 @@
+"""The automatic recipe against its floor, on test images no choice was made on.
+
+For each data set, seed and budget:
+
+- floor: what a user gets from ``fit``'s defaults: ``build_classifier`` on the
+  cheapest offline backbone (EfficientNet-Lite0) at its native 224 px, frozen,
+  and ``fit(model, train, epochs=10)``;
+- auto: ``xferclass.train_auto(train, budget=B)``, evaluated with the test-time
+  views it chose.
+
+Both are scored on the data set's ``test`` split (clothing: its ``validation``
+folder, which the recipe never sees here), in accuracy and in the metric the
+recipe was asked to maximise; next to them, the recipe's own held-out estimate,
+so the table shows how far that estimate is from the test score. Test numbers
+are reported, never used to choose anything.
+
+Run::
+
+    python benchmarks/make_suite_data.py --out /tmp/suite
+    python benchmarks/bench_auto_suite.py --data digits=/tmp/suite/digits \\
+        ordinal=/tmp/suite/ordinal clothing=../shared/data/clothing-dataset-small \\
+        --budgets 1m 5m 15m --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import _bench
+
+_bench.quiet_tensorflow()
+
+
+def _test_dir(root: Path) -> Path:
+    return root / "test" if (root / "test").is_dir() else root / "validation"
+
+
+def _scores(model: Any, root: Path, size: int, names: list[str], tta: Any) -> dict[str, float]:
+    import numpy as np
+
+    import xferclass
+    from xferclass._headcv import score
+    from xferclass.metrics import collect_predictions
+
+    dataset = xferclass.load_image_dataset(_test_dir(root), size, shuffle=False, class_names=names)
+    labels, probabilities = collect_predictions(model, dataset, tta=tta)
+    truth = np.asarray(labels).argmax(-1)
+    return {
+        metric: score(metric, truth, np.asarray(probabilities))
+        for metric in ("accuracy", "balanced_accuracy", "macro_f1")
+    }
+
+
+def run_floor(root: Path, seed: int) -> dict[str, Any]:
+    import keras
+
+    import xferclass
+
+    started = time.monotonic()
+    keras.utils.set_random_seed(seed)
+    train = xferclass.load_image_dataset(root / "train", 224, seed=seed)
+    model = xferclass.build_classifier(
+        "efficientnet_lite0", num_classes=len(train.class_names), input_size=224
+    )
+    xferclass.fit(model, train, epochs=10, verbose=0, seed=seed)
+    wall = time.monotonic() - started
+    return {"wall_s": round(wall, 1),
+            "test": _scores(model, root, 224, list(train.class_names), False)}  # fmt: skip
+
+
+def run_auto(root: Path, seed: int, budget: str, metric: str) -> dict[str, Any]:
+    import xferclass
+
+    started = time.monotonic()
+    result = xferclass.train_auto(root / "train", budget=budget, seed=seed, metric=metric)
+    wall = time.monotonic() - started
+    report = result.report
+    tta = report["tta"]["choice"]
+    return {
+        "wall_s": round(wall, 1),
+        "choice": report["choice"],
+        "beats_floor": report["estimate"]["beats_floor"],
+        "estimate": report["estimate"],
+        "experiments": len(report["experiments"]),
+        "skipped": len(report["skipped"]),
+        "test": _scores(
+            result.model,
+            root,
+            result.plan.size,
+            list(report["data"]["class_names"]),
+            False if tta == "no" else tta,
+        ),  # fmt: skip
+    }
+
+
+def _mean_sd(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ({statistics.stdev(values):.3f})"
+
+
+def summarise(results: list[dict[str, Any]], metric: str) -> str:
+    rows = []
+    keys = sorted({(r["data"], r["budget"]) for r in results if r["kind"] == "auto"})
+    for name, budget in keys:
+        autos = [
+            r for r in results if r["kind"] == "auto" and (r["data"], r["budget"]) == (name, budget)
+        ]  # noqa: E501
+        floors = [r for r in results if r["kind"] == "floor" and r["data"] == name]
+        gaps = [a["estimate"]["value"] - a["test"][metric] for a in autos]
+        rows.append([
+            name, budget, len(autos),
+            _mean_sd([f["test"][metric] for f in floors]),
+            _mean_sd([a["test"][metric] for a in autos]),
+            _mean_sd([a["estimate"]["value"] for a in autos]),
+            f"{statistics.mean(gaps):+.3f}",
+            f"{sum(a['beats_floor'] for a in autos)}/{len(autos)}",
+            _mean_sd([f["wall_s"] for f in floors]), _mean_sd([a["wall_s"] for a in autos]),
+        ])  # fmt: skip
+    headers = ["data", "budget", "seeds", f"floor test {metric}", f"auto test {metric}",
+               "auto estimate", "estimate - test", "auto left the floor", "floor wall s",
+               "auto wall s"]  # fmt: skip
+    return _bench.table(headers, rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", nargs="+", required=True, help="NAME=FOLDER ...")
+    parser.add_argument("--budgets", nargs="+", default=["1m", "5m", "15m"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--metric", default="accuracy")
+    parser.add_argument("--no-floor", action="store_true", help="skip the floor runs")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/auto_suite.json"))
+    args = parser.parse_args()
+    info = _bench.machine()
+    results: list[dict[str, Any]] = []
+    if args.out.exists():  # runs add to what earlier runs measured
+        results = json.loads(args.out.read_text())["results"]
+    for item in args.data:
+        name, folder = item.split("=", 1)
+        root = Path(folder)
+        for seed in args.seeds:
+            if not args.no_floor:
+                found = run_floor(root, seed)
+                results.append({"kind": "floor", "data": name, "seed": seed, **found})
+                print(json.dumps(results[-1]), flush=True)
+            for budget in args.budgets:
+                found = run_auto(root, seed, budget, args.metric)
+                results.append({"kind": "auto", "data": name, "seed": seed, "budget": budget,
+                                **found})  # fmt: skip
+                print(json.dumps(results[-1]), flush=True)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"machine": info.__dict__, "results": results},
+                                           indent=1, default=str))  # fmt: skip
+    print(summarise(results, args.metric))
+
+
+if __name__ == "__main__":
+    main()
