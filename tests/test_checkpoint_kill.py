@@ -1,7 +1,7 @@
 """A kill at any instant leaves the previous best checkpoint loadable.
 
-Training runs in subprocesses that save the resume state every epoch and the
-best model at every improvement (tiny epochs, so most of the time is spent
+Training runs in subprocesses that save the resume state (throttled, and at the end of
+each phase) and the best model at improvements (tiny epochs, so much of the time is spent
 saving). Each is killed with SIGKILL at a random
 moment after its first checkpoint exists; the checkpoint must then load.
 """
@@ -85,3 +85,59 @@ def test_sigkill_at_random_moments_never_corrupts_the_checkpoint(tmp_path: Path)
                 process.wait()
             assert process.stderr is not None
             process.stderr.close()
+
+
+class _Clock:
+    """A clock that moves only when told: training takes no time unless a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("epoch_seconds", [0.0, 1000.0])
+def test_resume_state_writes_stay_within_their_share_and_are_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, epoch_seconds: float
+) -> None:
+    """Each resume write costs 10 s: with instant epochs only the first and the phase's
+    last are written; with long epochs every one is. Every write reaches the disk."""
+    import keras
+
+    from helpers import tiny_dataset, tiny_model
+    from xferclass import _engine, _files
+
+    clock = _Clock()
+    written: list[int] = []
+    real = _engine.write_resume_state
+
+    def slow_write(path: str, model: object, optimizer: object, meta: dict) -> None:
+        written.append(meta["epoch"])
+        clock.now += 10.0
+        real(path, model, optimizer, meta)
+
+    class Elapse(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
+            clock.now += epoch_seconds
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(_files.os, "fsync", fsync)
+    monkeypatch.setattr(_engine, "time", clock)
+    monkeypatch.setattr(_engine, "write_resume_state", slow_write)
+    path = tmp_path / "best.keras"
+    xferclass.fit(tiny_model(), tiny_dataset(), epochs=5, checkpoint=path, verbose=0,
+                  callbacks=[Elapse()])  # fmt: skip
+    assert written == ([1, 5] if epoch_seconds == 0 else [1, 2, 3, 4, 5])
+    meta, weights, _ = read_resume_state(str(tmp_path / "best.resume.npz"))
+    assert meta["epoch"] == 5 and len(meta["history"]["loss"]) == 5
+    assert len(weights) == meta["weights"] > 0
+    # The temporary file is fsynced before it is renamed over the state.
+    assert any(".resume.npz" in name for name in synced)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.keras", "best.resume.npz"]

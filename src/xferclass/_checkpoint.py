@@ -7,26 +7,38 @@
   and no more often than keeps its writes within ``CHECKPOINT_SHARE`` (10%) of
   the training time; a better epoch that comes sooner is written later (at the
   next due improvement, at the end, on Ctrl-C or on a non-finite loss).
-* The resume state, written after every epoch, holds only what changes in the
-  current phase: the weights of the model being fitted (the head, or the top of
+* The resume state, written after an epoch under the same kind of throttle
+  (:class:`WriteThrottle`) and after a phase's last epoch, holds only what
+  changes in the current phase: the weights of the model being fitted (the head, or the top of
   the backbone and the head, or the whole model), the optimizer's variables,
   the epoch, the best value and the history. It is one ``.npz`` file, replaced
-  atomically, the way ``keras.callbacks.BackupAndRestore`` keeps its backup.
+  atomically and fsynced, the way ``keras.callbacks.BackupAndRestore`` keeps
+  its backup.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
 import numpy as np
 
 from ._errors import InvalidArgumentError, ModelFileError
+from ._files import atomic_write
 
-__all__ = ["BestWeights", "resume_path", "save_model", "write_resume_state", "read_resume_state"]
+__all__ = [
+    "BestWeights",
+    "WriteThrottle",
+    "resume_path",
+    "save_model",
+    "write_resume_state",
+    "read_resume_state",
+]
 
 
 def save_model(model: keras.Model, path: str | os.PathLike[str]) -> None:
@@ -42,20 +54,52 @@ def save_model(model: keras.Model, path: str | os.PathLike[str]) -> None:
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise InvalidArgumentError(f"path={path!r} must end in .keras")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.", suffix=".tmp.keras", dir=folder
-    )
-    os.close(handle)
-    try:
-        model.save(temporary)
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    atomic_write(path, model.save)
+
+
+class WriteThrottle:
+    """Keeps the writes of one file within ``share`` of the time between them.
+
+    A file write (a whole ``.keras`` model, or a resume state with the whole
+    backbone and the optimizer's slots) can cost seconds while an epoch on
+    cached features takes a fraction of one. A write is due when the time since
+    the last one ended is at least ``1 / share`` times what that write took, so
+    the writes cost at most ``share`` of the time; the first write is always due.
+
+    Args:
+        share: The largest fraction of the time the writes may take.
+        clock: Seconds, monotonic (a test may pass its own).
+
+    Examples:
+        >>> throttle = WriteThrottle(0.1)
+        >>> throttle.due()
+        True
+        >>> with throttle.timed():
+        ...     pass  # write the file
+        >>> throttle.seconds < 1.0
+        True
+    """
+
+    def __init__(self, share: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.share = share
+        self.clock = clock
+        #: How long the last write took, and when it ended (``None``: no write yet).
+        self.seconds = 0.0
+        self.ended: float | None = None
+
+    def due(self) -> bool:
+        """Whether writing now keeps the writes within their share."""
+        if self.ended is None:
+            return True
+        return (self.clock() - self.ended) * self.share >= self.seconds
+
+    @contextlib.contextmanager
+    def timed(self) -> Iterator[None]:
+        """Time the write in the ``with`` block; a write that fails is not counted."""
+        started = self.clock()
+        yield
+        self.ended = self.clock()
+        self.seconds = self.ended - started
 
 
 def resume_path(checkpoint: str) -> str:
@@ -70,15 +114,12 @@ def write_resume_state(path: str, model: keras.Model, optimizer: Any, meta: dict
         arrays[f"w{index}"] = np.asarray(variable)
     for index, variable in enumerate(optimizer.variables if optimizer is not None else []):
         arrays[f"o{index}"] = np.asarray(variable)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".resume.", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as out:
+
+    def write(temporary: str) -> None:
+        with open(temporary, "wb") as out:
             np.savez(out, **arrays)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+
+    atomic_write(path, write)
 
 
 def read_resume_state(path: str) -> tuple[dict[str, Any], list[np.ndarray], list[np.ndarray]]:

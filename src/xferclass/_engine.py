@@ -16,6 +16,7 @@ metrics, loss weights) is used for every sub-model that trains
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -40,6 +41,7 @@ from ._cache import (
 )
 from ._checkpoint import (
     BestWeights,
+    WriteThrottle,
     read_resume_state,
     restore_resume_state,
     resume_path,
@@ -56,7 +58,8 @@ from .models import POOL, ClassifierParts
 __all__ = ["Phase", "TrainConfig", "run_phases"]
 
 CACHE_DTYPES = ("auto", "float32", "float16")
-#: The most of the training time that writing the ``.keras`` checkpoint may take.
+#: The most of the training time that writing the ``.keras`` checkpoint may take
+#: (and, apart, writing the resume state).
 CHECKPOINT_SHARE = 0.1
 
 
@@ -490,6 +493,10 @@ class _Resume:
     slots: list[np.ndarray]
 
 
+def _monotonic() -> float:
+    return time.monotonic()  # looked up when called, so that a test can set the clock
+
+
 @dataclass
 class _Run:
     """The state of one training run over its phases."""
@@ -514,8 +521,8 @@ class _Run:
     written_value: float | None = None
     #: A better epoch than the file's is held in memory, not yet written.
     pending_write: bool = False
-    _write_seconds: float = 0.0
-    _written_at: float | None = None
+    #: The meta of the last epoch whose resume state waits for a due write.
+    _resume_pending: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         has_validation = self.validation is not None
@@ -526,6 +533,8 @@ class _Run:
         self._cut: _CutModels | None = None
         self._head: keras.Model | None = None
         self._monitor_checked = False
+        self._checkpoint_writes = WriteThrottle(CHECKPOINT_SHARE, _monotonic)
+        self._resume_writes = WriteThrottle(CHECKPOINT_SHARE, _monotonic)
 
     # ---------------------------------------------------------------- phases
 
@@ -650,6 +659,7 @@ class _Run:
         )  # fmt: skip
         if guard.bad_loss is not None:
             self._bad_loss(guard.bad_loss, start)
+        self._write_resume(fitted, due=True)  # the phase's last epoch
 
     # ---------------------------------------------------------------- epochs
 
@@ -669,7 +679,7 @@ class _Run:
             if self.restore or self.config.checkpoint is not None:
                 self.best.take(fitted.weights, epoch + 1, value)
             if self.config.checkpoint is not None:
-                if self._write_due():
+                if self._checkpoint_writes.due():
                     self._write_checkpoint()
                 else:
                     self.pending_write = True
@@ -681,32 +691,29 @@ class _Run:
                 "weights": len(fitted.weights),
                 "optimizer_variables": len(fitted.optimizer.variables) if fitted.optimizer else 0,
             }  # fmt: skip
-            path = resume_path(self.config.checkpoint)
-            write_resume_state(path, fitted, fitted.optimizer, meta)
+            self._resume_pending = json.loads(json.dumps(meta))  # as it is now
+            self._write_resume(fitted, due=self._resume_writes.due())
 
-    def _write_due(self) -> bool:
-        """Whether writing the ``.keras`` file now keeps its cost within its share.
+    def _write_resume(self, fitted: keras.Model, *, due: bool) -> None:
+        """Write the resume state of the epoch just ended, when ``due``.
 
-        A full model file costs seconds (the frozen backbone is in it) while a
-        head epoch on cached features may take a fraction of one. The file is
-        written at an improvement when the training time since the last write is
-        at least ``1 / CHECKPOINT_SHARE`` times what that write took, so writes
-        cost at most ``CHECKPOINT_SHARE`` of the training time; a better epoch
-        that comes sooner is held in memory and written at the next due
-        improvement, at the end, on Ctrl-C or on a non-finite loss.
+        Like the ``.keras`` file (:class:`WriteThrottle`), the resume state (in a
+        ``whole`` phase the whole backbone and the optimizer's slots) is written
+        after an epoch only when that keeps its writes within
+        ``CHECKPOINT_SHARE`` of the training time, and after a phase's last epoch.
         """
-        if self._written_at is None:
-            return True
-        since = time.monotonic() - self._written_at
-        return since * CHECKPOINT_SHARE >= self._write_seconds
+        if not due or self._resume_pending is None or self.config.checkpoint is None:
+            return
+        path = resume_path(self.config.checkpoint)
+        with self._resume_writes.timed():
+            write_resume_state(path, fitted, fitted.optimizer, self._resume_pending)
+        self._resume_pending = None
 
     def _write_checkpoint(self) -> None:
         """Write the best model so far (the model's weights now) to the checkpoint."""
         assert self.config.checkpoint is not None
-        started = time.monotonic()
-        save_model(self.model, self.config.checkpoint)
-        self._written_at = time.monotonic()
-        self._write_seconds = self._written_at - started
+        with self._checkpoint_writes.timed():
+            save_model(self.model, self.config.checkpoint)
         self.wrote_checkpoint, self.pending_write = True, False
         self.written_epoch, self.written_value = self.best_epoch, self.best_value
 
