@@ -224,6 +224,7 @@ class Search:
             features.views, labels, np.stack(rows), train_views=views, eval_sets=tta,
             classes=classes, epochs=epochs, units=self.units,
             learning_rate=self.learning_rate, batch_size=self.batch_size, seed=self.seed,
+            record_epochs=choices,
         )  # fmt: skip
         found: dict[Choice, np.ndarray] = {}
         for epoch in choices:
@@ -232,7 +233,7 @@ class Search:
                     oof = np.zeros((len(labels), classes))
                     for j in range(folds):
                         held = fold == j
-                        oof[held] = result.probabilities[epoch - 1][c * folds + j][name][held]
+                        oof[held] = result.probabilities[epoch][c * folds + j][name][held]
                     choice = Choice(features.backbone, features.size, train_views, kind,
                                     epoch, name)  # fmt: skip
                     found[choice] = oof
@@ -267,8 +268,9 @@ def train_final_head(
 
 def choice_table(
     search: Search,
+    pool: Mapping[Any, np.ndarray],
     selection: _headcv.Selection,
-    returned: Choice,
+    returned: Any,
     floor: Choice,
     *,
     fine: Mapping[str, Any] | None = None,
@@ -277,9 +279,13 @@ def choice_table(
     floor, the one returned and, when measured, its fine-tuned version (scored on fold
     0 only); score, seconds, chosen or not."""
     tuned = bool(fine and fine.get("wins"))
-    best: dict[tuple[str, int, str], Choice] = {}
+    best: dict[Any, Any] = {}
     for choice, value in selection.scores.items():
-        key = (choice.backbone, choice.size, choice.train_views)
+        key = (
+            (choice.backbone, choice.size, choice.train_views)
+            if isinstance(choice, Choice)
+            else "average"
+        )
         if key not in best or value > selection.scores[best[key]]:
             best[key] = choice
     shown = sorted({*best.values(), floor, returned}, key=lambda c: -selection.scores[c])
@@ -288,7 +294,7 @@ def choice_table(
     for choice in shown:
         per_fold = [
             _headcv.score(search.metric, search.images.labels[search.fold == j],
-                          search.oof[choice][search.fold == j])
+                          pool[choice][search.fold == j])
             for j in range(folds)
         ]  # fmt: skip
         rows.append(

@@ -179,13 +179,13 @@ class StackedResult:
 
     Attributes:
         probabilities: ``probabilities[e][h]``: head ``h``'s probabilities for
-            every image (plain and per evaluated view, averaged per view set
-            as asked) after epoch ``e + 1``: a dict from view-set name to
-            an array ``(images, classes)``.
+            every image after epoch ``e`` (one of those asked to be recorded):
+            a dict from view-set name to an array ``(images, classes)``, the
+            average of that set's views.
         weights: The stacked weights at the end, for :func:`head_weights`.
     """
 
-    probabilities: list[list[dict[str, np.ndarray]]]
+    probabilities: dict[int, list[dict[str, np.ndarray]]]
     weights: list[np.ndarray]
 
 
@@ -207,6 +207,7 @@ def train_stacked_heads(
     learning_rate: float = 1e-3,
     batch_size: int = 32,
     seed: int = 0,
+    record_epochs: Sequence[int] | None = None,
     on_epoch: Callable[[int], None] | None = None,
 ) -> StackedResult:
     """Train one stack of heads on cached features and record their probabilities.
@@ -226,6 +227,8 @@ def train_stacked_heads(
         learning_rate: Adam's learning rate.
         batch_size: Rows per step.
         seed: Seed of the initial weights and of the order.
+        record_epochs: Epochs (from 1) after which to record the probabilities;
+            None: every epoch.
         on_epoch: Called with the epoch number after each epoch.
     """
     import keras
@@ -239,22 +242,23 @@ def train_stacked_heads(
     targets = onehot[:, None, :] * row_weights.T[:, :, None].astype(np.float32)
     x = np.concatenate([views[name] for name in train_views]).astype(np.float32)
     y = np.concatenate([targets] * len(train_views))
-    recorded: list[list[dict[str, np.ndarray]]] = []
+    recorded: dict[int, list[dict[str, np.ndarray]]] = {}
     needed = sorted({name for names in eval_sets.values() for name in names})
+    wanted = set(range(1, epochs + 1) if record_epochs is None else record_epochs)
 
     def record(epoch: int, logs: Any = None) -> None:
-        outputs = {name: _predict(model, views[name]) for name in needed}
-        recorded.append(
-            [
-                {
-                    key: np.mean([outputs[n][:, h] for n in names], axis=0)
-                    for key, names in eval_sets.items()
-                }
-                for h in range(heads)
-            ]  # fmt: skip
-        )
         if on_epoch is not None:
             on_epoch(epoch + 1)
+        if epoch + 1 not in wanted or not needed:
+            return
+        outputs = {name: _predict(model, views[name]) for name in needed}
+        recorded[epoch + 1] = [
+            {
+                key: np.mean([outputs[n][:, h] for n in names], axis=0)
+                for key, names in eval_sets.items()
+            }
+            for h in range(heads)
+        ]  # fmt: skip
 
     callback = keras.callbacks.LambdaCallback(on_epoch_end=record)
     model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ._auto_ensemble import MAX_MEMBERS, Ensemble, build_ensemble, ensemble_candidates
 from ._auto_plan import (
     PREFERENCE,
     SCALES,
@@ -187,6 +188,9 @@ class AutoPlan:
         unfreeze: Fraction of the backbone fine-tuned.
         head_learning_rate: Adam's learning rate of the head.
         reasons: One sentence per decision, keyed by the decision.
+        members: For an average of models, each member's choice (``backbone`` then
+            joins their names with " + " and ``size`` is the largest of their sizes,
+            the input size of the averaged model).
     """
 
     backbone: str
@@ -200,6 +204,7 @@ class AutoPlan:
     unfreeze: float = 0.0
     head_learning_rate: float = 1e-3
     reasons: dict[str, str] = field(default_factory=dict, compare=False)
+    members: list[dict[str, Any]] = field(default_factory=list, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON-ready data."""
@@ -491,8 +496,12 @@ def _score(search: Search, choice: Choice) -> float:
 
 def _forget(search: Search, builder: _Builder, floor: Choice) -> None:
     """Drop the features and models of pairs that can no longer be returned (memory)."""
-    best = max(search.oof, key=lambda c: _score(search, c))
-    keep = {(floor.backbone, floor.size), (best.backbone, best.size)}
+    best: dict[tuple[str, int], float] = {}
+    for choice in search.oof:
+        pair = (choice.backbone, choice.size)
+        best[pair] = max(best.get(pair, -1.0), _score(search, choice))
+    ranked = sorted(best, key=lambda pair: -best[pair])[:MAX_MEMBERS]  # an average's members
+    keep = {(floor.backbone, floor.size), *ranked}
     for pair in [p for p in search.features if p not in keep]:
         del search.features[pair]
         builder.models.pop(pair, None)
@@ -501,7 +510,7 @@ def _forget(search: Search, builder: _Builder, floor: Choice) -> None:
 # --------------------------------------------------------------------------- decision
 
 
-def _decide(search: Search, floor: Choice, fixed: Mapping[str, Any]) -> tuple[Choice, dict]:
+def _decide(search: Search, floor: Choice, fixed: Mapping[str, Any]) -> tuple[Any, dict]:
     """The choice to return and its held-out estimate: the floor unless something beat it."""
     from ._headcv import score, select
 
@@ -512,7 +521,9 @@ def _decide(search: Search, floor: Choice, fixed: Mapping[str, Any]) -> tuple[Ch
             return False
         return True
 
-    pool = {c: p for c, p in search.oof.items() if c == floor or allowed(c)}
+    pool: dict[Any, np.ndarray] = {c: p for c, p in search.oof.items() if c == floor or allowed(c)}
+    singles = {c: p for c, p in pool.items() if c == floor or allowed(c) and c != floor}
+    pool.update(ensemble_candidates(singles, search.images.labels, search.metric))
     selection = select(pool, search.images.labels, search.fold, search.metric, prefer=[floor])
     labels, fold = search.images.labels, search.fold
     per_fold = [score(search.metric, labels[fold == j], search.oof[floor][fold == j])
@@ -543,18 +554,24 @@ def _decide(search: Search, floor: Choice, fixed: Mapping[str, Any]) -> tuple[Ch
         "how": "each fold scored by the choice made on the other folds"
         if chosen != floor else "the floor's cross-validated score (no choice made on it)",
     }  # fmt: skip
-    return chosen, {"selection": selection, "estimate": estimate, "why": why}
+    return chosen, {"selection": selection, "estimate": estimate, "why": why, "pool": pool}
 
 
 # --------------------------------------------------------------------------- result
 
 
 def _final_model(
-    search: Search, builder: _Builder, choice: Choice, *, seed: int, batch_size: int
+    search: Search, builder: _Builder, choice: Any, *, seed: int, batch_size: int
 ) -> Any:
-    """``choice``'s classifier, its head trained on every image as each fold's head was."""
+    """``choice``'s classifier, its head trained on every image as each fold's head was
+    (for an average, each member's)."""
     from ._common import store_class_names
     from .models import HEAD_DENSE, PREDICTIONS
+
+    if isinstance(choice, Ensemble):
+        members = [_final_model(search, builder, m, seed=seed, batch_size=batch_size)
+                   for m in choice.members]  # fmt: skip
+        return build_ensemble(members, search.images.class_names)
 
     labels = search.images.labels
     features = search.features[(choice.backbone, choice.size)]
@@ -570,8 +587,18 @@ def _final_model(
 
 
 def _plan(
-    choice: Choice, floor: Choice, decision: Mapping[str, Any], lr: float, fine: Mapping
+    choice: Any, floor: Choice, decision: Mapping[str, Any], lr: float, fine: Mapping
 ) -> AutoPlan:
+    if isinstance(choice, Ensemble):
+        first = choice.members[0]
+        return AutoPlan(
+            backbone=" + ".join(m.backbone for m in choice.members),
+            size=max(m.size for m in choice.members), head_epochs=first.epochs,
+            augment=None if first.train_views == "plain" else first.train_views,
+            class_weight=first.class_weight, tta=choice.tta, floor=False,
+            head_learning_rate=lr, reasons={"choice": decision["why"]},
+            members=[dict(as_mapping(m)) for m in choice.members],
+        )  # fmt: skip
     views = {"plain": None, "flip": "flip", "rotations": "rotations"}[choice.train_views]
     return AutoPlan(
         backbone=choice.backbone, size=choice.size, head_epochs=choice.epochs, augment=views,
@@ -632,10 +659,15 @@ def _report(
             "validation_given": data.validation_given,
         },  # fmt: skip
         "floor": dict(as_mapping(floor)),
-        "choice": dict(as_mapping(choice)),
+        "choice": choice.to_dict() if isinstance(choice, Ensemble) else dict(as_mapping(choice)),
         "experiments": search.log,
         "candidates": choice_table(
-            search, decision["selection"], choice, floor, fine=extra["fine_tune"]
+            search,
+            decision["pool"],
+            decision["selection"],
+            choice,
+            floor,
+            fine=extra["fine_tune"],
         ),  # fmt: skip
         "tta": {"choice": "no" if choice.tta == "none" else choice.tta, "reason": tta_reason},
         "estimate": decision["estimate"],
@@ -761,11 +793,14 @@ def _search_then_fine_tune(
     search.deadline = min(end, frozen_deadline) if wanted != 0 else end
     skipped = _run_search(search, builder, timed, native, floor, fixed, end)
     choice, decision = _decide(search, floor, fixed)
+    fine: dict[str, Any] = {"measured": False}
+    if isinstance(choice, Ensemble):
+        fine["reason"] = "the returned model averages several; fine-tuning is measured on one"
+        return {"choice": choice, "decision": decision, "fine_tune": fine, "skipped": skipped}
     cost = _pass_cost(search, choice.backbone, choice.size, timed, native)
     folds = int(search.fold.max() + 1)
     epochs = plan_epochs(end - search.clock(), len(search.images.paths), folds, cost)
     epochs = min(epochs, wanted) if wanted > 0 and epochs else epochs
-    fine: dict[str, Any] = {"measured": False}
     if wanted == 0:
         fine["reason"] = "turned off by the caller (fine_tune_epochs=0)"
     elif not epochs:

@@ -1,0 +1,83 @@
+"""Averaged models of the automatic recipe: which averages are candidates, and the averaged
+model as an ordinary classifier (predictions, saving, TTA, the report, export)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import xferclass
+from helpers import tiny_arrays
+from xferclass import auto
+from xferclass._auto_ensemble import Ensemble, build_ensemble, ensemble_candidates
+from xferclass._auto_report import store_report
+from xferclass._auto_search import Choice
+
+NAMES = ["circle", "square", "triangle"]
+
+
+def _probabilities(rng: np.random.Generator, labels: np.ndarray, right: float) -> np.ndarray:
+    found = rng.dirichlet(np.ones(3), len(labels))
+    hit = rng.uniform(size=len(labels)) < right
+    found[hit, labels[hit]] += 2.0
+    return found / found.sum(1, keepdims=True)
+
+
+def test_averages_of_the_best_pair_of_each_backbone_and_size_are_candidates() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.arange(300) % 3
+    a = Choice("a", 224, "plain", "none", 10, "none")
+    a_worse = Choice("a", 224, "plain", "balanced", 10, "none")
+    b = Choice("b", 260, "flip", "sqrt", 5, "none")
+    c = Choice("c", 240, "plain", "none", 15, "none")
+    c_flip = Choice("c", 240, "flip", "none", 15, "flip")
+    oof = {a: _probabilities(rng, labels, 0.9), a_worse: _probabilities(rng, labels, 0.5),
+           b: _probabilities(rng, labels, 0.8), c: _probabilities(rng, labels, 0.7),
+           c_flip: _probabilities(rng, labels, 0.7)}  # fmt: skip
+    found = ensemble_candidates(oof, labels, "accuracy")
+    # Per TTA: the best of each pair, ranked; averages of the best 2 and 3. "flip" has one pair.
+    assert set(found) == {Ensemble((a, b)), Ensemble((a, b, c))}
+    np.testing.assert_allclose(found[Ensemble((a, b, c))], (oof[a] + oof[b] + oof[c]) / 3)
+    assert Ensemble((a, b)).tta == "none" and "average of" in Ensemble((a, b)).label()
+
+
+def _member(seed: int, size: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    return xferclass.build_classifier("test_tiny", num_classes=3, weights=None, input_size=size)
+
+
+def test_the_averaged_model_predicts_the_mean_and_works_like_any_classifier(
+    tmp_path: Path,
+) -> None:
+    small, large, other = _member(1, 32), _member(2, 48), _member(3, 48)
+    model = build_ensemble([large, small, other], NAMES)
+    assert model.input_shape == (None, 48, 48, 3) and model.output_shape == (None, 3)
+    images, _ = tiny_arrays(6, size=48)
+    resized = keras.ops.convert_to_numpy(keras.layers.Resizing(32, 32)(images))
+    expected = (large.predict(images, verbose=0) + small.predict(resized, verbose=0)
+                + other.predict(images, verbose=0)) / 3  # fmt: skip
+    np.testing.assert_allclose(model.predict(images, verbose=0), expected, atol=1e-5)
+    # Class names and the report travel with it, through a saved file.
+    assert store_report(model, {"plan": {"backbone": "test_tiny + test_tiny"}})
+    path = tmp_path / "average.keras"
+    xferclass.save_model(model, path)
+    loaded = xferclass.load_model(path)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), expected, atol=1e-5)
+    assert auto.read_report(path) == {"plan": {"backbone": "test_tiny + test_tiny"}}
+    predictions = xferclass.predict(loaded, images)
+    assert list(predictions.class_names) == NAMES
+    flipped = xferclass.predict(loaded, images, tta="flip")
+    mirror = model.predict(images[:, :, ::-1], verbose=0)
+    np.testing.assert_allclose(flipped.probabilities, (expected + mirror) / 2, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["saved_model", "onnx", "openvino", "litert"])
+def test_the_averaged_model_exports_and_its_artifacts_verify(tmp_path: Path, fmt: str) -> None:
+    model = build_ensemble([_member(1, 48), _member(2, 32)], NAMES)
+    target = {"saved_model": "sm", "onnx": "m.onnx", "openvino": "m.xml", "litert": "m.tflite"}
+    written = xferclass.export(model, tmp_path / target[fmt], format=fmt)
+    assert written and all(Path(p).exists() for p in written)
