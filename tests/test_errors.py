@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import ast
 import builtins
+import logging
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+from typing import Any
 
+import keras
 import pytest
 
 import xferclass
@@ -21,9 +27,7 @@ from xferclass import _errors
 SOURCE = Path(xferclass.__file__).parent
 
 #: Internal checks, not bad input: (file, exception class, why).
-ALLOWED = {
-    ("_imagenet.py", "RuntimeError"): "the packaged imagenet_classes.txt is damaged",
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def _raised_class(node: ast.Raise) -> str | None:
@@ -88,3 +92,128 @@ def test_bad_input_errors_are_caught_both_ways():
         xferclass.fit("model.keras", tiny_dataset(), verbose=0)
     with pytest.raises(xferclass.InvalidArgumentError, match="num_classes=1"):
         xferclass.build_classifier("test_tiny", num_classes=1, weights=None)
+
+
+# ---------------------------------------------------------------- error contract
+
+
+def test_a_damaged_imagenet_class_list_is_an_xferclass_error(monkeypatch):
+    from xferclass import _imagenet
+
+    class Damaged:
+        def joinpath(self, name: str) -> Any:
+            return self
+
+        def read_text(self, encoding: str) -> str:
+            return "tench\ngoldfish\n"
+
+    monkeypatch.setattr(_imagenet.resources, "files", lambda package: Damaged())
+    _imagenet._class_names.cache_clear()
+    try:
+        with pytest.raises(xferclass.WeightsUnavailableError, match="has 2 names, not 1000"):
+            _imagenet.imagenet_class_names()
+    finally:
+        monkeypatch.undo()
+        _imagenet._class_names.cache_clear()
+    assert len(_imagenet.imagenet_class_names()) == 1000
+
+
+def test_first_line():
+    assert _errors.first_line(RuntimeError("  op not supported\nsecond line")) == "op not supported"
+    assert _errors.first_line(MemoryError()) == "MemoryError"
+    assert len(_errors.first_line(ValueError("x" * 1000))) == 300
+
+
+def _have(*modules: str) -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+needs_ort = pytest.mark.skipif(
+    not _have("onnx", "tf2onnx", "onnxruntime"),
+    reason="needs onnx, tf2onnx and onnxruntime (pip install 'xferclass[export]')",
+)
+
+
+@pytest.fixture
+def onnx_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from xferclass import _runtime
+
+    monkeypatch.setenv("XFERCLASS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(_runtime, "_DECISIONS", {})
+    _runtime.open_session.cache_clear()
+    yield tmp_path / "cache"
+    _runtime.open_session.cache_clear()
+
+
+@needs_ort
+def test_onnxruntime_errors_are_export_errors_with_the_first_line(onnx_cache, tmp_path):
+    from helpers import tiny_arrays, tiny_model
+    from xferclass import _runtime
+    from xferclass._common import forward_function
+
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not an onnx model")
+    with pytest.raises(xferclass.ExportError, match="onnxruntime could not load garbage.onnx") as e:
+        _runtime.open_session(garbage, "onnxruntime")
+    assert isinstance(e.value, RuntimeError) and "\n" not in str(e.value)
+    forward = forward_function(tiny_model(), engine="onnxruntime")
+    images, _ = tiny_arrays(2)
+    assert forward(images).shape == (2, 3)
+    with pytest.raises(xferclass.ExportError, match="onnxruntime could not run") as e:
+        forward(images[:, :7, :7])  # the converted model takes 32x32 images
+    assert "\n" not in str(e.value) and e.value.__cause__ is not None
+
+
+@needs_ort
+def test_a_runtime_fallback_is_a_warning(onnx_cache, monkeypatch, caplog):
+    from helpers import tiny_model
+    from xferclass._common import forward_function
+
+    def broken(self: keras.Model, filepath: str, **kwargs: Any) -> None:
+        raise ValueError("Unsupported op: SomeOp\ndetails")
+
+    monkeypatch.setattr(keras.Model, "export", broken)
+    model = tiny_model()
+    with caplog.at_level(logging.INFO, logger="xferclass"):
+        assert forward_function(model, engine="auto") == model.predict_on_batch
+    (record,) = [r for r in caplog.records if r.name == "xferclass"]
+    assert record.levelno == logging.WARNING
+    assert "stays on Keras" in record.getMessage() and "SomeOp" in record.getMessage()
+
+
+@needs_ort
+def test_a_runtime_fallback_is_seen_at_verbose_0(tmp_path):
+    """In a plain process (no logging set up), ``verbose=0`` still shows the fallback."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import keras, numpy as np
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from helpers import tiny_arrays, tiny_model
+        import xferclass
+
+        def broken(self, filepath, **kwargs):
+            raise ValueError("Unsupported op: SomeOp")
+
+        keras.Model.export = broken
+        images, _ = tiny_arrays(64)
+        xferclass.predict(tiny_model(), images, batch_size=2, engine="auto", verbose=0)
+        print("done")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={
+            **__import__("os").environ,
+            "XFERCLASS_CACHE_DIR": str(tmp_path),
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+        },  # fmt: skip
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = [line for line in done.stderr.splitlines() if "stays on Keras" in line]
+    assert "Unsupported op: SomeOp" in line

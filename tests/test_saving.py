@@ -85,3 +85,33 @@ def test_lambda_layers_are_refused_by_safe_mode(tmp_path):
     keras.Model(inputs, outputs).save(path)
     with pytest.raises(xferclass.ModelFileError, match="could not be loaded"):
         xferclass.load_model(path)
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RecursionError("too deep"), KeyboardInterrupt()])
+def test_load_model_lets_errors_that_are_not_the_files_through(tmp_path, monkeypatch, error):
+    import keras
+
+    good = tmp_path / "good.keras"
+    tiny_model().save(good)
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(keras.models, "load_model", fail)
+    with pytest.raises(type(error)):
+        xferclass.load_model(good)
+
+
+def test_load_model_names_the_first_line_of_a_file_error(tmp_path):
+    good = tmp_path / "good.keras"
+    tiny_model().save(good)
+    with zipfile.ZipFile(good) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    entries["config.json"] = b"{not json\nat all"
+    broken = tmp_path / "broken.keras"
+    with zipfile.ZipFile(broken, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    with pytest.raises(xferclass.ModelFileError, match="could not be loaded: ") as caught:
+        xferclass.load_model(broken)
+    assert "\n" not in str(caught.value) and caught.value.__cause__ is not None

@@ -62,4 +62,17 @@ class MissingDependencyError(XferclassError, ImportError):
 
 
 class ExportError(XferclassError, RuntimeError):
-    """A model could not be exported to the asked-for format."""
+    """A model could not be exported to the asked-for format, or loaded or run on its runtime."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (its class name when it has none), for a message.
+
+    Examples:
+        >>> first_line(ValueError("Unsupported op: SomeOp\\n  at node 3"))
+        'Unsupported op: SomeOp'
+        >>> first_line(MemoryError())
+        'MemoryError'
+    """
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__

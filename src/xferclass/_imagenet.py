@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import InvalidArgumentError
+from ._errors import InvalidArgumentError, WeightsUnavailableError
 
 __all__ = ["IMAGENET_CLASSES", "decode_imagenet_predictions", "imagenet_class_names"]
 
@@ -21,7 +21,10 @@ def _class_names() -> tuple[str, ...]:
     text = resources.files(__package__).joinpath("imagenet_classes.txt").read_text("utf-8")
     names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if len(names) != IMAGENET_CLASSES:
-        raise RuntimeError(f"imagenet_classes.txt has {len(names)} names, not 1000")
+        raise WeightsUnavailableError(
+            f"the packaged imagenet_classes.txt has {len(names)} names, not "
+            f"{IMAGENET_CLASSES}; reinstall xferclass"
+        )
     return names
 
 

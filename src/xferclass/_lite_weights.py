@@ -12,16 +12,15 @@ that file (and no longer need the package).
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
-import uuid
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from ._errors import MissingDependencyError, WeightsUnavailableError
+from ._files import atomic_write
 from ._imagenet import IMAGENET_CLASSES
 from ._lite_arch import LiteVariant, build
 from ._log import logger
@@ -162,16 +161,7 @@ def _convert_to(variant: LiteVariant, path: Path) -> None:
         ) from error
     model = build(variant, (variant.size, variant.size, 3), True)
     convert_state_dict(state, model, variant)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name in the same folder, so that os.replace is atomic; Keras
-    # insists on the ".weights.h5" suffix.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.weights.h5")
-    try:
-        model.save_weights(temporary)
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
+    atomic_write(path, model.save_weights, suffix=".weights.h5")  # Keras insists on it
     logger.info("converted the %s ImageNet checkpoint into %s", variant.name, path)
 
 

@@ -16,7 +16,10 @@ file and pays nothing for conversion.
 ``engine="auto"`` (see :func:`runtime_forward`) uses a runtime only on a CPU,
 only when one is installed and only when it measured faster than Keras on the
 first batches of the pass; otherwise, and whenever conversion fails, it stays
-on Keras and says why in one line of the ``xferclass`` logger.
+on Keras and says why in one line of the ``xferclass`` logger: a warning when
+it falls back because something failed (conversion, loading, a runtime's
+answers), so that it shows at ``verbose=0`` too. A runtime's own errors reach
+the caller as :class:`~xferclass.ExportError` with the first line of the cause.
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +39,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from ._errors import ExportError, InvalidArgumentError, MissingDependencyError
+from ._errors import ExportError, InvalidArgumentError, MissingDependencyError, first_line
+from ._files import atomic_write
 from ._log import logger
 
 __all__ = [
@@ -213,24 +217,18 @@ def convert_to_onnx(model: keras.Model, *, directory: Path | None = None) -> Pat
     if path.is_file():
         logger.debug("reusing the converted model %s", path)
         return path
-    folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     shape = model.input_shape
     if isinstance(shape, tuple) and all(side is not None for side in shape[1:]):
         model(np.zeros((1, *shape[1:]), dtype=model.inputs[0].dtype))  # builds every layer
-    # A unique name in the same folder, so that os.replace is atomic.
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex}.onnx")
     try:
-        try:
-            model.export(str(temporary), format="onnx", verbose=False)
-        except Exception as error:
-            raise ExportError(
-                f"Keras could not convert {model.name!r} to ONNX: {_first_line(error)}"
-            ) from error
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
+        atomic_write(path, lambda name: model.export(name, format="onnx", verbose=False))
+    except MemoryError:
+        raise
+    except Exception as error:
+        raise ExportError(
+            f"Keras could not convert {model.name!r} to ONNX: {first_line(error)}"
+        ) from error
     logger.info(
         "converted %s to ONNX in %.1f s (cached as %s)",
         _backbone_label(model),
@@ -238,11 +236,6 @@ def convert_to_onnx(model: keras.Model, *, directory: Path | None = None) -> Pat
         path,
     )
     return path
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
 
 
 # ---------------------------------------------------------------- sessions
@@ -277,7 +270,14 @@ class RuntimeForward:
         array = np.asarray(images)
         if array.dtype != self._dtype:
             array = array.astype(self._dtype)
-        outputs = self._run(np.ascontiguousarray(array))
+        try:
+            outputs = self._run(np.ascontiguousarray(array))
+        except MemoryError:
+            raise
+        except Exception as error:
+            raise ExportError(
+                f"{self.engine} could not run {self.path.name}: {first_line(error)}"
+            ) from error
         return outputs[0] if len(outputs) == 1 else outputs
 
 
@@ -334,11 +334,14 @@ def open_session(path: Path, engine: str) -> RuntimeForward:
     run load the model once.
     """
     require_runtime(engine)
-    if engine == "onnxruntime":
-        return _onnxruntime_session(path)
-    if engine == "openvino":
-        return _openvino_session(path)
-    raise InvalidArgumentError(f"engine={engine!r} is not a runtime; use one of {RUNTIMES}")
+    if engine not in RUNTIMES:
+        raise InvalidArgumentError(f"engine={engine!r} is not a runtime; use one of {RUNTIMES}")
+    try:
+        return _onnxruntime_session(path) if engine == "onnxruntime" else _openvino_session(path)
+    except MemoryError:
+        raise
+    except Exception as error:
+        raise ExportError(f"{engine} could not load {path.name}: {first_line(error)}") from error
 
 
 # ---------------------------------------------------------------- choosing
@@ -411,7 +414,7 @@ class _Auto:
             try:
                 actual = runtime(images)
             except Exception as error:
-                self._drop(runtime, f"{runtime.engine} failed: {_first_line(error)}")
+                self._drop(runtime, first_line(error))
                 continue
             timed[runtime.engine] = time.perf_counter() - start
             if self.calls == 1:
@@ -422,7 +425,7 @@ class _Auto:
                         f"{runtime.engine} differs from Keras by {worst:.2e} on the first batch",
                     )
         if not self.runtimes:
-            return self._choose_keras(self.dropped, expected)
+            return self._choose_keras(self.dropped, expected, logging.WARNING)
         if self.calls == 1:
             return expected
         self.images += len(np.asarray(images))
@@ -458,12 +461,14 @@ class _Auto:
                 f"{fastest.engine} was not {MIN_SPEEDUP}x faster on the first batches "
                 f"({runtime_time:.3f} s vs {keras_time:.3f} s)",
                 None,
+                logging.INFO,
             )
         _remember(self.path, self.engine, rates)
 
-    def _choose_keras(self, reason: str, expected: Any) -> Any:
+    def _choose_keras(self, reason: str, expected: Any, level: int) -> Any:
+        """Go on with Keras: a measured choice (INFO) or a fallback (WARNING)."""
         self.chosen, self.engine = self.keras_forward, "keras"
-        logger.info("engine='auto' stays on Keras: %s", reason)
+        logger.log(level, "engine='auto' stays on Keras: %s", reason)
         return expected
 
 
@@ -498,15 +503,11 @@ def _remember(path: Path, engine: str, rates: dict[str, float]) -> None:
     except (OSError, ValueError):
         record = {}
     record[_machine()] = {"engine": engine, "images_per_s": rates}
-    temporary = record_path.with_name(f".{record_path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+    text = json.dumps(record, indent=1, sort_keys=True)
     try:
-        temporary.write_text(json.dumps(record, indent=1, sort_keys=True))
-        os.replace(temporary, record_path)
+        atomic_write(record_path, lambda name: Path(name).write_text(text))
     except OSError as error:
         logger.debug("could not keep the engine choice in %s: %s", record_path, error)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
 
 
 def _recalled(path: Path) -> tuple[str, dict[str, float]] | None:
@@ -574,7 +575,7 @@ def runtime_forward(
     try:
         path = convert_to_onnx(model)
     except Exception as error:
-        logger.info("engine='auto' stays on Keras: %s", _first_line(error))
+        logger.warning("engine='auto' stays on Keras: %s", first_line(error))
         return keras_forward
     recalled = _recalled(path)
     if recalled is not None:
@@ -592,15 +593,17 @@ def runtime_forward(
             try:
                 return open_session(path, engine)
             except Exception as error:
-                logger.info("engine='auto' stays on Keras: %s", _first_line(error))
+                logger.warning("engine='auto' stays on Keras: %s", first_line(error))
                 return keras_forward
     sessions = []
     for engine in runtimes:
         try:
             sessions.append(open_session(path, engine))
         except Exception as error:
-            logger.info("engine='auto' cannot load the model on %s: %s", engine, _first_line(error))
+            logger.warning(
+                "engine='auto' cannot load the model on %s: %s", engine, first_line(error)
+            )
     if not sessions:
-        logger.info("engine='auto' stays on Keras: no runtime could load the converted model")
+        logger.warning("engine='auto' stays on Keras: no runtime could load the converted model")
         return keras_forward
     return _Auto(keras_forward, sessions)

@@ -7,9 +7,24 @@ import zipfile
 
 import keras
 
-from ._errors import ModelFileError
+from ._errors import ModelFileError, first_line
 
 __all__ = ["load_model"]
+
+#: What reading a damaged or foreign file raises inside Keras (bad JSON, an
+#: unknown class, missing or misshapen weights, a broken zip or HDF5 member).
+#: Anything else (``MemoryError``, ``RecursionError``, a TensorFlow resource
+#: error) is not the file's fault and goes through as it is.
+_FILE_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    zipfile.BadZipFile,
+)
 
 
 def load_model(path: str | os.PathLike[str], *, compile: bool = True) -> keras.Model:
@@ -61,8 +76,5 @@ def load_model(path: str | os.PathLike[str], *, compile: bool = True) -> keras.M
         return keras.models.load_model(path, compile=compile, safe_mode=True)
     except ModelFileError:
         raise
-    except Exception as error:
-        text = str(error).strip().splitlines()
-        raise ModelFileError(
-            f"model={path!r} could not be loaded: {text[0] if text else type(error).__name__}"
-        ) from error
+    except _FILE_ERRORS as error:
+        raise ModelFileError(f"model={path!r} could not be loaded: {first_line(error)}") from error
