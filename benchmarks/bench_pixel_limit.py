@@ -138,7 +138,7 @@ def memory(work: str, count: int) -> None:
 
 
 def speed(work: str, n: int, repeats: int) -> None:
-    from xferclass import data
+    from xferclass import _filecheck, data
 
     root = os.path.join(work, "many")
     variants = [
@@ -152,7 +152,7 @@ def speed(work: str, n: int, repeats: int) -> None:
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, f"img_{i:07d}.jpg"), "wb") as file:
             file.write(variants[i % len(variants)])
-    with_headers = data.header_from_file
+    with_headers = _filecheck.header_from_file
 
     def without_headers(file: object) -> None:
         return None
@@ -160,14 +160,14 @@ def speed(work: str, n: int, repeats: int) -> None:
     times: dict[str, list[float]] = {"with header reads": [], "without": []}
     for _ in range(repeats):
         for label, reader in (("with header reads", with_headers), ("without", without_headers)):
-            data.header_from_file = reader  # type: ignore[assignment]
-            data._clear_check_cache()
+            _filecheck.header_from_file = reader  # type: ignore[assignment]
+            _filecheck.clear_check_cache()
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 data.load_image_dataset(root, 32, batch_size=256)
             times[label].append(time.perf_counter() - start)
-    data.header_from_file = with_headers
+    _filecheck.header_from_file = with_headers
     print(f"part 2: check of {n:,} JPEGs of 32x32, best of {repeats} alternating runs")
     for label, values in times.items():
         print(f"  {label:<20}{min(values):>7.2f} s  (all: {', '.join(f'{v:.2f}' for v in values)})")

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import TINY_CLASSES, TINY_PER_CLASS, make_shape_dataset
-from xferclass import DatasetError
+from xferclass import DatasetError, _decode, _exif
 from xferclass import data as data_module
 from xferclass.data import (
     IMAGE_EXTENSIONS,
@@ -417,7 +417,7 @@ def test_exif_orientations_all_match_pillow(tmp_path: Path) -> None:
         picture.save(path, "JPEG", quality=95, exif=exif.tobytes())
         with image_module.open(path) as opened:
             truth = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
-        assert data_module._exif_orientation(str(path)) == orientation
+        assert _exif.exif_orientation(str(path)) == orientation
         (decoded,) = read_images([path], truth.shape[:2])
         assert np.abs(decoded - truth).max() <= 2, orientation
 
@@ -447,14 +447,14 @@ def test_exif_big_and_little_endian_after_jfif(tmp_path: Path, order: str) -> No
     pixels = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
     path = tmp_path / "photo.jpg"
     path.write_bytes(_jpeg_with_exif(_tiff(order, 6, thumbnail=40_000), pixels))
-    assert data_module._exif_orientation(str(path)) == 6
+    assert _exif.exif_orientation(str(path)) == 6
     upright = read_images([path], (24, 16))  # stored 16 x 24, shown 24 high, 16 wide
     stored = tf.io.decode_jpeg(path.read_bytes(), dct_method="INTEGER_ACCURATE").numpy()
     np.testing.assert_array_equal(upright[0], np.rot90(stored, k=-1))  # 90 degrees clockwise
 
 
 _ORIENTATION_IN_GRAPH = tf.function(
-    data_module._orientation_in_graph, input_signature=[tf.TensorSpec([], tf.string)]
+    _decode.orientation_in_graph, input_signature=[tf.TensorSpec([], tf.string)]
 )
 
 
@@ -468,7 +468,7 @@ def test_exif_parser_never_fails(tiff: bytes, cut: int) -> None:
         _jpeg_with_exif(b"MM\x00*" + tiff, pixels),
         _jpeg_with_exif(b"II*\x00" + tiff, pixels)[:cut],
     ):
-        orientation = data_module._orientation_from_file(io.BytesIO(content))
+        orientation = _exif.orientation_from_file(io.BytesIO(content))
         assert 1 <= orientation <= 8
         assert int(_ORIENTATION_IN_GRAPH(tf.constant(content))) == orientation
 
@@ -478,7 +478,7 @@ def test_exif_parser_never_fails(tiff: bytes, cut: int) -> None:
 def test_exif_orientation_in_graph_matches_the_file_reader(order: str, orientation: int) -> None:
     pixels = np.zeros((8, 8, 3), np.uint8)
     content = _jpeg_with_exif(_tiff(order, orientation, thumbnail=300), pixels)
-    assert data_module._orientation_from_file(io.BytesIO(content)) == orientation
+    assert _exif.orientation_from_file(io.BytesIO(content)) == orientation
     assert int(_ORIENTATION_IN_GRAPH(tf.constant(content))) == orientation
     png = tf.io.encode_png(pixels).numpy()
     assert int(_ORIENTATION_IN_GRAPH(tf.constant(png))) == 1

@@ -308,10 +308,10 @@ def test_check_in_rounds_gives_the_same_result(
     bomb_folder: Path, files_per_round: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Headers are read a round ahead of the decoding; any round size gives one answer."""
-    from xferclass import data
+    from xferclass import _filecheck
 
-    monkeypatch.setattr(data, "_CHECK_ROUND", files_per_round)
-    data._clear_check_cache()
+    monkeypatch.setattr(_filecheck, "CHECK_ROUND", files_per_round)
+    _filecheck.clear_check_cache()
     (bomb_folder / "triangle" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     with pytest.warns(SkippedFilesWarning, match="Skipped 3 of 15"):
         dataset = load_image_dataset(bomb_folder, 32, shuffle=False)
@@ -337,9 +337,9 @@ def _graph_pixels() -> object:
     """The in-graph header reader, traced once for the whole module."""
     import tensorflow as tf
 
-    from xferclass import data
+    from xferclass import _decode
 
-    return tf.function(data._pixels_in_graph, input_signature=[tf.TensorSpec([], tf.string)])
+    return tf.function(_decode.pixels_in_graph, input_signature=[tf.TensorSpec([], tf.string)])
 
 
 def test_graph_header_reader_matches_the_python_one(bomb_png: Path) -> None:

@@ -25,6 +25,7 @@ from ._log import logger
 
 __all__ = [
     "ActivationStore",
+    "Budget",
     "CachedSplit",
     "EpochClock",
     "cache_split",
@@ -38,10 +39,24 @@ DEFAULT_MEMORY_LIMIT = 2 * 1024**3
 
 
 def memory_limit_from_env(value: int | None) -> int:
+    """The cache's memory budget in bytes: ``value``, else ``$XFERCLASS_CACHE_MEMORY``, else 2 GiB.
+
+    Raises:
+        InvalidArgumentError: The environment variable is not a non-negative
+            int of bytes (``_`` may group digits).
+    """
     if value is not None:
         return int(value)
-    env = os.environ.get("XFERCLASS_CACHE_MEMORY")
-    return int(env) if env else DEFAULT_MEMORY_LIMIT
+    env = os.environ.get("XFERCLASS_CACHE_MEMORY", "").strip()
+    if not env:
+        return DEFAULT_MEMORY_LIMIT
+    digits = env.replace("_", "")
+    if not digits.isdigit() or not digits.isascii():
+        raise InvalidArgumentError(
+            f"XFERCLASS_CACHE_MEMORY={env!r} must be a non-negative int: the bytes of cached "
+            f"features kept in memory before spilling to disk (default {DEFAULT_MEMORY_LIMIT})"
+        )
+    return int(digits)
 
 
 class EpochClock:
@@ -70,11 +85,14 @@ def epoch_plan(
     return order.astype(np.int64), picks.astype(np.int64)
 
 
-class _Budget:
+class Budget:
     """Bytes of memory left to all stores of one run."""
 
     def __init__(self, limit: int) -> None:
         self.left = int(limit)
+
+
+_Budget = Budget
 
 
 class ActivationStore:

@@ -32,10 +32,10 @@ import tensorflow as tf
 
 from ._augment import make_augmentation
 from ._cache import (
+    Budget,
     CacheDirectory,
     CachedSplit,
     EpochClock,
-    _Budget,
     cache_split,
     memory_limit_from_env,
 )
@@ -128,6 +128,14 @@ class TrainConfig:
             raise InvalidArgumentError(f"monitor={self.monitor!r} must be a metric name")
         check_engine(self.engine)
         verbosity(self.verbose)
+        if self.seed is not None and (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, (int, np.integer))
+            or not 0 <= self.seed < 2**32
+        ):
+            raise InvalidArgumentError(
+                f"seed={self.seed!r} must be an int between 0 and 2**32 - 1, or None"
+            )
 
 
 @dataclass(frozen=True)
@@ -298,7 +306,7 @@ class _Sources:
     ) -> None:
         self.model, self.parts, self.train, self.validation = model, parts, train, validation
         self.config, self.strategy, self.folder = config, strategy, folder
-        self.budget = _Budget(memory_limit_from_env(config.cache_memory))
+        self.budget = Budget(memory_limit_from_env(config.cache_memory))
         self.augmentation = make_augmentation(config.augment, config.seed)
         self.views = 1 + (config.augment_views if self.augmentation is not None else 0)
         self.clock = EpochClock()
@@ -378,7 +386,14 @@ class _Sources:
 
 
 def training_labels(dataset: tf.data.Dataset) -> np.ndarray:
-    """The labels of every training batch, in one pass."""
+    """The labels of the training data: those the dataset holds, else one pass over it.
+
+    A dataset of :func:`xferclass.load_image_dataset` knows its labels (class
+    indices or multi-hot rows), so no image is decoded to count them.
+    """
+    known = getattr(dataset, "labels", None)
+    if isinstance(known, np.ndarray) and len(known) == len(getattr(dataset, "file_paths", ())):
+        return known
     labels = dataset.map(lambda x, y, *rest: y)
     return np.concatenate([np.asarray(batch) for batch in labels])
 

@@ -182,18 +182,10 @@ def _decode_for_serving(size: tuple[int, int]) -> Callable[[tf.Tensor], tf.Tenso
     An image whose header promises more than the pixel limit (``XFERCLASS_MAX_PIXELS``
     at export time, else 178,956,970) fails the request and is never decoded.
     """
+    from ._decode import bytes_loader
     from ._imagesize import resolve_max_pixels
-    from .data import _decode_checked, _orient, _orientation_in_graph
 
-    limit = resolve_max_pixels(None, "export")
-
-    def decode(data: tf.Tensor) -> tf.Tensor:
-        image = _orient(_decode_checked(data, limit), _orientation_in_graph(data))
-        image = tf.image.resize(image, size, method="bilinear")
-        image.set_shape([size[0], size[1], 3])
-        return image
-
-    return decode
+    return bytes_loader(size, resolve_max_pixels(None, "export"))
 
 
 def _write_saved_model(model: keras.Model, directory: Path, names: list[str] | None) -> None:

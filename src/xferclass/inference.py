@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from ._common import check_image_size, forward_function, model_class_names, model_multi_label
 from ._errors import DatasetError, InvalidArgumentError
+from ._pipeline import undecodable_error
 from ._tta import check_tta, tta_probabilities
 from .metrics import check_threshold
 
@@ -204,9 +205,15 @@ def predict(
     forward = forward_function(model, engine=engine, steps=steps if steps > 0 else None)
     progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose)
     chunks = []
-    for step, batch in enumerate(dataset.prefetch(tf.data.AUTOTUNE), start=1):
-        chunks.append(tta_probabilities(forward, batch, tta_mode).astype(np.float32))
-        progress.update(step)
+    try:
+        for step, batch in enumerate(dataset.prefetch(tf.data.AUTOTUNE), start=1):
+            chunks.append(tta_probabilities(forward, batch, tta_mode).astype(np.float32))
+            progress.update(step)
+    except tf.errors.InvalidArgumentError as error:
+        found = None if sources is None else undecodable_error(error, sources, max_pixels)
+        if found is None:
+            raise
+        raise found from None
     if not chunks:
         raise DatasetError("images is empty: there is nothing to predict")
     probabilities = np.concatenate(chunks)
