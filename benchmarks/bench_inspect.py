@@ -62,6 +62,7 @@ from xferclass import inspection  # noqa: E402
 RESULTS = _bench.ROOT / "benchmarks" / "results" / "bench_inspect.json"
 DOC = _bench.ROOT / "docs" / "data_quality.md"
 KINDS = ("resized", "recompressed", "cropped")
+MARGINS = (0.15, 0.20, 0.25, 0.30)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,24 +71,29 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--flip", type=float, default=0.05, help="fraction of labels flipped")
     parser.add_argument("--exact", type=int, default=10, help="exact copies injected")
     parser.add_argument("--near", type=int, default=20, help="near copies injected")
-    parser.add_argument("--calibration", type=int, default=100, help="sources of more copies")
+    parser.add_argument("--calibration", type=int, default=150, help="sources of more copies")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--no-docs", action="store_true", help="do not update the docs page")
     parser.add_argument("--save", default=None, help="also save features and probabilities here")
     return parser.parse_args(argv)
 
 
-def near_copy(source: Path, kind: str, rng: np.random.Generator) -> bytes:
-    """JPEG bytes of a resized, recompressed or cropped copy of ``source``."""
+def near_copy(source: Path, kind: str, rng: np.random.Generator, strong: bool = False) -> bytes:
+    """JPEG bytes of a resized, recompressed or cropped copy of ``source``.
+
+    The injected copies: resized to 50-75% of the side, recompressed at JPEG
+    quality 25-45, or cropped by 4-8% on each side. ``strong``: 25-40%,
+    quality 10-19, 8-12%.
+    """
     image = Image.open(source).convert("RGB")
     quality = 90
     if kind == "resized":
-        scale = rng.uniform(0.5, 0.75)
+        scale = rng.uniform(0.25, 0.4) if strong else rng.uniform(0.5, 0.75)
         image = image.resize((round(image.width * scale), round(image.height * scale)))
     elif kind == "recompressed":
-        quality = int(rng.integers(25, 46))
+        quality = int(rng.integers(10, 20) if strong else rng.integers(25, 46))
     else:
-        cut = rng.uniform(0.04, 0.08, 4)
+        cut = rng.uniform(0.08, 0.12, 4) if strong else rng.uniform(0.04, 0.08, 4)
         w, h = image.size
         box = (cut[0] * w, cut[1] * h, w - cut[2] * w, h - cut[3] * h)
         image = image.crop(tuple(round(v) for v in box))
@@ -144,21 +150,21 @@ def cleanlab_scores(result: inspection.Inspection, flipped: set[str]) -> dict[st
     return label_scores({result.train_paths[i] for i in np.flatnonzero(mask)}, flipped)
 
 
-def duplicate_scores(result: inspection.Inspection, copies: list[dict[str, str]]) -> dict[str, Any]:
-    leaks = [set(g["paths"]) for g in result.duplicates if g["cross_split"]]
+def duplicate_scores(groups: list[dict[str, Any]], copies: list[dict[str, str]]) -> dict[str, Any]:
+    leaks = [set(g["paths"]) for g in groups if g["cross_split"]]
     found = {kind: [0, 0] for kind in ("exact", *KINDS)}
     for copy in copies:
         hit = any(copy["copy"] in group and copy["source"] in group for group in leaks)
         found[copy["kind"]][0] += int(hit)
         found[copy["kind"]][1] += 1
     injected = {c["copy"] for c in copies}
-    others = [g for g in result.duplicates if not injected & set(g["paths"])]
+    others = [g for g in groups if not injected & set(g["paths"])]
     exact_others = [g for g in others if len({inspection._file_hash(p) for p in g["paths"]}) == 1]
     hits = sum(v[0] for v in found.values())
     return {
         "recall": hits / len(copies),
         "found_by_kind": {k: f"{v[0]}/{v[1]}" for k, v in found.items()},
-        "groups": len(result.duplicates),
+        "groups": len(groups),
         "other_groups": len(others),
         "other_groups_exact": len(exact_others),
         "other_groups_cross_split": sum(g["cross_split"] for g in others),
@@ -167,7 +173,7 @@ def duplicate_scores(result: inspection.Inspection, copies: list[dict[str, str]]
 
 
 def similarities(work: Path, args: argparse.Namespace, datasets: list[Any]) -> dict[str, Any]:
-    """Cached pass over the originals and over more copies: the numbers behind the threshold."""
+    """One timed caching pass over the originals, and one over more copies of validation images."""
     rng = np.random.default_rng(args.seed + 1)
     validation = sorted(p for p in (work / "validation").rglob("*") if p.is_file())
     extra = work / "calibration"
@@ -175,74 +181,97 @@ def similarities(work: Path, args: argparse.Namespace, datasets: list[Any]) -> d
     for k, index in enumerate(rng.choice(len(validation), args.calibration, replace=False)):
         source = validation[int(index)]
         for kind in KINDS:
-            folder = extra / source.parent.name
-            folder.mkdir(parents=True, exist_ok=True)
-            target = folder / f"{k:03d}_{kind}.jpg"
-            target.write_bytes(near_copy(source, kind, rng))
-            pairs.append((str(target), str(source), kind))
+            for level in ("normal", "strong"):
+                target = extra / kind / f"{k:03d}_{level}.jpg"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(near_copy(source, kind, rng, strong=level == "strong"))
+                pairs.append((str(target), str(source), kind, level))
     size = datasets[0].image_size
-    copies = xferclass.load_image_dataset(
-        extra, size, shuffle=False, class_names=datasets[0].class_names
-    )
+    copies = xferclass.load_image_dataset(extra, size, shuffle=False)
     extractor = inspection._extractor(args.backbone, "imagenet", size)
-    splits = [("train", datasets[0]), ("validation", datasets[1]), ("copies", copies)]
+    splits = [("train", datasets[0]), ("validation", datasets[1])]
     start = time.perf_counter()
-    features = inspection._features(splits[:2], extractor, "auto", 0)
+    features = inspection._features(splits, extractor, "auto", 0)
     cache_seconds = time.perf_counter() - start
-    features.append(inspection._features(splits[2:], extractor, "auto", 0)[0])
-    centre = features[0].mean(axis=0)
-    units = [inspection._unit_rows(f, centre) for f in features]
-    paths = [list(d.file_paths) for _, d in splits]
-    originals = np.concatenate(units[:2])
-    index = {p: i for i, p in enumerate(paths[0] + paths[1])}
+    extra_features = inspection._features([("copies", copies)], extractor, "auto", 0)[0]
+    paths = list(datasets[0].file_paths) + list(datasets[1].file_paths)
+    every = np.concatenate([*features, extra_features])
+    train = np.arange(len(every)) < len(datasets[0].file_paths)
+    units = inspection._whitened_units(every, train)
+    where = {p: len(paths) + i for i, p in enumerate(copies.file_paths)}
+    index = {p: i for i, p in enumerate(paths)}
     return {
         "cache_seconds": cache_seconds,
-        "originals": originals,
-        "original_paths": paths[0] + paths[1],
-        "copy_similarity": [
-            (kind, float(units[2][paths[2].index(c)] @ originals[index[s]])) for c, s, kind in pairs
-        ],
+        "features": np.concatenate(features),
+        "units": units[: len(paths)],
+        "paths": paths,
+        "copies": [(units[where[c]], index[s], kind, level) for c, s, kind, level in pairs],
     }
 
 
-def threshold_table(sims: dict[str, Any], injected: set[str]) -> str:
-    """Copy similarities against each clean original's nearest other original."""
-    paths = sims["original_paths"]
-    clean = np.array([p not in injected for p in paths])
-    units = sims["originals"][clean]
-    hashes = [inspection._file_hash(p) for p in np.array(paths)[clean]]
-    same: dict[str, list[int]] = {}
-    for i, digest in enumerate(hashes):
-        same.setdefault(digest, []).append(i)
-    nearest = np.empty(len(units))
-    for start in range(0, len(units), 512):
-        block = units[start : start + 512] @ units.T
-        for row in range(len(block)):
-            block[row, same[hashes[start + row]]] = -1.0  # itself and its exact copies
-        nearest[start : start + 512] = block.max(axis=1)
+def _background(values: np.ndarray) -> float:
+    """The ``NEAR_DUPLICATE_NEIGHBOUR``-th largest of ``values``."""
+    k = inspection.NEAR_DUPLICATE_NEIGHBOUR
+    return float(-np.partition(-values, k - 1)[k - 1])
+
+
+def threshold_sweep(
+    sims: dict[str, Any], train_count: int, copies: list[dict[str, str]]
+) -> list[dict[str, Any]]:
+    """Duplicate findings at other margins, from the same features as ``inspect``'s."""
+    paths = sims["paths"]
+    splits = ["train"] * train_count + ["validation"] * (len(paths) - train_count)
     rows = []
-    by_kind: dict[str, list[float]] = {}
-    for kind, value in sims["copy_similarity"]:
-        by_kind.setdefault(kind, []).append(value)
-    for kind, values in by_kind.items():
-        v = np.array(values)
-        rows.append([f"{kind} copy vs its source", len(v), f"{v.min():.3f}",
-                     f"{np.percentile(v, 5):.3f}", f"{np.median(v):.3f}"])  # fmt: skip
+    for margin in MARGINS:
+        pairs = inspection._near_pairs(sims["units"], inspection.NEAR_DUPLICATE_FLOOR, margin)
+        groups = inspection._duplicate_groups(paths, splits, pairs)
+        rows.append({"margin": margin, **duplicate_scores(groups, copies)})
+    return rows
+
+
+def calibration(sims: dict[str, Any], injected: set[str]) -> dict[str, Any]:
+    """Which calibration copies the rule finds, one copy at a time among the clean originals."""
+    units = sims["units"]
+    clean = np.array([p not in injected for p in sims["paths"]])
+    originals = units @ units.T
+    np.fill_diagonal(originals, -np.inf)
+    floor = inspection.NEAR_DUPLICATE_FLOOR
+    found: dict[str, dict[float, list[bool]]] = {}
+    similarity: dict[str, list[float]] = {}
+    for unit, source, kind, level in sims["copies"]:
+        to_originals = np.where(clean, units @ unit, -np.inf)
+        value = float(to_originals[source])
+        copy_background = _background(to_originals)
+        source_row = np.append(np.where(clean, originals[source], -np.inf), value)
+        gap = value - max(copy_background, _background(source_row))
+        key = f"{kind} ({level})"
+        similarity.setdefault(key, []).append(value)
+        for margin in MARGINS:
+            found.setdefault(key, {}).setdefault(margin, []).append(
+                value >= floor and gap >= margin
+            )
+    clean_units = units[clean]
+    others = {margin: len(inspection._near_pairs(clean_units, floor, margin)) for margin in MARGINS}
+    return {
+        "found": {k: {m: float(np.mean(v)) for m, v in by.items()} for k, by in found.items()},
+        "similarity_median": {k: float(np.median(v)) for k, v in similarity.items()},
+        "other_pairs": others,
+        "count": {k: len(v) for k, v in similarity.items()},
+    }
+
+
+def threshold_table(measured: dict[str, Any]) -> str:
+    rows = [
+        [key, measured["count"][key], f"{measured['similarity_median'][key]:.2f}"]
+        + [f"{by[m]:.0%}" for m in MARGINS]
+        for key, by in sorted(measured["found"].items())
+    ]
     rows.append(
-        ["original vs its most similar other original", len(nearest),
-         f"{nearest.min():.3f}", f"{np.percentile(nearest, 5):.3f}",
-         f"{np.median(nearest):.3f}"]
-    )  # fmt: skip
-    above = [f"{t:.2f}: {int(np.sum(nearest >= t))} of {len(nearest)}" for t in (0.85, 0.9, 0.95)]
-    counts = [f"{int(np.sum(np.array([v for _, v in sims['copy_similarity']]) >= t))}"
-              for t in (0.85, 0.9, 0.95)]  # fmt: skip
-    return (
-        _bench.table(["pairs", "n", "min", "5th pct", "median"], rows)
-        + "\n\nOriginals whose most similar other original reaches the similarity "
-        + "; ".join(above)
-        + f". Copies at 0.85 / 0.90 / 0.95: {' / '.join(counts)} "
-        + f"of {len(sims['copy_similarity'])}.\n"
+        ["pairs of distinct originals flagged", "", ""]
+        + [str(measured["other_pairs"][m]) for m in MARGINS]
     )
+    headers = ["copies", "n", "median similarity"] + [f"margin {m:.2f}" for m in MARGINS]
+    return _bench.table(headers, rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -263,73 +292,108 @@ def main(argv: list[str] | None = None) -> None:
             work / "validation", size, shuffle=False, class_names=train.class_names
         )
         sims = similarities(work, args, [train, validation])
-        ours = label_scores({row["path"] for row in result.label_issues}, flipped)
-        theirs = cleanlab_scores(result, flipped)
-        duplicates = duplicate_scores(result, prepared["copies"])
         injected = {c["copy"] for c in prepared["copies"]}
-        thresholds = threshold_table(sims, injected)
+        measured = {
+            "train_images": len(train.file_paths),
+            "validation_images": len(validation.file_paths),
+            "flipped": len(flipped),
+            "label_issues": label_scores({row["path"] for row in result.label_issues}, flipped),
+            "cleanlab": cleanlab_scores(result, flipped),
+            "duplicates": duplicate_scores(result.duplicates, prepared["copies"]),
+            "threshold_sweep": threshold_sweep(sims, len(train.file_paths), prepared["copies"]),
+            "outliers": {
+                "count": len(result.outliers),
+                "fence": result.outlier_threshold,
+                "top": [dict(row, path=_short(row["path"], work)) for row in result.outliers[:20]],
+            },
+            "inspect_seconds": inspect_seconds,
+            "cache_seconds": sims["cache_seconds"],
+            "ratio": inspect_seconds / sims["cache_seconds"],
+        }
+        measured["duplicates"]["other_groups_paths"] = [
+            [_short(p, work) for p in group]
+            for group in measured["duplicates"]["other_groups_paths"]
+        ]
+        measured["calibration"] = calibration(sims, injected)
+        thresholds = threshold_table(measured["calibration"])
         if args.save:
-            np.savez(
-                args.save, originals=sims["originals"], paths=np.array(sims["original_paths"]),
-                copy_kinds=np.array([k for k, _ in sims["copy_similarity"]]),
-                copy_similarity=np.array([v for _, v in sims["copy_similarity"]]),
-                out_of_fold=result.out_of_fold, labels=result.train_labels,
-                train_paths=np.array(result.train_paths), flipped=np.array(sorted(flipped)),
-                copies=np.array(json.dumps(prepared["copies"])),
-            )  # fmt: skip
+            save(args.save, sims, result, flipped, prepared)
     info.finish()
-    report(args, info, prepared, ours, theirs, duplicates, thresholds, inspect_seconds, sims)
+    report(args, info, measured, thresholds)
+
+
+def _short(path: str, work: Path) -> str:
+    """``path`` relative to the temporary copy (which is gone after the run)."""
+    return str(Path(path).relative_to(work))
+
+
+def save(
+    where: str,
+    sims: dict[str, Any],
+    result: inspection.Inspection,
+    flipped: set[str],
+    prepared: dict[str, Any],
+) -> None:
+    np.savez(
+        where, units=sims["units"], paths=np.array(sims["paths"]),
+        out_of_fold=result.out_of_fold, labels=result.train_labels,
+        train_paths=np.array(result.train_paths), flipped=np.array(sorted(flipped)),
+        copies=np.array(json.dumps(prepared["copies"])), features=sims["features"],
+    )  # fmt: skip
 
 
 def report(
-    args: argparse.Namespace,
-    info: _bench.Machine,
-    prepared: dict[str, Any],
-    ours: dict[str, float],
-    theirs: dict[str, float] | None,
-    duplicates: dict[str, Any],
-    thresholds: str,
-    inspect_seconds: float,
-    sims: dict[str, Any],
+    args: argparse.Namespace, info: _bench.Machine, measured: dict[str, Any], thresholds: str
 ) -> None:
-    cache_seconds = sims["cache_seconds"]
-    results = {
-        "train_images": prepared["train"] + len(prepared["copies"]),
-        "flipped": len(prepared["flipped"]),
-        "label_issues": ours,
-        "cleanlab": theirs,
-        "duplicates": duplicates,
-        "inspect_seconds": inspect_seconds,
-        "cache_seconds": cache_seconds,
-        "ratio": inspect_seconds / cache_seconds,
-    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    label_rows = [["xferclass.inspect", ours["flagged"], f"{ours['precision']:.3f}",
-                   f"{ours['recall']:.3f}"]]  # fmt: skip
-    if theirs is not None:
-        label_rows.append(["cleanlab find_label_issues", theirs["flagged"],
-                           f"{theirs['precision']:.3f}", f"{theirs['recall']:.3f}"])  # fmt: skip
+    RESULTS.write_text(json.dumps(measured, indent=2) + "\n", encoding="utf-8")
+    rows = []
+    for name, key in (
+        ("xferclass.inspect", "label_issues"),
+        ("cleanlab find_label_issues", "cleanlab"),
+    ):
+        scores = measured[key]
+        if scores is not None:
+            rows.append([name, scores["flagged"], f"{scores['precision']:.3f}",
+                         f"{scores['recall']:.3f}"])  # fmt: skip
+    duplicates = measured["duplicates"]
     kinds = ", ".join(f"{k} {v}" for k, v in duplicates["found_by_kind"].items())
+    sweep = _bench.table(
+        ["margin", "copies found", "groups", "groups without an injected copy", "exact ones"],
+        [[f"{r['margin']:.2f}", f"{r['recall']:.0%}", r["groups"], r["other_groups"],
+          r["other_groups_exact"]] for r in measured["threshold_sweep"]],
+    )  # fmt: skip
     body = f"""
-{results["train_images"]} training images ({len(prepared["flipped"])} labels flipped, \
-{len(prepared["copies"])} copies of validation images added), 341 validation images, \
-backbone {args.backbone}, {inspection.NEAR_DUPLICATE_THRESHOLD:.2f} near-copy threshold.
+{measured["train_images"]} training images ({measured["flipped"]} labels flipped, \
+{args.exact + args.near} copies of validation images added), \
+{measured["validation_images"]} validation images, backbone {args.backbone}, near-copy \
+rule: floor {inspection.NEAR_DUPLICATE_FLOOR:.2f}, margin {inspection.NEAR_DUPLICATE_MARGIN:.2f}.
 
 **Label issues** against the flipped labels (the same out-of-fold probabilities for both rows;
 clothing's own label errors count as false positives here):
 
-{_bench.table(["method", "flagged", "precision", "recall"], label_rows)}
+{_bench.table(["method", "flagged", "precision", "recall"], rows)}
 
 **Duplicates**: {duplicates["recall"]:.0%} of the injected cross-split copies found ({kinds}).
 Groups without an injected copy: {duplicates["other_groups"]} \
 ({duplicates["other_groups_exact"]} of them exact byte copies, \
-{duplicates["other_groups_cross_split"]} across splits).
+{duplicates["other_groups_cross_split"]} across splits). At other margins:
 
-**Time**: `inspect` {inspect_seconds:.1f} s, one caching pass over the same images \
-{cache_seconds:.1f} s: {inspect_seconds / cache_seconds:.2f}x.
+{sweep}
 
-**Similarities behind the near-copy threshold** (cosine of centred {args.backbone} features):
+**Outliers**: {measured["outliers"]["count"]} images above the cutoff \
+{measured["outliers"]["fence"]:.3f} (the {inspection.OUTLIER_PERCENTILE:g}th percentile of the \
+training images' scores).
+
+**Time**: `inspect` {measured["inspect_seconds"]:.1f} s, one caching pass over the same \
+images {measured["cache_seconds"]:.1f} s: {measured["ratio"]:.2f}x.
+
+**The measurements behind the near-copy rule**: {args.calibration} more validation images,
+each copied in every way at the injected strength ("normal") and at a stronger one ("strong":
+resized to 25-40%, JPEG quality 10-19, cropped by 8-12% a side), each copy tested on its own
+among the originals (without the injected copies); similarity is the cosine of whitened
+features; the last row counts pairs of distinct originals that the rule joins (genuine
+re-shoots of one garment among them):
 
 {thresholds}
 """

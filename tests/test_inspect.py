@@ -154,32 +154,55 @@ def test_mismatched_probabilities_are_refused() -> None:
 # --------------------------------------------------------------------------- duplicates, outliers
 
 
-def test_neighbours_match_brute_force() -> None:
+def test_near_pairs_match_brute_force() -> None:
     rng = np.random.default_rng(0)
-    base = rng.normal(size=(40, 8))
-    features = np.concatenate([base, base[:5] + rng.normal(0, 0.05, (5, 8))])
+    base = rng.normal(size=(40, 128))
+    features = np.concatenate([base, base[:5] + rng.normal(0, 0.2, (5, 128))])
     units = inspection._unit_rows(features, base.mean(axis=0))
-    train = np.arange(45) < 30
-    pairs, scores = inspection._neighbours(units, train, 0.95, k=3, block=7)
+    pairs = inspection._near_pairs(units, floor=0.5, margin=0.2, k=3, block=7)
     sims = units @ units.T
-    expected = {(i, j) for i in range(45) for j in range(i + 1, 45) if sims[i, j] >= 0.95}
+    np.fill_diagonal(sims, -np.inf)
+    background = np.sort(sims, axis=1)[:, -3]  # the third largest of each row
+    expected = {
+        (i, j)
+        for i in range(45)
+        for j in range(i + 1, 45)
+        if sims[i, j] >= 0.5 and sims[i, j] - max(background[i], background[j]) >= 0.2
+    }
     assert set(pairs) == expected
-    assert {(i, 40 + i) for i in range(5)} <= expected
-    for i in range(45):
-        others = [j for j in range(30) if j != i]
-        nearest = np.sort(1 - sims[i, others])[:3]
-        assert scores[i] == pytest.approx(nearest.mean(), abs=1e-5)
+    assert expected == {(i, 40 + i) for i in range(5)}  # the noisy copies, nothing else
 
 
-def test_outlier_distances_match_scikit_learn() -> None:
-    neighbors = pytest.importorskip("sklearn.neighbors")
+def test_whitened_similarities_ignore_an_affine_change_of_features() -> None:
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(200, 6)) * [5, 1, 1, 0.2, 3, 1]
+    mixing = rng.normal(size=(6, 6)) + 3 * np.eye(6)
+    train = np.arange(200) < 150
+    first = inspection._whitened_units(features, train)
+    second = inspection._whitened_units(features @ mixing + 7.0, train)
+    np.testing.assert_allclose(first @ first.T, second @ second.T, atol=1e-5)
+    # Whitened on the training rows: their components have equal variance.
+    raw = (features - features[train].mean(axis=0)) @ np.linalg.inv(
+        np.linalg.cholesky(np.cov(features[train].T, bias=True))
+    ).T
+    np.testing.assert_allclose(first @ first.T, inspection._unit_rows(raw, np.zeros(6)) @
+                               inspection._unit_rows(raw, np.zeros(6)).T, atol=1e-5)  # fmt: skip
+
+
+def test_outlier_scores_match_brute_force_and_scikit_learn() -> None:
     rng = np.random.default_rng(1)
     features = rng.normal(size=(50, 6))
     units = inspection._unit_rows(features, np.zeros(6))
-    _, scores = inspection._neighbours(units, np.ones(50, bool), 1.1, k=4)
-    index = neighbors.NearestNeighbors(n_neighbors=5, metric="cosine").fit(units)
-    distances, _ = index.kneighbors(units)
-    np.testing.assert_allclose(scores, distances[:, 1:].mean(axis=1), atol=1e-5)
+    train = np.arange(50) < 40
+    scores = inspection._outlier_scores(units, train, k=3, block=7)
+    sims = units @ units[:40].T
+    for i in range(50):
+        others = [j for j in range(40) if j != i]
+        assert scores[i] == pytest.approx(np.sort(1 - sims[i, others])[:3].mean(), abs=1e-6)
+    neighbors = pytest.importorskip("sklearn.neighbors")
+    index = neighbors.NearestNeighbors(n_neighbors=4, metric="cosine").fit(units[:40])
+    distances, _ = index.kneighbors(units[:40])
+    np.testing.assert_allclose(scores[:40], distances[:, 1:].mean(axis=1), atol=1e-5)
 
 
 def test_groups_join_chains_and_keep_singletons_out() -> None:
@@ -187,13 +210,13 @@ def test_groups_join_chains_and_keep_singletons_out() -> None:
     assert sorted(sorted(g) for g in groups) == [[0, 3, 5], [1, 2]]
 
 
-def test_outlier_rows_use_the_upper_fence_of_training_scores() -> None:
-    scores = np.array([0.1, 0.2, 0.2, 0.3, 0.3, 0.4, 2.0, 5.0])
-    train = np.array([True] * 7 + [False])
-    rows, fence = inspection._outlier_rows([f"p{i}" for i in range(8)], scores, train)
-    q1, q3 = np.percentile(scores[:7], [25, 75])
-    assert fence == pytest.approx(q3 + 3 * (q3 - q1))
-    assert [row["path"] for row in rows] == ["p7", "p6"]
+def test_outlier_rows_use_a_percentile_of_training_scores() -> None:
+    scores = np.arange(101) / 100.0
+    train = np.ones(101, bool)
+    train[-1] = False  # the last is a validation image
+    rows, cutoff = inspection._outlier_rows([f"p{i}" for i in range(101)], scores, train)
+    assert cutoff == pytest.approx(np.percentile(scores[:100], inspection.OUTLIER_PERCENTILE))
+    assert [row["path"] for row in rows] == ["p100", "p99"]
 
 
 # --------------------------------------------------------------------------- end to end
@@ -351,8 +374,10 @@ def test_inspect_refuses_bad_arguments(folders: dict) -> None:
         xferclass.inspect(train, **{**TINY, "folds": 1})
     with pytest.raises(xferclass.DatasetError, match="folds=14 needs at least 14"):
         xferclass.inspect(train, **{**TINY, "folds": 14})
-    with pytest.raises(xferclass.InvalidArgumentError, match="near_duplicate_threshold"):
-        xferclass.inspect(train, near_duplicate_threshold=1.5, **TINY)
+    with pytest.raises(xferclass.InvalidArgumentError, match="near_duplicate_margin"):
+        xferclass.inspect(train, near_duplicate_margin=0.0, **TINY)
+    with pytest.raises(xferclass.InvalidArgumentError, match="near_duplicate_floor"):
+        xferclass.inspect(train, near_duplicate_floor=1.5, **TINY)
     plain = tf.data.Dataset.from_tensor_slices((np.zeros((2, 32, 32, 3)), np.eye(2))).batch(2)
     with pytest.raises(xferclass.DatasetError, match="file_paths"):
         xferclass.inspect(plain, **TINY)

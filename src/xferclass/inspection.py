@@ -37,18 +37,32 @@ __all__ = [
     "estimate_joint",
     "find_label_issues",
     "out_of_fold_probabilities",
-    "NEAR_DUPLICATE_THRESHOLD",
+    "NEAR_DUPLICATE_FLOOR",
+    "NEAR_DUPLICATE_MARGIN",
 ]
 
-#: Cosine similarity of centred features from which two images count as near
-#: copies. Measured on clothing with efficientnet_lite0 (see
-#: docs/data_quality.md): resized, recompressed and slightly cropped copies of
-#: an image score at least 0.90 with it, while distinct photos that are
-#: each other's nearest neighbour rarely pass 0.90.
-NEAR_DUPLICATE_THRESHOLD = 0.90
+#: Near copies: two images whose similarity (cosine of whitened features) is at
+#: least ``NEAR_DUPLICATE_FLOOR`` and exceeds, by ``NEAR_DUPLICATE_MARGIN`` or
+#: more, the similarity of each of them to its ``NEAR_DUPLICATE_NEIGHBOUR``-th
+#: nearest image. A copy stands out from an image's ordinary neighbours however
+#: crowded its neighbourhood is. Chosen by measurement on clothing with
+#: efficientnet_lite0 (see docs/data_quality.md): it finds 95% to 100% of
+#: resized, recompressed and cropped copies of 150 validation images.
+NEAR_DUPLICATE_MARGIN = 0.20
+#: See :data:`NEAR_DUPLICATE_MARGIN`.
+NEAR_DUPLICATE_FLOOR = 0.50
+#: See :data:`NEAR_DUPLICATE_MARGIN`: up to this many copies of one picture
+#: leave its background similarity untouched.
+NEAR_DUPLICATE_NEIGHBOUR = 3
+#: The most principal components kept by the whitening of near-copy search
+#: (and at most a quarter of the training images).
+WHITENED_DIMENSIONS = 512
 
 #: Neighbours averaged in an image's outlier score.
 OUTLIER_NEIGHBOURS = 5
+#: Percentile of the training images' outlier scores from which an image is
+#: listed as an outlier.
+OUTLIER_PERCENTILE = 99.0
 
 #: Rows of each section shown in the HTML page (the JSON holds them all).
 HTML_ROWS = 200
@@ -79,7 +93,8 @@ class Inspection:
         train_labels: The given class index of each training image.
         out_of_fold: Out-of-fold probabilities of the training images,
             shape ``(n, num_classes)``.
-        near_duplicate_threshold: The cosine similarity used for near copies.
+        near_duplicate_margin: The margin of the near-copy rule used.
+        near_duplicate_floor: The least similarity of the near-copy rule used.
         outlier_threshold: The score from which an image is an outlier.
         paths: Every image of every split, training images first.
         splits: The split of each of ``paths``.
@@ -94,7 +109,8 @@ class Inspection:
     train_paths: list[str] = field(default_factory=list)
     train_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     out_of_fold: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
-    near_duplicate_threshold: float = NEAR_DUPLICATE_THRESHOLD
+    near_duplicate_margin: float = NEAR_DUPLICATE_MARGIN
+    near_duplicate_floor: float = NEAR_DUPLICATE_FLOOR
     outlier_threshold: float = float("nan")
     paths: list[str] = field(default_factory=list)
     splits: list[str] = field(default_factory=list)
@@ -429,27 +445,66 @@ def _unit_rows(features: np.ndarray, centre: np.ndarray) -> np.ndarray:
     return rows / np.maximum(norms, 1e-12)
 
 
-def _neighbours(
-    units: np.ndarray, train: np.ndarray, threshold: float, k: int, block: int = 1024
-) -> tuple[list[tuple[int, int]], np.ndarray]:
-    """Pairs at ``threshold`` or above, and each row's mean distance to its ``k`` nearest.
+def _whitened_units(features: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Features PCA-whitened on the training images, scaled to unit length.
 
-    Works on blocks of rows, so memory stays at ``block`` times the number of
-    images. The neighbours are training rows other than the row itself.
+    Whitening gives every direction of the training features the same
+    variance, so that the directions in which all photos of a class agree
+    count less than the rare ones that tell one photo from another: the
+    similarity of near copies stands out more from that of similar photos.
+    """
+    x = np.asarray(features, np.float64)
+    reference = x[train]
+    mean = reference.mean(axis=0)
+    centred = reference - mean
+    values, vectors = np.linalg.eigh(centred.T @ centred / max(1, len(reference)))
+    keep = max(1, min(WHITENED_DIMENSIONS, len(reference) // 4, x.shape[1]))
+    values, vectors = values[::-1][:keep], vectors[:, ::-1][:, :keep]
+    projection = vectors / np.sqrt(np.maximum(values, 0) + 1e-10 * max(float(values[0]), 1e-12))
+    return _unit_rows((x - mean) @ projection, np.zeros(keep))
+
+
+def _near_pairs(
+    units: np.ndarray,
+    floor: float,
+    margin: float,
+    k: int = NEAR_DUPLICATE_NEIGHBOUR,
+    block: int = 1024,
+) -> list[tuple[int, int]]:
+    """Pairs ``(i, j)``, ``i < j``, of the near-copy rule (see :data:`NEAR_DUPLICATE_MARGIN`).
+
+    Works on blocks of rows, so memory stays at ``block`` times the number of images.
     """
     n = len(units)
-    reference = units[train]
-    train_index = np.flatnonzero(train)
-    k = max(1, min(k, len(reference) - 1))
-    pairs: list[tuple[int, int]] = []
-    scores = np.zeros(n, np.float64)
+    if n < 2:
+        return []
+    k = min(k, n - 1)
+    background = np.empty(n)
+    candidates: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for start in range(0, n, block):
         sims = units[start : start + block] @ units.T
-        rows, cols = np.nonzero(sims >= threshold)
-        keep = rows + start < cols
-        pairs += list(zip((rows[keep] + start).tolist(), cols[keep].tolist()))
-        to_train = sims[:, train_index]
+        rows = np.arange(len(sims))
+        sims[rows, rows + start] = -np.inf  # not itself
+        background[start : start + len(sims)] = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
+        r, c = np.nonzero(sims >= floor)
+        keep = r + start < c
+        candidates.append((r[keep] + start, c[keep], sims[r[keep], c[keep]]))
+    pairs: list[tuple[int, int]] = []
+    for first, second, value in candidates:
+        near = value - np.maximum(background[first], background[second]) >= margin
+        pairs += list(zip(first[near].tolist(), second[near].tolist()))
+    return pairs
+
+
+def _outlier_scores(units: np.ndarray, train: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
+    """Each row's mean cosine distance to its ``k`` nearest training rows, itself left out."""
+    n = len(units)
+    train_index = np.flatnonzero(train)
+    k = max(1, min(k, len(train_index) - 1))
+    scores = np.zeros(n, np.float64)
+    for start in range(0, n, block):
         own = np.arange(start, min(n, start + block))
+        to_train = units[own] @ units[train_index].T
         position = np.searchsorted(train_index, own)
         inside = (position < len(train_index)) & (
             train_index[np.minimum(position, len(train_index) - 1)] == own
@@ -457,7 +512,7 @@ def _neighbours(
         to_train[np.flatnonzero(inside), position[inside]] = -np.inf  # not itself
         nearest = -np.partition(-to_train, k - 1, axis=1)[:, :k]
         scores[own] = 1.0 - nearest.mean(axis=1)
-    return pairs, scores
+    return scores
 
 
 def _groups(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
@@ -507,12 +562,11 @@ def _duplicate_groups(
 def _outlier_rows(
     paths: Sequence[str], scores: np.ndarray, train: np.ndarray
 ) -> tuple[list[dict[str, Any]], float]:
-    """Images whose score passes the upper Tukey fence of the training scores (Q3 + 3 IQR)."""
-    q1, q3 = np.percentile(scores[train], [25, 75])
-    fence = float(q3 + 3.0 * (q3 - q1))
-    chosen = np.flatnonzero(scores > fence)
+    """Images whose score passes the ``OUTLIER_PERCENTILE``-th percentile of the training scores."""
+    cutoff = float(np.percentile(scores[train], OUTLIER_PERCENTILE))
+    chosen = np.flatnonzero(scores > cutoff)
     chosen = chosen[np.argsort(-scores[chosen], kind="stable")]
-    return [{"path": paths[int(i)], "score": float(scores[i])} for i in chosen], fence
+    return [{"path": paths[int(i)], "score": float(scores[i])} for i in chosen], cutoff
 
 
 # --------------------------------------------------------------------------- data and features
@@ -604,7 +658,8 @@ def inspect(
     weights: Any = "imagenet",
     input_size: int | tuple[int, int] | None = None,
     batch_size: int = 32,
-    near_duplicate_threshold: float = NEAR_DUPLICATE_THRESHOLD,
+    near_duplicate_margin: float = NEAR_DUPLICATE_MARGIN,
+    near_duplicate_floor: float = NEAR_DUPLICATE_FLOOR,
     engine: str = "auto",
     verbose: int = 0,
 ) -> Inspection:
@@ -620,12 +675,16 @@ def inspect(
       label disagrees with them (per-class thresholds, the calibrated
       confident joint, pruning by the estimated noise rate). Label issues are
       searched in ``data`` only.
-    * Files with the same bytes, and images whose centred features have a
-      cosine similarity of at least ``near_duplicate_threshold``, are grouped
-      as duplicates across all splits; a group spanning two splits is a leak.
-    * An image whose mean cosine distance to its 5 nearest training images
-      is past the upper fence of the training images' distances (third
-      quartile plus 3 interquartile ranges) is an outlier.
+    * Files with the same bytes, and near copies, are grouped as duplicates
+      across all splits; a group spanning two splits is a leak. Two images
+      are near copies when the cosine similarity of their features
+      (PCA-whitened on the training images) is at least
+      ``near_duplicate_floor`` and beats the similarity of each of them to
+      its third nearest image by ``near_duplicate_margin`` or more.
+    * An image's outlier score is its mean cosine distance (of features
+      centred on the training mean) to its 5 nearest training images; the
+      images scoring above the 99th percentile of the training images are
+      listed as outliers, most unusual first.
 
     Args:
         data: The training images: anything :func:`load_image_dataset` takes
@@ -640,8 +699,9 @@ def inspect(
         weights: The backbone's weights (``"imagenet"``, None, or a file).
         input_size: Input side or ``(height, width)``; the backbone's default when None.
         batch_size: Images per batch of the frozen pass.
-        near_duplicate_threshold: Cosine similarity, in (0, 1], from which
-            two images are near copies.
+        near_duplicate_margin: How much more similar than their third nearest
+            neighbours two near copies must be, in (0, 2].
+        near_duplicate_floor: The least cosine similarity of near copies, in [-1, 1].
         engine: Runtime of the frozen pass, as in :func:`fit`.
         verbose: 1 shows a progress bar per split.
 
@@ -649,8 +709,8 @@ def inspect(
         An :class:`Inspection`.
 
     Raises:
-        InvalidArgumentError: ``folds`` is below 2 or ``near_duplicate_threshold``
-            is outside (0, 1].
+        InvalidArgumentError: ``folds`` is below 2, or ``near_duplicate_margin``
+            or ``near_duplicate_floor`` is out of range.
         DatasetError: A class of ``data`` has fewer images than ``folds``; the
             data is multi-label; or it cannot be loaded.
 
@@ -665,9 +725,13 @@ def inspect(
     from .models import _as_size
 
     _check_folds(folds, None)
-    if not 0.0 < float(near_duplicate_threshold) <= 1.0:
+    if not 0.0 < float(near_duplicate_margin) <= 2.0:
         raise InvalidArgumentError(
-            f"near_duplicate_threshold={near_duplicate_threshold!r} must be in (0, 1]"
+            f"near_duplicate_margin={near_duplicate_margin!r} must be in (0, 2]"
+        )
+    if not -1.0 <= float(near_duplicate_floor) <= 1.0:
+        raise InvalidArgumentError(
+            f"near_duplicate_floor={near_duplicate_floor!r} must be in [-1, 1]"
         )
     spec = get_backbone(backbone)
     size = spec.default_size if input_size is None else _as_size(input_size, "input_size")
@@ -680,7 +744,8 @@ def inspect(
     labels = np.asarray(train.labels, np.int64)
     _check_folds(folds, np.bincount(labels, minlength=len(names)), names)
     features = _features(splits, _extractor(backbone, weights, size), engine, verbose)
-    return _findings(splits, features, labels, names, folds, seed, float(near_duplicate_threshold))
+    rule = (float(near_duplicate_floor), float(near_duplicate_margin))
+    return _findings(splits, features, labels, names, folds, seed, rule)
 
 
 def _findings(
@@ -690,7 +755,7 @@ def _findings(
     names: list[str],
     folds: int,
     seed: int,
-    threshold: float,
+    rule: tuple[float, float],
 ) -> Inspection:
     """The :class:`Inspection` of cached features (``features[0]``: the training split)."""
     probs = out_of_fold_probabilities(features[0], labels, len(names), folds=folds, seed=seed)
@@ -707,8 +772,9 @@ def _findings(
     paths = [p for _, dataset in splits for p in dataset.file_paths]
     split_of = [name for name, dataset in splits for _ in dataset.file_paths]
     train = np.array([s == "train" for s in split_of])
-    units = _unit_rows(np.concatenate(features), features[0].mean(axis=0))
-    pairs, scores = _neighbours(units, train, threshold, OUTLIER_NEIGHBOURS)
+    every = np.concatenate(features)
+    pairs = _near_pairs(_whitened_units(every, train), *rule)
+    scores = _outlier_scores(_unit_rows(every, features[0].mean(axis=0)), train, OUTLIER_NEIGHBOURS)
     outliers, fence = _outlier_rows(paths, scores, train)
     return Inspection(
         label_issues=issues,
@@ -718,7 +784,8 @@ def _findings(
         train_paths=train_paths,
         train_labels=labels,
         out_of_fold=probs,
-        near_duplicate_threshold=threshold,
+        near_duplicate_floor=rule[0],
+        near_duplicate_margin=rule[1],
         outlier_threshold=fence,
         paths=paths,
         splits=split_of,
@@ -801,9 +868,9 @@ def _label_part(found: Inspection, rows: int, thumbnails: dict[str, str | None])
 def _duplicate_part(found: Inspection, rows: int, thumbnails: dict[str, str | None]) -> list[str]:
     parts = [
         '<h3 id="duplicates">Duplicates</h3>',
-        '<p class="xi-note">Exact copies (same bytes) and near copies (cosine similarity of '
-        f"features at least {found.near_duplicate_threshold:.2f}). A group across splits leaks "
-        "test or validation images into training.</p>",
+        '<p class="xi-note">Exact copies (same bytes) and near copies (features much more '
+        "similar to each other than to any other image). A group across splits leaks test or "
+        "validation images into training.</p>",
     ]
     for group in found.duplicates[:rows]:
         leak = group["cross_split"]
@@ -828,7 +895,8 @@ def _outlier_part(found: Inspection, rows: int, thumbnails: dict[str, str | None
     return [
         '<h3 id="outliers">Outliers</h3>',
         '<p class="xi-note">Images unlike the training images: mean cosine distance to their '
-        f"{OUTLIER_NEIGHBOURS} nearest training images, above {found.outlier_threshold:.3f}.</p>",
+        f"{OUTLIER_NEIGHBOURS} nearest training images, above {found.outlier_threshold:.3f} (the "
+        f"{OUTLIER_PERCENTILE:g}th percentile of the training images).</p>",
         _cards(figures),
         _more(len(found.outliers), rows),
     ]
