@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import pytest
 
 import xferclass
@@ -217,3 +218,22 @@ def test_a_runtime_fallback_is_seen_at_verbose_0(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     (line,) = [line for line in done.stderr.splitlines() if "stays on Keras" in line]
     assert "Unsupported op: SomeOp" in line
+
+
+@pytest.mark.parametrize("size", [0, -3, 1.5, "big", True, (10,), (10, 0), (10, 2.0), "7"])
+def test_one_image_size_check(size):
+    import helpers  # noqa: F401  (registers the test_tiny backbone)
+    from xferclass._args import as_size
+
+    with pytest.raises(xferclass.InvalidArgumentError, match=r"input_size=.* is not an image size"):
+        as_size(size, "input_size")
+    with pytest.raises(xferclass.InvalidArgumentError, match="is not an image size"):
+        xferclass.build_classifier("test_tiny", num_classes=3, weights=None, input_size=size)
+
+
+def test_image_sizes_that_pass():
+    from xferclass._args import as_size
+
+    assert as_size(np.int64(7), "size") == (7, 7)
+    assert as_size([5, np.int32(6)], "size") == (5, 6)
+    assert as_size(np.array([3, 4]), "size") == (3, 4)

@@ -721,8 +721,8 @@ def inspect(
         {'path': 'clothes/train/shoes/1f3a.jpg', 'given': 'shoes', 'suggested': 'hat', ...}
         >>> found.to_html("inspection.html")  # doctest: +SKIP
     """
+    from ._args import as_size
     from ._registry import get_backbone
-    from .models import _as_size
 
     _check_folds(folds, None)
     if not 0.0 < float(near_duplicate_margin) <= 2.0:
@@ -734,7 +734,7 @@ def inspect(
             f"near_duplicate_floor={near_duplicate_floor!r} must be in [-1, 1]"
         )
     spec = get_backbone(backbone)
-    size = spec.default_size if input_size is None else _as_size(input_size, "input_size")
+    size = spec.default_size if input_size is None else as_size(input_size, "input_size")
     train = _load(data, size, batch_size, None, "data")
     names = list(train.class_names)
     splits = [("train", train)]

@@ -10,7 +10,13 @@ from typing import Any
 import keras
 
 from . import _backbones  # noqa: F401  (registers the built-in backbones)
-from ._errors import InvalidArgumentError, InvalidArgumentTypeError, WeightsUnavailableError
+from ._args import as_size
+from ._errors import (
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    WeightsUnavailableError,
+    first_line,
+)
 from ._registry import BackboneSpec, get_backbone
 from .layers import InferenceMode, Preprocessing
 
@@ -23,20 +29,6 @@ POOL = "pool"
 HEAD_DENSE = "head_dense"
 HEAD_DROPOUT = "head_dropout"
 PREDICTIONS = "predictions"
-
-
-def _as_size(value: Any, argument: str) -> tuple[int, int]:
-    if isinstance(value, bool):
-        raise InvalidArgumentError(f"{argument}={value!r} is not an image size")
-    if isinstance(value, int):
-        return (value, value)
-    try:
-        height, width = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(
-            f"{argument}={value!r} is not an image size; pass an int or (height, width)"
-        ) from None
-    return (height, width)
 
 
 @contextlib.contextmanager
@@ -80,7 +72,7 @@ def _build_backbone(spec: BackboneSpec, input_shape: tuple[int, int, int], weigh
         if weights == "imagenet" and _looks_like_download_failure(error):
             raise WeightsUnavailableError(
                 f"backbone={spec.name!r}: could not download the ImageNet weights "
-                f"({_first_line(error)}). This machine seems to be offline. Options: "
+                f"({first_line(error)}). This machine seems to be offline. Options: "
                 "copy the weights file into ~/.keras/models/ from a machine with network; "
                 "pass weights='/path/to/weights.h5' (a local file); "
                 "use backbone='efficientnet_lite0', whose ImageNet weights ship in a "
@@ -90,7 +82,7 @@ def _build_backbone(spec: BackboneSpec, input_shape: tuple[int, int, int], weigh
         if isinstance(weights, str) and weights != "imagenet":
             raise WeightsUnavailableError(
                 f"weights={weights!r} could not be loaded into backbone={spec.name!r}: "
-                f"{_first_line(error)}"
+                f"{first_line(error)}"
             ) from error
         raise
     if not isinstance(backbone, keras.Model):
@@ -99,11 +91,6 @@ def _build_backbone(spec: BackboneSpec, input_shape: tuple[int, int, int], weigh
             "not a keras.Model"
         )
     return backbone
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _looks_like_download_failure(error: BaseException) -> bool:
@@ -196,7 +183,7 @@ def build_classifier(
         raise InvalidArgumentError(f"threshold={threshold!r} must be strictly between 0 and 1")
     if not 0.0 <= float(dropout) < 1.0:
         raise InvalidArgumentError(f"dropout={dropout!r} must be in [0, 1)")
-    size = spec.default_size if input_size is None else _as_size(input_size, "input_size")
+    size = spec.default_size if input_size is None else as_size(input_size, "input_size")
     if min(size) < spec.min_size:
         raise InvalidArgumentError(
             f"input_size={input_size!r} is too small for backbone={spec.name!r}, "
