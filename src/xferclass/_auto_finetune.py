@@ -8,7 +8,9 @@ it), then scored on fold 0, which neither its training nor its epochs saw, next 
 the frozen choice's own out-of-fold score on the same images (whose head was
 trained on the same other folds). Fine-tuning is kept only when it wins there by
 more than the standard error of the paired difference; the model returned is
-then fine-tuned again on every image, for the same epochs.
+then fine-tuned again on every image, for the same epochs, when the time that
+the experiment measured says it fits, and is the experiment's model otherwise.
+A deadline callback stops either run rather than let it end past the budget.
 """
 
 from __future__ import annotations
@@ -87,6 +89,38 @@ def plan_epochs(seconds_left: float, images: int, folds: int, pass_seconds: floa
     return min(MAX_EPOCHS, epochs) if epochs >= MIN_EPOCHS else 0
 
 
+class Deadline:
+    """Keras callback factory: stop training before an epoch, or a batch, would end past
+    ``deadline``; counts the epochs completed."""
+
+    def __init__(self, deadline: float, clock: Callable[[], float]) -> None:
+        import keras
+
+        self.deadline, self.clock = deadline, clock
+        self.completed = 0
+        self.cut = False
+        owner = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+                owner.started = owner.clock()
+
+            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+                if owner.clock() > owner.deadline:
+                    owner.cut = True
+                    self.model.stop_training = True
+
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                if not owner.cut:
+                    owner.completed += 1
+                now = owner.clock()
+                if now + (now - owner.started) > owner.deadline:
+                    self.model.stop_training = True
+
+        self.started = clock()
+        self.callback = Callback()
+
+
 def _subset(images: Images, rows: np.ndarray) -> Images:
     return Images(tuple(np.asarray(images.paths)[rows]), images.labels[rows],
                   images.class_names, tuple(np.asarray(images.given_split)[rows]))  # fmt: skip
@@ -94,9 +128,10 @@ def _subset(images: Images, rows: np.ndarray) -> Images:
 
 def _fine_tuned_model(
     build: Callable[[], Any], features: FeatureSet, images: Images, choice: Choice,
-    epochs: int, *, search: Search, rows: np.ndarray,
-) -> Any:  # fmt: skip
-    """``choice``'s classifier, its head trained on ``rows``' features, then fine-tuned on them."""
+    epochs: int, *, search: Search, rows: np.ndarray, deadline: float,
+) -> tuple[Any, int]:  # fmt: skip
+    """``choice``'s classifier, its head trained on ``rows``' features, then fine-tuned on
+    them until ``deadline`` at most; returns it and the epochs completed."""
     from . import training
     from .models import HEAD_DENSE, PREDICTIONS
 
@@ -113,53 +148,76 @@ def _fine_tuned_model(
     weights = _headcv.class_weight_vector(labels, classes, choice.class_weight)
     dataset = _subset(images, rows).dataset(choice.size, search.batch_size, shuffle=True,
                                             seed=search.seed)  # fmt: skip
+    stop = Deadline(deadline, search.clock)
     training.fine_tune(
         model, dataset, None, head_epochs=0, epochs=epochs, unfreeze=UNFREEZE,
         learning_rate=LEARNING_RATE,
         class_weight=None if choice.class_weight == "none" else dict(enumerate(weights)),
-        verbose=0, seed=search.seed,
+        callbacks=[stop.callback], verbose=0, seed=search.seed,
     )  # fmt: skip
-    return model
+    return model, stop.completed
 
 
 def run_fine_tune(
-    search: Search, choice: Choice, epochs: int, build: Callable[[], Any]
-) -> tuple[FineTuned, Callable[[], Any]]:
-    """Measure fine-tuning ``choice`` on fold 0; returns the result and a function that
-    fine-tunes the final model on every image (to call when it wins)."""
+    search: Search, choice: Choice, epochs: int, build: Callable[[], Any], end: float
+) -> tuple[FineTuned, Callable[[], tuple[Any, str]]]:
+    """Measure fine-tuning ``choice`` on fold 0, in its share of the time left before
+    ``end``; returns the result and a function that gives the final model and a note
+    (fine-tuned again on every image when that fits before ``end``)."""
     from .metrics import collect_predictions
 
     start = search.clock()
     images, fold = search.images, search.fold
     held = fold == 0
+    share = float(np.mean(~held))
     features = search.features[(choice.backbone, choice.size)]
-    model = _fine_tuned_model(build, features, images, choice, epochs, search=search,
-                              rows=np.flatnonzero(~held))  # fmt: skip
+    model, completed = _fine_tuned_model(
+        build, features, images, choice, epochs, search=search, rows=np.flatnonzero(~held),
+        deadline=start + (end - start) * share / (share + 1.0),
+    )  # fmt: skip
+    trained = search.clock() - start
     test = _subset(images, np.flatnonzero(held)).dataset(choice.size, search.batch_size)
     tta = False if choice.tta == "none" else choice.tta
     _, probabilities = collect_predictions(model, test, tta=tta)
-    labels = images.labels[held]
+    result = _compare(search, choice, held, probabilities, completed, search.clock() - start)
+
+    def final() -> tuple[Any, str]:
+        need = trained / share
+        left = end - search.clock()
+        if need > left:
+            return model, (f"fine-tuned on the other folds only: again on every image would "
+                           f"need about {need:.0f} s, {left:.0f} s were left")  # fmt: skip
+        every, done = _fine_tuned_model(
+            build, features, images, choice, completed, search=search,
+            rows=np.arange(len(images.paths)), deadline=end,
+        )  # fmt: skip
+        if done < completed:
+            return model, (f"fine-tuned on the other folds only: again on every image "
+                           f"stopped for time after {done} of {completed} epochs")  # fmt: skip
+        return every, f"fine-tuned again on every image for {completed} epochs"
+
+    return result, final
+
+
+def _compare(
+    search: Search, choice: Choice, held: np.ndarray, probabilities: np.ndarray,
+    epochs: int, seconds: float,
+) -> FineTuned:  # fmt: skip
+    """The fine-tuned model against the frozen choice on the held-out fold."""
+    labels = search.images.labels[held]
     frozen = search.oof[choice][held]
     right = (np.argmax(probabilities, 1) == labels).astype(float)
-    frozen_right = (np.argmax(frozen, 1) == labels).astype(float)
-    difference = right - frozen_right
+    difference = right - (np.argmax(frozen, 1) == labels).astype(float)
     se = float(np.std(difference, ddof=1) / math.sqrt(len(labels))) if len(labels) > 1 else 0.0
     score = _headcv.score(search.metric, labels, probabilities)
     frozen_score = _headcv.score(search.metric, labels, frozen)
     result = FineTuned(epochs=epochs, score=score, frozen_score=frozen_score,
-                       standard_error=se, images=int(held.sum()),
-                       seconds=search.clock() - start,
-                       wins=score - frozen_score > max(se, 0.005))  # fmt: skip
+                       standard_error=se, images=int(held.sum()), seconds=seconds,
+                       wins=epochs > 0 and score - frozen_score > max(se, 0.005))  # fmt: skip
     logger.info(
         "fine-tune: %s top %.0f%%, %d epochs: %s %.4f on fold 0 (%d images) against %.4f "
         "frozen (se of the difference %.4f): %s", choice.backbone, UNFREEZE * 100, epochs,
         search.metric, score, result.images, frozen_score, se,
         "kept" if result.wins else "not kept",
     )  # fmt: skip
-
-    def final() -> Any:
-        every = np.arange(len(images.paths))
-        return _fine_tuned_model(build, features, images, choice, epochs, search=search,
-                                 rows=every)  # fmt: skip
-
-    return result, final
+    return result

@@ -91,6 +91,7 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"fine-tuning: {fine['epochs']} epochs scored {fine['score']:.4f} on fold 0 "
             f"({fine['images']} images) against {fine['frozen_score']:.4f} frozen: "
             + ("kept" if fine["wins"] else "not kept")
+            + (f"; {fine['final']}" if fine.get("final") else "")
         )
     else:
         lines.append(f"fine-tuning: not measured ({fine.get('reason', '')})")

@@ -752,9 +752,9 @@ def train_auto(
     run = _search_then_fine_tune(setup, fixed, started + seconds * FROZEN_SHARE)
     choice, decision, fine = run["choice"], run["decision"], run["fine_tune"]
     if fine.get("wins"):
-        model = run["fine_tuned"]()
         from ._common import store_class_names
 
+        model, fine["final"] = run["fine_tuned"]()
         store_class_names(model, search.images.class_names)
     else:
         model = _final_model(search, builder, choice, seed=seed, batch_size=batch_size)
@@ -816,7 +816,7 @@ def _search_then_fine_tune(
             return build_classifier(choice.backbone, num_classes=len(search.images.class_names),
                                     weights=builder.weights, input_size=choice.size)  # fmt: skip
 
-        result, final = run_fine_tune(search, choice, epochs, build)
+        result, final = run_fine_tune(search, choice, epochs, build, end)
         fine = {"measured": True, **result.to_dict()}
         if result.wins:
             decision = _fine_tune_decision(decision, result, choice)
