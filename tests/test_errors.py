@@ -15,6 +15,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,7 @@ needs_ort = pytest.mark.skipif(
 
 
 @pytest.fixture
-def onnx_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def onnx_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     from xferclass import _runtime
 
     monkeypatch.setenv("XFERCLASS_CACHE_DIR", str(tmp_path / "cache"))
