@@ -115,3 +115,27 @@ def test_load_model_names_the_first_line_of_a_file_error(tmp_path):
     with pytest.raises(xferclass.ModelFileError, match="could not be loaded: ") as caught:
         xferclass.load_model(broken)
     assert "\n" not in str(caught.value) and caught.value.__cause__ is not None
+
+
+def test_class_names_threshold_and_report_travel_in_the_preprocessing_layer(tmp_path):
+    import keras
+
+    from xferclass._auto_report import read_report, store_report
+    from xferclass._common import model_class_names, model_multi_label, store_class_names
+    from xferclass.layers import preprocessing_layer
+
+    model = tiny_model()
+    store_class_names(model, ["circle", "square", "triangle"])
+    assert store_report(model, {"plan": {"backbone": "test_tiny"}})
+    preprocessing_layer(model).threshold = 0.3
+    path = tmp_path / "m.keras"
+    xferclass.save_model(model, path)
+    loaded = xferclass.load_model(path)
+    assert model_class_names(loaded) == ["circle", "square", "triangle"]
+    assert model_multi_label(loaded) == (False, 0.5)  # single-label: the threshold is not kept
+    assert read_report(path) == {"plan": {"backbone": "test_tiny"}}
+    plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="sigmoid")])
+    assert preprocessing_layer(plain) is None and model_class_names(plain) is None
+    store_class_names(plain, ["a", "b"])  # nothing to store them in: no error
+    assert not store_report(plain, {}) and read_report(plain) is None
+    assert model_multi_label(plain) == (True, 0.5)

@@ -12,14 +12,13 @@ __all__ = ["format_report", "read_report", "store_report"]
 
 def store_report(model: Any, report: Mapping[str, Any]) -> bool:
     """Put ``report`` (JSON data) into the model's Preprocessing layer metadata."""
-    from .layers import Preprocessing
+    from .layers import preprocessing_layer
 
-    for layer in model.layers:
-        if isinstance(layer, Preprocessing) and hasattr(layer, "metadata"):
-            plain = json.loads(json.dumps(report))
-            layer.metadata = {**(layer.metadata or {}), "auto_report": plain}
-            return True
-    return False
+    layer = preprocessing_layer(model)
+    if layer is None:
+        return False
+    layer.metadata = {**(layer.metadata or {}), "auto_report": json.loads(json.dumps(report))}
+    return True
 
 
 def read_report(model: Any) -> dict[str, Any] | None:
@@ -38,17 +37,15 @@ def read_report(model: Any) -> dict[str, Any] | None:
         >>> report["plan"]["backbone"]  # doctest: +SKIP
         'efficientnet_lite0'
     """
-    from .layers import Preprocessing
+    from .layers import preprocessing_layer
 
     if isinstance(model, (str, os.PathLike)):
         from .saving import load_model
 
         model = load_model(model)
-    for layer in getattr(model, "layers", []):
-        if isinstance(layer, Preprocessing):
-            found = (getattr(layer, "metadata", None) or {}).get("auto_report")
-            return dict(found) if found is not None else None
-    return None
+    layer = preprocessing_layer(model)
+    found = (layer.metadata or {}).get("auto_report") if layer is not None else None
+    return dict(found) if found is not None else None
 
 
 def _candidate_lines(report: Mapping[str, Any]) -> list[str]:

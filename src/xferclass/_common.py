@@ -9,6 +9,7 @@ import keras
 import tensorflow as tf
 
 from ._errors import DatasetError, InvalidArgumentError
+from .layers import preprocessing_layer
 
 __all__: list[str] = []
 
@@ -56,23 +57,15 @@ def check_class_count(model: keras.Model, dataset: tf.data.Dataset, argument: st
 
 def model_class_names(model: keras.Model) -> list[str] | None:
     """The class names stored in a model's Preprocessing layer, if any."""
-    from .layers import Preprocessing
-
-    for layer in model.layers:
-        if isinstance(layer, Preprocessing):
-            return layer.class_names
-    return None
+    layer = preprocessing_layer(model)
+    return layer.class_names if layer is not None else None
 
 
 def store_class_names(model: keras.Model, class_names: Any) -> None:
     """Record class names in a model's Preprocessing layer, if it has one."""
-    from .layers import Preprocessing
-
-    if class_names is None:
-        return
-    for layer in model.layers:
-        if isinstance(layer, Preprocessing):
-            layer.class_names = [str(name) for name in class_names]
+    layer = preprocessing_layer(model)
+    if class_names is not None and layer is not None:
+        layer.class_names = [str(name) for name in class_names]
 
 
 #: Inference engines a frozen forward pass can run on (``engine=`` arguments).
@@ -162,12 +155,8 @@ def model_multi_label(model: keras.Model) -> tuple[bool, float]:
     A model without a Preprocessing layer is multi-label when its last layer's
     activation is a sigmoid; its threshold is then 0.5.
     """
-    from .layers import Preprocessing
-
-    for layer in model.layers:
-        if isinstance(layer, Preprocessing):
-            return bool(getattr(layer, "multi_label", False)), float(
-                getattr(layer, "threshold", 0.5)
-            )
+    layer = preprocessing_layer(model)
+    if layer is not None:
+        return bool(layer.multi_label), float(layer.threshold)
     activation = getattr(model.layers[-1], "activation", None) if model.layers else None
     return getattr(activation, "__name__", "") == "sigmoid", 0.5

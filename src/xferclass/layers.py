@@ -13,7 +13,7 @@ from keras import ops
 
 from ._errors import InvalidArgumentError
 
-__all__ = ["Preprocessing", "InferenceMode", "PREPROCESS_MODES"]
+__all__ = ["Preprocessing", "InferenceMode", "PREPROCESS_MODES", "preprocessing_layer"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -105,6 +105,25 @@ class Preprocessing(keras.layers.Layer):
         if self.metadata:
             config["metadata"] = self.metadata
         return config
+
+
+def preprocessing_layer(model: Any) -> Preprocessing | None:
+    """``model``'s :class:`Preprocessing` layer (which carries its class names,
+    multi-label threshold and metadata), or ``None`` when it has none.
+
+    Examples:
+        >>> import keras
+        >>> inputs = keras.Input((4,))
+        >>> model = keras.Model(inputs, Preprocessing("unit", class_names=["a"])(inputs))
+        >>> preprocessing_layer(model).class_names
+        ['a']
+        >>> preprocessing_layer(keras.Sequential([keras.layers.Dense(2)])) is None
+        True
+    """
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, Preprocessing):
+            return layer
+    return None
 
 
 @keras.saving.register_keras_serializable(package="xferclass")
