@@ -75,4 +75,4 @@ def first_line(error: BaseException) -> str:
         'MemoryError'
     """
     text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
+    return text.splitlines()[0] if text else type(error).__name__

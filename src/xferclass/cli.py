@@ -652,15 +652,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "export": _export,
         "inspect": _inspect,
     }
-    from ._errors import XferclassError
+    from ._errors import XferclassError, first_line
 
     try:
         return handlers[args.command](args)
     except (XferclassError, ValueError, FileNotFoundError, ImportError) as error:
-        message = str(error).strip().splitlines()
-        print(
-            f"xferclass: error: {message[0] if message else type(error).__name__}", file=sys.stderr
-        )
+        print(f"xferclass: error: {first_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("xferclass: interrupted", file=sys.stderr)

@@ -42,6 +42,7 @@ from ._errors import (
     InvalidArgumentError,
     InvalidArgumentTypeError,
     MissingDependencyError,
+    first_line,
 )
 from ._log import logger
 
@@ -531,25 +532,20 @@ def export(
         except (MissingDependencyError, InvalidArgumentError, InvalidArgumentTypeError):
             raise
         except Exception as error:
-            raise ExportError(f"cannot export {what}: {_first_line(error)}") from error
+            raise ExportError(f"cannot export {what}: {first_line(error)}") from error
         try:
             _check_artifact(format, written[0], probe, expected, quantize is not None)
         except MissingDependencyError:
             raise
         except Exception as error:
             raise ExportError(
-                f"exported {what}, but the artifact fails its check: {_first_line(error)}"
+                f"exported {what}, but the artifact fails its check: {first_line(error)}"
             ) from error
         _place(written, targets)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     logger.info("exported %s: %s", what, ", ".join(os.fspath(t) for t in targets))
     return targets
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def read_class_names(path: str | os.PathLike[str], *, format: str) -> list[str] | None:
