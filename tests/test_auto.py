@@ -94,6 +94,29 @@ def test_train_auto_returns_a_measured_choice_and_saves_its_report(tmp_path: Pat
     assert list(xferclass.predict(loaded, images).class_names) == ["circle", "square", "triangle"]
 
 
+def test_train_auto_compares_backbones_sizes_and_their_averages(tmp_path: Path) -> None:
+    from helpers import tiny_backbone
+
+    if "test_tiny_wide" not in xferclass.list_backbones():
+        xferclass.register_backbone("test_tiny_wide", tiny_backbone, preprocess="unit",
+                                    default_size=48, family="test")  # fmt: skip
+    root = make_shape_dataset(tmp_path / "data", per_class=15)
+    result = xferclass.train_auto(root, budget="4m", backbone=["test_tiny", "test_tiny_wide"],
+                                  weights=None, overrides={"fine_tune_epochs": 0})  # fmt: skip
+    report = result.report
+    ran = {(e["experiment"], e["backbone"], e["size"]) for e in report["experiments"]}
+    assert ("backbone", "test_tiny_wide", 48) in ran and ("backbone", "test_tiny_wide", 64) in ran
+    rows = report["candidates"]
+    assert any(row["candidate"].startswith("average of") for row in rows)
+    assert "backbone and input size (test_tiny 32 px; test_tiny_wide 48 px; test_tiny_wide 64 px)" \
+        in report["measured"]  # fmt: skip
+    # Whatever won, the model takes images at the plan's size and names the classes.
+    images, _ = tiny_arrays(4, size=result.plan.size)
+    predictions = xferclass.predict(result.model, images, tta=result.plan.tta)
+    assert list(predictions.class_names) == ["circle", "square", "triangle"]
+    assert report["estimate"]["value"] >= report["estimate"]["floor_value"]
+
+
 def test_train_auto_takes_a_validation_folder_into_the_folds_and_keeps_overrides(
     tmp_path: Path,
 ) -> None:
