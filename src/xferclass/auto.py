@@ -522,7 +522,8 @@ def _decide(search: Search, floor: Choice, fixed: Mapping[str, Any]) -> tuple[An
         return True
 
     pool: dict[Any, np.ndarray] = {c: p for c, p in search.oof.items() if c == floor or allowed(c)}
-    singles = {c: p for c, p in pool.items() if c == floor or allowed(c) and c != floor}
+    # An average's members need their features for the final heads: pairs still cached.
+    singles = {c: p for c, p in pool.items() if (c.backbone, c.size) in search.features}
     pool.update(ensemble_candidates(singles, search.images.labels, search.metric))
     selection = select(pool, search.images.labels, search.fold, search.metric, prefer=[floor])
     labels, fold = search.images.labels, search.fold
