@@ -59,6 +59,7 @@ class CompileSpec:
     weighted_metrics: Any = None
     jit_compile: Any = False
     steps_per_execution: int = 1
+    run_eagerly: bool = False
 
     def compile(self, model: keras.Model, optimizer: Any = None) -> None:
         """Compile ``model`` with this spec (and ``optimizer`` instead of its own)."""
@@ -70,6 +71,7 @@ class CompileSpec:
             weighted_metrics=self.weighted_metrics,
             jit_compile=self.jit_compile,
             steps_per_execution=self.steps_per_execution,
+            run_eagerly=self.run_eagerly,
         )
 
     @property
@@ -136,12 +138,15 @@ def resolve_compile(
     metrics: Any = None,
     label_smoothing: float | None = None,
     learning_rate: float | None = None,
-    jit_compile: Any = False,
+    jit_compile: Any = None,
 ) -> CompileSpec:
     """What ``model`` trains with: its own compile, overridden by the keywords given.
 
     ``learning_rate`` on a compiled model is applied to its optimizer (and
-    logged), never ignored silently.
+    logged), never ignored silently. A compiled model keeps its own
+    ``jit_compile`` and ``run_eagerly`` (as they are now on the model, set by
+    ``compile`` or afterwards); ``jit_compile`` given here overrides the former.
+    A model that is not compiled gets ``jit_compile`` (``None``: ``False``).
     """
     if label_smoothing is not None and not 0.0 <= float(label_smoothing) < 1.0:
         raise InvalidArgumentError(f"label_smoothing={label_smoothing!r} must be in [0, 1)")
@@ -153,8 +158,9 @@ def resolve_compile(
             metrics=config.get("metrics"),
             loss_weights=config.get("loss_weights"),
             weighted_metrics=config.get("weighted_metrics"),
-            jit_compile=config.get("jit_compile", jit_compile),
+            jit_compile=model.jit_compile if jit_compile is None else jit_compile,
             steps_per_execution=config.get("steps_per_execution") or 1,
+            run_eagerly=bool(model.run_eagerly),
         )
         if spec.loss is None:
             spec = replace(spec, loss=default_objective(model)[0])
@@ -173,7 +179,7 @@ def resolve_compile(
             optimizer=_make_optimizer(optimizer, learning_rate),
             loss=default_loss,
             metrics=default_metrics,
-            jit_compile=jit_compile,
+            jit_compile=False if jit_compile is None else jit_compile,
         )
     if loss is not None:
         spec = replace(spec, loss=loss)

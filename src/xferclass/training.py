@@ -101,7 +101,7 @@ def fit(
     cache_dir: str | None = None,
     seed: int | None = None,
     strategy: Any = None,
-    jit_compile: bool | str = False,
+    jit_compile: bool | str | None = None,
     engine: str = "auto",
 ) -> keras.callbacks.History:
     """Train a classifier, caching the frozen backbone's features when it can.
@@ -179,7 +179,9 @@ def fit(
         cache_dir: Parent folder of the temporary spill folder.
         seed: Seed of the cached-row shuffling and of the augmentation.
         strategy: A ``tf.distribute.Strategy``; the model is compiled in its scope.
-        jit_compile: XLA-compile the training step (``True``, ``False`` or ``"auto"``).
+        jit_compile: XLA-compile the training step (``True``, ``False`` or
+            ``"auto"``). ``None``: a compiled model's own setting, else ``False``.
+            A compiled model's ``run_eagerly`` is kept too.
         engine: Runtime of the frozen forward passes that fill the cache
             (``"auto"``, ``"keras"``, ``"onnxruntime"``, ``"openvino"``).
 
@@ -283,7 +285,7 @@ def fine_tune(
     cache_dir: str | None = None,
     seed: int | None = None,
     strategy: Any = None,
-    jit_compile: bool | str = False,
+    jit_compile: bool | str | None = None,
     engine: str = "auto",
 ) -> keras.callbacks.History:
     """Two-phase transfer learning: train the head, then the top of the backbone.
@@ -339,7 +341,7 @@ def fine_tune(
         cache_dir: Parent folder of the temporary spill folder.
         seed: Seed of shuffling and augmentation.
         strategy: A ``tf.distribute.Strategy``.
-        jit_compile: XLA-compile the training steps.
+        jit_compile: XLA-compile the training steps; as in :func:`fit`.
         engine: As in :func:`fit`.
 
     Returns:
