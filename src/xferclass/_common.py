@@ -9,6 +9,7 @@ import keras
 import tensorflow as tf
 
 from ._errors import DatasetError, InvalidArgumentError
+from ._log import logger
 from .layers import preprocessing_layer
 
 __all__: list[str] = []
@@ -61,11 +62,59 @@ def model_class_names(model: keras.Model) -> list[str] | None:
     return layer.class_names if layer is not None else None
 
 
+def compare_class_names(first: Any, second: Any, first_what: str, second_what: str) -> None:
+    """Raise when two known lists of class names differ (in order or in names).
+
+    Either side ``None`` (not known) passes.
+
+    Raises:
+        DatasetError: The names differ; the message names both orders.
+    """
+    if first is None or second is None:
+        return
+    first, second = [str(n) for n in first], [str(n) for n in second]
+    if first == second:
+        return
+    how = "in another order" if sorted(first) == sorted(second) else "different classes"
+    raise DatasetError(
+        f"{second_what} has {how} than {first_what}: {first_what} has {first}, {second_what} "
+        f"has {second}. Label index k must mean the same class in both; load the data with "
+        f"load_image_dataset(..., class_names={first!r})"
+    )
+
+
+def check_stored_class_names(model: keras.Model, class_names: Any, argument: str) -> None:
+    """Raise when ``class_names`` are the model's stored names in another order.
+
+    Raises:
+        DatasetError: The same classes in another order (the message names both).
+    """
+    stored = model_class_names(model)
+    if stored is None or class_names is None:
+        return
+    names = [str(name) for name in class_names]
+    if sorted(names) == sorted(stored) and names != list(stored):
+        compare_class_names(stored, names, "the model", argument)
+
+
 def store_class_names(model: keras.Model, class_names: Any) -> None:
-    """Record class names in a model's Preprocessing layer, if it has one."""
+    """Record class names in a model's Preprocessing layer, if it has one.
+
+    Names the model already holds are never reordered: the same classes in
+    another order raise. Other names replace them with a warning that names both.
+
+    Raises:
+        DatasetError: ``class_names`` are the model's stored names in another order.
+    """
     layer = preprocessing_layer(model)
-    if class_names is not None and layer is not None:
-        layer.class_names = [str(name) for name in class_names]
+    if class_names is None or layer is None:
+        return
+    names = [str(name) for name in class_names]
+    check_stored_class_names(model, names, "the data")
+    stored = layer.class_names
+    if stored is not None and list(stored) != names:
+        logger.warning("the model's class names %s are replaced by the data's %s", stored, names)
+    layer.class_names = names
 
 
 #: Inference engines a frozen forward pass can run on (``engine=`` arguments).

@@ -20,7 +20,9 @@ from ._log import logger
 
 __all__ = [
     "CompileSpec",
+    "CLASS_WEIGHT_KINDS",
     "balanced_class_weight",
+    "balanced_class_weights",
     "default_objective",
     "phase_optimizer",
     "resolve_class_weight",
@@ -203,6 +205,73 @@ def phase_optimizer(base: keras.optimizers.Optimizer, learning_rate: float) -> A
     return type(inner).from_config(config)
 
 
+#: Kinds of :func:`balanced_class_weights`.
+CLASS_WEIGHT_KINDS = ("none", "balanced", "sqrt")
+
+
+def balanced_class_weights(counts: Any, kind: str = "balanced") -> dict[int, float]:
+    """Per-class loss weights from the number of samples of each class.
+
+    ``"balanced"`` is scikit-learn's ``compute_class_weight("balanced")``:
+    ``n / (k * count)`` for ``n`` samples of ``k`` classes, whose mean over the
+    samples is 1. ``"sqrt"`` is its square root, rescaled so that the mean
+    weight over the samples is 1 again: halfway, on a log scale, between
+    ``"none"`` (every weight 1) and ``"balanced"``. A class with no sample gets
+    the weight of a class with one (its weight is never used in training;
+    callers that need every class check the counts themselves).
+
+    Args:
+        counts: Samples per class (for multi-label data: positive samples per
+            label), a sequence of ``k`` non-negative numbers.
+        kind: ``"balanced"``, ``"sqrt"`` or ``"none"``.
+
+    Returns:
+        A dict from class index to weight, as Keras's ``class_weight`` takes it.
+
+    Raises:
+        InvalidArgumentError: ``kind`` is unknown, or the counts are not ``k``
+            non-negative numbers with at least one sample.
+
+    Examples:
+        >>> balanced_class_weights([3, 1])
+        {0: 0.6666666666666666, 1: 2.0}
+    """
+    if kind not in CLASS_WEIGHT_KINDS:
+        raise InvalidArgumentError(
+            f"class weight kind={kind!r} must be one of {CLASS_WEIGHT_KINDS}"
+        )
+    values = np.asarray(counts, dtype=np.float64)
+    if values.ndim != 1 or not len(values) or (values < 0).any() or not values.sum() > 0:
+        raise InvalidArgumentError(
+            f"counts={counts!r} must be one non-negative count per class, not all 0"
+        )
+    n, k = float(values.sum()), len(values)
+    if kind == "none":
+        weights = np.ones(k)
+    else:
+        weights = n / (k * np.maximum(values, 1.0))
+    if kind == "sqrt":
+        weights = np.sqrt(weights)
+        weights *= n / float(np.sum(values * weights))
+    return {index: float(weight) for index, weight in enumerate(weights)}
+
+
+def is_multi_hot(labels: Any) -> bool:
+    """Whether label rows are multi-hot: some row has other than exactly one 1."""
+    labels = np.asarray(labels)
+    return labels.ndim == 2 and bool((labels.sum(axis=1) != 1).any())
+
+
+def multi_label_class_weight_error(class_weight: Any) -> InvalidArgumentError:
+    """The error for a ``class_weight`` given with multi-label data."""
+    return InvalidArgumentError(
+        f"class_weight={class_weight!r} applies to single-label data, but the data or "
+        "model is multi-label: Keras would weight each multi-hot row by its first "
+        "positive label only. Weight the rows yourself instead: pass (images, labels, "
+        "weights) batches"
+    )
+
+
 def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     """Class weights ``n_samples / (n_classes * count)``, as scikit-learn's ``"balanced"``.
 
@@ -212,8 +281,11 @@ def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict[int, flo
 
     Raises:
         DatasetError: A class has no training image (its weight would be infinite).
+        InvalidArgumentError: The rows are multi-hot (multi-label data).
     """
     labels = np.asarray(labels)
+    if is_multi_hot(labels):
+        raise multi_label_class_weight_error("balanced")
     if labels.ndim == 2:
         labels = labels.argmax(axis=1)
     counts = np.bincount(labels.astype(np.int64), minlength=num_classes)
@@ -223,8 +295,7 @@ def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict[int, flo
             f"class_weight='balanced' needs every class in the training data; classes "
             f"{missing.tolist()} have no image. Pass class_weight as a dict instead"
         )
-    weights = len(labels) / (num_classes * counts.astype(np.float64))
-    return {k: float(w) for k, w in enumerate(weights)}
+    return balanced_class_weights(counts)
 
 
 def resolve_class_weight(

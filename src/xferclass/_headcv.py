@@ -82,14 +82,10 @@ def class_weight_vector(labels: np.ndarray, classes: int, kind: str) -> np.ndarr
     """
     if kind not in CLASS_WEIGHTS:
         raise InvalidArgumentError(f"class weight {kind!r} must be one of {CLASS_WEIGHTS}")
-    counts = np.bincount(labels, minlength=classes).astype(np.float64)
-    if kind == "none":
-        return np.ones(classes)
-    balanced = len(labels) / (classes * np.maximum(counts, 1.0))
-    if kind == "balanced":
-        return balanced
-    root = np.sqrt(balanced)
-    return root * len(labels) / float(np.sum(root[labels]))
+    from ._compile import balanced_class_weights  # one computation for fit and auto
+
+    weights = balanced_class_weights(np.bincount(labels, minlength=classes), kind)
+    return np.array([weights[k] for k in range(classes)])
 
 
 def score(metric: str, labels: np.ndarray, probabilities: np.ndarray) -> float:

@@ -22,8 +22,16 @@ import tensorflow as tf
 
 from ._augment import make_augmentation
 from ._checkpoint import save_model
-from ._common import check_class_count, check_image_size, require_dataset, store_class_names
-from ._compile import resolve_compile
+from ._common import (
+    check_class_count,
+    check_image_size,
+    check_stored_class_names,
+    compare_class_names,
+    model_multi_label,
+    require_dataset,
+    store_class_names,
+)
+from ._compile import multi_label_class_weight_error, resolve_compile
 from ._engine import Phase, TrainConfig, run_phases, scope, strategy_of, verbosity
 from ._errors import InvalidArgumentError, InvalidArgumentTypeError
 from .models import ClassifierParts, split_classifier
@@ -43,7 +51,9 @@ def _config(options: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def _check_inputs(model: Any, train: Any, validation: Any, epochs: Any, rates: dict) -> None:
+def _check_inputs(
+    model: Any, train: Any, validation: Any, epochs: Any, rates: dict, class_weight: Any
+) -> None:
     if not isinstance(model, keras.Model):
         raise InvalidArgumentTypeError(f"model must be a keras.Model; got {type(model).__name__}")
     for name, dataset in (("train", train), ("validation", validation)):
@@ -58,7 +68,37 @@ def _check_inputs(model: Any, train: Any, validation: Any, epochs: Any, rates: d
             isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0
         ):
             raise InvalidArgumentError(f"{name}={rate!r} must be a positive number")
-    store_class_names(model, getattr(train, "class_names", None))
+    _check_class_weight(model, train, class_weight)
+    _check_class_names(model, train, validation)
+
+
+def _check_class_weight(model: keras.Model, train: tf.data.Dataset, class_weight: Any) -> None:
+    """Refuse a ``class_weight`` that Keras would apply wrongly or not at all."""
+    if class_weight is None:
+        return
+    if len(train.element_spec) > 2:
+        raise InvalidArgumentError(
+            f"class_weight={class_weight!r} was given, but train yields sample weights too "
+            "((images, labels, weights) batches); Keras takes one or the other. Multiply "
+            "the class weights into the sample weights instead"
+        )
+    if model_multi_label(model)[0] or getattr(train, "multi_label", False):
+        raise multi_label_class_weight_error(class_weight)
+
+
+def _check_class_names(model: keras.Model, train: Any, validation: Any) -> None:
+    """Label index k must mean one class for the model, train and validation.
+
+    Names are compared wherever both sides know them; the model's names are
+    then set from the training data's (never reordered).
+    """
+    names = getattr(train, "class_names", None)
+    if validation is not None:
+        other = getattr(validation, "class_names", None)
+        compare_class_names(names, other, "train", "validation")
+        check_stored_class_names(model, other, "validation")
+    check_stored_class_names(model, names, "train")
+    store_class_names(model, names)
 
 
 def _cache_refusal(parts: ClassifierParts | None) -> str | None:
@@ -203,7 +243,8 @@ def fit(
         >>> model = xferclass.build_classifier(num_classes=len(train.class_names))  # doctest: +SKIP
         >>> history = xferclass.fit(model, train, epochs=10)  # doctest: +SKIP
     """
-    _check_inputs(model, train, validation, epochs, {"learning_rate": learning_rate})
+    rates = {"learning_rate": learning_rate}
+    _check_inputs(model, train, validation, epochs, rates, class_weight)
     config = _config(locals())
     parts = split_classifier(model)
     refusal = _cache_refusal(parts)
@@ -353,7 +394,7 @@ def fine_tune(
         ...                               epochs=3, unfreeze=0.2)  # doctest: +SKIP
     """
     rates = {"learning_rate": learning_rate, "head_learning_rate": head_learning_rate}
-    _check_inputs(model, train, validation, epochs, rates)
+    _check_inputs(model, train, validation, epochs, rates, class_weight)
     parts = split_classifier(model)
     if parts is None:
         raise InvalidArgumentError(
