@@ -9,11 +9,13 @@ a few batches however large the split is.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
@@ -36,6 +38,12 @@ __all__ = [
 #: Bytes of activations kept in memory before spilling to disk (all stores of
 #: one training run together). ``XFERCLASS_CACHE_MEMORY`` overrides it.
 DEFAULT_MEMORY_LIMIT = 2 * 1024**3
+
+#: Batches that tf.data reads ahead of the training step (and the images read
+#: ahead of the extraction): a number fixed here, not left to tf.data's
+#: autotuner, which grows its buffers when the machine is busy, so the memory
+#: past the budget is a known number of batches.
+PREFETCH_BATCHES = 2
 
 
 def memory_limit_from_env(value: int | None) -> int:
@@ -179,11 +187,27 @@ class ActivationStore:
         return out.astype(np.float32, copy=False)
 
     def close(self) -> None:
+        """Release the rows: the read descriptor, and a spill file still being written."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._file is not None and not self._file.closed:
+            self._file.close()
+        for chunk in self._chunks:
+            self._budget.left += chunk.nbytes
         self._chunks = []
         self._starts = None
+
+
+@contextlib.contextmanager
+def _closed_on_error(stores: list[ActivationStore]) -> Iterator[None]:
+    """Close ``stores`` (their files and descriptors) when the block raises."""
+    try:
+        yield
+    except BaseException:
+        for store in stores:
+            store.close()
+        raise
 
 
 class CachedSplit:
@@ -195,11 +219,19 @@ class CachedSplit:
     image is seen once per epoch.
     """
 
-    def __init__(self, stores: list[ActivationStore], labels: list[np.ndarray], batch_size: int):
+    def __init__(
+        self,
+        stores: list[ActivationStore],
+        labels: list[np.ndarray],
+        batch_size: int,
+        weights: np.ndarray | None = None,
+    ):
         self.stores = stores
         self.view_labels = labels
         self.labels = labels[0]
         self.batch_size = batch_size
+        #: The source's sample weights, row for row (the same in every view), or None.
+        self.weights = weights
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -212,6 +244,8 @@ class CachedSplit:
         self, *, shuffle: bool, seed: int | None, clock: EpochClock | None = None
     ) -> tf.data.Dataset:
         """A tf.data pipeline of ``(activations, labels)`` batches.
+
+        With sample weights the batches are ``(activations, labels, weights)``.
 
         Each epoch reads the rows in the order :func:`epoch_plan` gives for
         ``seed`` and the epoch that ``clock`` shows (set by the training loop
@@ -233,27 +267,33 @@ class CachedSplit:
                     plans[epoch] = epoch_plan(n, views, seed=seed, epoch=epoch, shuffle=shuffle)
                 return plans[epoch]
 
-        def gather(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            order, picks = plan()
-            indices = order[np.asarray(positions, dtype=np.int64)]
+        def rows_at(positions: np.ndarray, indices: np.ndarray) -> np.ndarray:
             if views == 1:
-                return self.stores[0].take(indices), self.labels[indices]
-            chosen = picks[np.asarray(positions, dtype=np.int64)]
+                return self.stores[0].take(indices)
+            chosen = plan()[1][positions]
             rows = np.empty((len(indices), *self.stores[0].row_shape), np.float32)
             for view in range(views):
                 mask = chosen == view
                 if mask.any():
                     rows[mask] = self.stores[view].take(indices[mask])
-            return rows, self.labels[indices]
+            return rows
 
-        row_shape = self.stores[0].row_shape
-        width = self.labels.shape[1]
+        weights = self.weights
 
-        def load(positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            rows, labels = tf.numpy_function(gather, [positions], [tf.float32, tf.float32])
-            rows.set_shape((None, *row_shape))
-            labels.set_shape((None, width))
-            return rows, labels
+        def gather(positions: np.ndarray) -> tuple[np.ndarray, ...]:
+            positions = np.asarray(positions, dtype=np.int64)
+            indices = plan()[0][positions]
+            batch = (rows_at(positions, indices), self.labels[indices])
+            return batch if weights is None else (*batch, weights[indices])
+
+        shapes = [(None, *self.stores[0].row_shape), (None, *self.labels.shape[1:])]
+        shapes += [] if weights is None else [(None, *weights.shape[1:])]
+
+        def load(positions: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            batch = tf.numpy_function(gather, [positions], [tf.float32] * len(shapes))
+            for tensor, shape in zip(batch, shapes):
+                tensor.set_shape(shape)
+            return tuple(batch)
 
         # Under a multi-worker strategy every worker holds the whole cache, and
         # DATA sharding hands each worker its share of every global batch: the
@@ -262,7 +302,7 @@ class CachedSplit:
         policy = tf.data.experimental.AutoShardPolicy.DATA
         options.experimental_distribute.auto_shard_policy = policy
         positions = tf.data.Dataset.range(n).batch(self.batch_size)
-        return positions.map(load).prefetch(tf.data.AUTOTUNE).with_options(options)
+        return positions.map(load).prefetch(PREFETCH_BATCHES).with_options(options)
 
     def map_views(
         self, function: Callable[[Any], Any], directory: CacheDirectory, budget: _Budget
@@ -272,21 +312,22 @@ class CachedSplit:
         This turns activations cached at a cut inside the backbone into the
         pooled features of the head without running the backbone again.
         """
-        stores = []
+        stores: list[ActivationStore] = []
         n = len(self.labels)
-        for store in self.stores:
-            out: ActivationStore | None = None
-            for start in range(0, n, self.batch_size):
-                rows = np.asarray(
-                    function(store.take(np.arange(start, min(n, start + self.batch_size))))
-                )
-                if out is None:
-                    out = ActivationStore(rows.shape[1:], np.float32, budget, directory.path)
-                out.append(rows)
-            assert out is not None
-            out.finish()
-            stores.append(out)
-        return CachedSplit(stores, self.view_labels, self.batch_size)
+        with _closed_on_error(stores):
+            for store in self.stores:
+                out: ActivationStore | None = None
+                for start in range(0, n, self.batch_size):
+                    rows = np.asarray(
+                        function(store.take(np.arange(start, min(n, start + self.batch_size))))
+                    )
+                    if out is None:
+                        out = ActivationStore(rows.shape[1:], np.float32, budget, directory.path)
+                        stores.append(out)
+                    out.append(rows)
+                assert out is not None
+                out.finish()
+        return CachedSplit(stores, self.view_labels, self.batch_size, self.weights)
 
     def close(self) -> None:
         for store in self.stores:
@@ -301,7 +342,23 @@ class CacheDirectory:
         self.budget: _Budget | None = None
 
     def close(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Remove the folder; what cannot be removed is named in a warning."""
+        failed: list[str] = []
+
+        def note(function: Any, path: str, error: Any) -> None:
+            # onexc (Python 3.12+) passes the exception, onerror its exc_info.
+            failed.append(f"{path} ({error[1] if isinstance(error, tuple) else error})")
+
+        if os.path.exists(self.path):
+            if sys.version_info >= (3, 12):
+                shutil.rmtree(self.path, onexc=note)
+            else:
+                shutil.rmtree(self.path, onerror=note)
+        if failed:
+            logger.warning(
+                "could not remove the feature cache's spill folder %s: %s; remove it by hand",
+                self.path, "; ".join(failed),
+            )  # fmt: skip
 
     def __enter__(self) -> CacheDirectory:
         return self
@@ -352,8 +409,10 @@ def cache_split(
     steps = int(dataset.cardinality())
     stores: list[ActivationStore] = []
     labels: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
     batch_size = 0
-    source = dataset.map(lambda x, y, *rest: (x, y)).prefetch(tf.data.AUTOTUNE)
+    # Sample weights, the third element of (images, labels, weights) batches, are kept.
+    source = dataset.map(lambda x, y, *rest: (x, y, *rest[:1])).prefetch(PREFETCH_BATCHES)
     notes = [f"{steps} batches"] if steps > 0 else []
     notes += [f"{views - 1} augmented views"] if views > 1 else []
     logger.info(
@@ -362,21 +421,28 @@ def cache_split(
     progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose)
     # All views of a batch are computed together, so row i is the same image
     # in every view whatever order the source yields its images in.
-    for step, (images, batch_labels) in enumerate(source, start=1):
-        for view in range(views):
-            shown = augment(images) if view > 0 and augment is not None else images
-            rows = np.asarray(extract(shown))
-            if not stores:
-                dtype = _storage_dtype(dtype, rows, steps * views, budget, name)
-            if len(stores) == view:
-                stores.append(ActivationStore(rows.shape[1:], dtype, budget, directory.path))
-            stores[view].append(rows)
-        labels.append(np.asarray(batch_labels, np.float32))
-        batch_size = max(batch_size, len(labels[-1]))
-        progress.update(step)
-    if not stores:
-        raise DatasetError(f"{name} is empty: it yielded no batches")
-    for store in stores:
-        store.finish()
+    with _closed_on_error(stores):
+        for step, (images, batch_labels, *batch_weights) in enumerate(source, start=1):
+            for view in range(views):
+                shown = augment(images) if view > 0 and augment is not None else images
+                rows = np.asarray(extract(shown))
+                if not stores:
+                    dtype = _storage_dtype(dtype, rows, steps * views, budget, name)
+                if len(stores) == view:
+                    stores.append(ActivationStore(rows.shape[1:], dtype, budget, directory.path))
+                stores[view].append(rows)
+            labels.append(np.asarray(batch_labels, np.float32))
+            weights += [np.asarray(w, np.float32) for w in batch_weights]
+            batch_size = max(batch_size, len(labels[-1]))
+            progress.update(step)
+        if not stores:
+            raise DatasetError(f"{name} is empty: it yielded no batches")
+        for store in stores:
+            store.finish()
     merged = np.concatenate(labels)
-    return CachedSplit(stores, [merged] * views, batch_size)
+    return CachedSplit(stores, [merged] * views, batch_size, _merged(weights))
+
+
+def _merged(weights: list[np.ndarray]) -> np.ndarray | None:
+    """The sample weights of all batches in one array, or ``None`` when there are none."""
+    return np.concatenate(weights) if weights else None
