@@ -333,6 +333,8 @@ class _Sources:
             budget=self.budget, views=self.views, dtype=dtype, verbose=self.config.verbose,
             augment=(lambda x: augment(x, training=True)) if augment is not None else None,
         )  # fmt: skip
+        key = "features" if where == "the pooling layer" else where
+        self.cached[key] = (train, None)  # closed by close() should the validation fail
         validation = None
         if self.validation is not None:
             steps = int(self.validation.cardinality())
@@ -341,7 +343,7 @@ class _Sources:
                 directory=self.folder, budget=self.budget, dtype=dtype,
                 verbose=self.config.verbose,
             )  # fmt: skip
-        self.cached["features" if where == "the pooling layer" else where] = (train, validation)
+        self.cached[key] = (train, validation)
         return train, validation
 
     def at_cut(self, extractor: keras.Model) -> tuple[CachedSplit, CachedSplit | None]:
@@ -356,6 +358,7 @@ class _Sources:
             batches = -(-len(at_cut) // max(1, at_cut.batch_size)) * len(at_cut.stores)
             forward = self.forward(pooled, batches, top=True)
             train = at_cut.map_views(forward, self.folder, self.budget)
+            self.cached["features"] = (train, None)  # closed by close() should the rest fail
             validation = None
             if at_cut_validation is not None:
                 validation = at_cut_validation.map_views(forward, self.folder, self.budget)
@@ -369,7 +372,7 @@ class _Sources:
         if self.augmentation is not None:
             augment = self.augmentation
             train = train.map(
-                lambda x, y, *rest: (augment(x, training=True), y),
+                lambda x, y, *rest: (augment(x, training=True), y, *rest),  # sample weights kept
                 num_parallel_calls=tf.data.AUTOTUNE,
             ).prefetch(tf.data.AUTOTUNE)
         return train, self.validation
