@@ -342,6 +342,16 @@ def _graph_pixels() -> object:
     return tf.function(_decode.pixels_in_graph, input_signature=[tf.TensorSpec([], tf.string)])
 
 
+@functools.lru_cache(maxsize=1)
+def _graph_header() -> object:
+    """The in-graph ``(width, height, pixels)`` reader, traced once for the whole module."""
+    import tensorflow as tf
+
+    from xferclass import _decode
+
+    return tf.function(_decode.header_in_graph, input_signature=[tf.TensorSpec([], tf.string)])
+
+
 def test_graph_header_reader_matches_the_python_one(bomb_png: Path) -> None:
     pixels = _graph_pixels()
     samples = [
@@ -354,10 +364,12 @@ def test_graph_header_reader_matches_the_python_one(bomb_png: Path) -> None:
     samples.append(gif_with_frame((10, 10), (20000, 20000)))
     samples.append(bomb_png.read_bytes())
     samples.append(jpeg_claiming(bomb_png.parent / "claims.jpg", 60000, 60000).read_bytes())
+    header = _graph_header()
     for sample in samples:
         expected = image_header(sample)
         assert expected is not None
         assert int(pixels(sample)) == expected[2]
+        assert tuple(int(v) for v in header(sample)) == expected
     for unknown in (b"", b"hello", b"GIF89a", b"BM"):
         assert int(pixels(unknown)) == (image_header(unknown) or (0, 0, 0))[2] == 0
 
