@@ -82,6 +82,20 @@ def test_zero_sample_weights_stop_augmented_training(cache):
         np.testing.assert_array_equal(old, new)
 
 
+def test_zero_sample_weights_stop_both_phases_of_fine_tune():
+    # The top phase trains on activations cached at a cut, then pooled through
+    # map_views: the weights must ride along on both caches.
+    model = tiny_model()
+    before = [w.copy() for w in model.get_weights()]
+    train = weighted_dataset(16, seed=0, weights=np.zeros(16))
+    history = xferclass.fine_tune(
+        model, train, train, head_epochs=1, epochs=1, unfreeze=2, seed=3, verbose=0
+    )
+    assert history.history["loss"] == [0.0, 0.0] and history.history["val_loss"] == [0.0, 0.0]
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
 def test_class_weight_and_sample_weights_together_are_refused():
     with pytest.raises(InvalidArgumentError, match="class_weight.*sample weights"):
         xferclass.fit(tiny_model(), weighted_dataset(16, 0), class_weight="balanced", verbose=0)
@@ -201,6 +215,24 @@ def test_failed_validation_caching_leaves_no_open_file():
     with pytest.raises(DatasetError, match="validation is empty"):
         xferclass.fit(tiny_model(), tiny_dataset(), empty, epochs=1, cache_memory=0, verbose=0)
     assert _open_spill_files() == []
+
+
+def test_an_extraction_that_fails_midway_leaves_no_open_file():
+    calls = []
+
+    def extract(images):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the runtime died")
+        return np.ones((len(images), 4), np.float32)
+
+    with _cache.CacheDirectory() as folder:
+        with pytest.raises(RuntimeError, match="runtime died"):
+            _cache.cache_split(
+                extract, tiny_dataset(32), name="train", directory=folder,
+                budget=_cache.Budget(0), verbose=0,
+            )  # fmt: skip
+        assert _open_spill_files() == []
 
 
 def test_closing_an_unfinished_store_closes_its_file(tmp_path):
