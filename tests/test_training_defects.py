@@ -186,6 +186,10 @@ def test_balanced_class_weight_on_multi_hot_rows_is_refused_clearly():
     rows = np.array([[1, 0, 1], [1, 0, 1], [0, 1, 0], [1, 0, 0]], np.float32)
     with pytest.raises(InvalidArgumentError, match="multi-label"):
         resolve_class_weight("balanced", CLASSES, lambda: rows)
+    soft = np.array([[0.3, 0.7, 0.0], [0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.1, 0.2, 0.7]])
+    weights = resolve_class_weight("balanced", CLASSES, lambda: soft.astype(np.float32))
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=soft.argmax(axis=1))
+    np.testing.assert_allclose([weights[k] for k in range(3)], expected)  # rows of one class
     sigmoid = tiny_model(multi_label=True)
     images, _ = tiny_arrays(8)
     dataset = tf.data.Dataset.from_tensor_slices((images, rows[np.arange(8) % 4])).batch(4)

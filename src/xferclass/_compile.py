@@ -257,9 +257,9 @@ def balanced_class_weights(counts: Any, kind: str = "balanced") -> dict[int, flo
 
 
 def is_multi_hot(labels: Any) -> bool:
-    """Whether label rows are multi-hot: some row has other than exactly one 1."""
-    labels = np.asarray(labels)
-    return labels.ndim == 2 and bool((labels.sum(axis=1) != 1).any())
+    """Whether label rows are multi-hot: some row does not sum to 1 (one class each)."""
+    labels = np.asarray(labels, dtype=np.float64)
+    return labels.ndim == 2 and not bool(np.isclose(labels.sum(axis=1), 1.0).all())
 
 
 def multi_label_class_weight_error(class_weight: Any) -> InvalidArgumentError:
