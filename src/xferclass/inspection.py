@@ -922,8 +922,8 @@ def _html_section(found: Inspection, rows: int) -> str:
     parts = [
         f'<section class="xferclass-inspection"><style>{_STYLE}</style>',
         "<h2>Data inspection</h2>",
-        f"<p>{len(found.label_issues)} label issues, {len(found.duplicates)} groups of "
-        f"duplicates ({leaks} across splits), {len(found.outliers)} outliers.</p>",
+        f"<p>Label issues: {len(found.label_issues)}. Groups of duplicates: "
+        f"{len(found.duplicates)} ({leaks} across splits). Outliers: {len(found.outliers)}.</p>",
         *_label_part(found, rows, thumbnails),
         *_duplicate_part(found, rows, thumbnails),
         *_outlier_part(found, rows, thumbnails),
