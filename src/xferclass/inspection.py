@@ -679,26 +679,19 @@ def inspect(
 ) -> Inspection:
     """Find label issues, duplicates and outliers in labelled images.
 
-    The frozen ``backbone`` runs once over every split given and its pooled
-    features are cached. Then:
+    The frozen ``backbone`` runs once over every split; its pooled features are cached.
 
-    * ``folds`` softmax heads (multinomial logistic regression) trained on
-      the cached features of ``data``, each on all folds but one, give every
-      training image probabilities from a head that never saw it; confident
-      learning (Northcutt et al., JAIR 2021) flags the images whose given
-      label disagrees with them (per-class thresholds, the calibrated
-      confident joint, pruning by the estimated noise rate). Label issues are
-      searched in ``data`` only.
-    * Files with the same bytes, and near copies, are grouped as duplicates
-      across all splits; a group spanning two splits is a leak. Two images
-      are near copies when the cosine similarity of their features
-      (PCA-whitened on the training images) is at least
-      ``near_duplicate_floor`` and beats the similarity of each of them to
-      its third nearest image by ``near_duplicate_margin`` or more.
-    * An image's outlier score is its mean cosine distance (of features
-      centred on the training mean) to its 5 nearest training images; the
-      images scoring above the 99th percentile of the training images are
-      listed as outliers, most unusual first.
+    * Label issues (in ``data`` only): ``folds`` softmax heads on the cached
+      features give each training image probabilities from a head that never
+      saw it; confident learning (Northcutt et al., JAIR 2021) flags the
+      images whose given label disagrees (per-class thresholds, the calibrated
+      confident joint, pruning by the estimated noise rate).
+    * Duplicates, across all splits: files with the same bytes, and near
+      copies: a cosine similarity of whitened features of at least
+      ``near_duplicate_floor`` that beats each image's third nearest
+      neighbour by ``near_duplicate_margin``. A group across splits is a leak.
+    * Outliers: the images whose mean cosine distance to their 5 nearest
+      training images passes the 99th percentile of the training images'.
 
     Args:
         data: The training images: anything :func:`load_image_dataset` takes
@@ -739,27 +732,36 @@ def inspect(
     from ._registry import get_backbone
 
     _check_folds(folds, None)
-    if not 0.0 < float(near_duplicate_margin) <= 2.0:
-        raise InvalidArgumentError(
-            f"near_duplicate_margin={near_duplicate_margin!r} must be in (0, 2]"
-        )
-    if not -1.0 <= float(near_duplicate_floor) <= 1.0:
-        raise InvalidArgumentError(
-            f"near_duplicate_floor={near_duplicate_floor!r} must be in [-1, 1]"
-        )
+    rule = _check_rule(near_duplicate_floor, near_duplicate_margin)
     spec = get_backbone(backbone)
     size = spec.default_size if input_size is None else as_size(input_size, "input_size")
+    splits = _load_splits(data, validation, test, size, batch_size)
+    names = list(splits[0][1].class_names)
+    labels = np.asarray(splits[0][1].labels, np.int64)
+    _check_folds(folds, np.bincount(labels, minlength=len(names)), names)
+    features = _features(splits, _extractor(backbone, weights, size), engine, verbose)
+    return _findings(splits, features, labels, names, folds, seed, rule)
+
+
+def _check_rule(floor: Any, margin: Any) -> tuple[float, float]:
+    """``(floor, margin)`` of the near-copy rule, checked."""
+    if not 0.0 < float(margin) <= 2.0:
+        raise InvalidArgumentError(f"near_duplicate_margin={margin!r} must be in (0, 2]")
+    if not -1.0 <= float(floor) <= 1.0:
+        raise InvalidArgumentError(f"near_duplicate_floor={floor!r} must be in [-1, 1]")
+    return float(floor), float(margin)
+
+
+def _load_splits(
+    data: Any, validation: Any, test: Any, size: tuple[int, int], batch_size: int
+) -> list[tuple[str, Any]]:
+    """``[(split name, dataset)]``, training first; the others in its class order."""
     train = _load(data, size, batch_size, None, "data")
-    names = list(train.class_names)
     splits = [("train", train)]
     for name, given in (("validation", validation), ("test", test)):
         if given is not None:
-            splits.append((name, _load(given, size, batch_size, names, name)))
-    labels = np.asarray(train.labels, np.int64)
-    _check_folds(folds, np.bincount(labels, minlength=len(names)), names)
-    features = _features(splits, _extractor(backbone, weights, size), engine, verbose)
-    rule = (float(near_duplicate_floor), float(near_duplicate_margin))
-    return _findings(splits, features, labels, names, folds, seed, rule)
+            splits.append((name, _load(given, size, batch_size, list(train.class_names), name)))
+    return splits
 
 
 def _findings(
