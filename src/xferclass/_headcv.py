@@ -40,7 +40,8 @@ __all__ = [
 #: The metrics the automatic recipe can optimise, for single-label data.
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
-#: Class-weight choices, from none to inverse frequency.
+#: Class-weight choices, from none to inverse frequency (the kinds of
+#: :func:`xferclass._compile.balanced_class_weights`, in this order).
 CLASS_WEIGHTS = ("none", "sqrt", "balanced")
 
 
@@ -92,9 +93,9 @@ def score(metric: str, labels: np.ndarray, probabilities: np.ndarray) -> float:
     """``metric`` of the argmax of ``probabilities`` against integer ``labels``.
 
     ``balanced_accuracy`` is the mean recall over the classes present in
-    ``labels``; ``macro_f1`` the mean F1 over every class (scikit-learn's
-    definitions, with 0 for a class never predicted nor present... as
-    scikit-learn's ``zero_division=0``).
+    ``labels``; ``macro_f1`` the mean F1 over the classes that are present or
+    predicted (scikit-learn's definitions; a class present but never predicted
+    counts 0, as with ``zero_division=0``).
     """
     predicted = np.argmax(probabilities, axis=-1)
     if metric == "accuracy":
