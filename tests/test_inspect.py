@@ -314,7 +314,16 @@ def test_every_input_form_gives_the_same_findings(
     other = xferclass.inspect(pairs, str(root / "validation"), **TINY)
     assert other.to_dict() == found.to_dict()
     np.testing.assert_allclose(other.out_of_fold, found.out_of_fold, atol=1e-6)
-    # A dataset (shuffled, another size) is read again at the backbone's size.
+    # A shuffled dataset at the backbone's size: its files in their fixed order.
+    train = xferclass.load_image_dataset(root / "train", 32, seed=1)
+    keras.utils.set_random_seed(0)
+    other = xferclass.inspect(train, str(root / "validation"), **TINY)
+    assert other.train_paths == list(train.unshuffled().file_paths)
+    assert folders["flipped"] in [r["path"] for r in other.label_issues]
+    assert sorted(map(sorted, (g["paths"] for g in other.duplicates))) == sorted(
+        map(sorted, (g["paths"] for g in found.duplicates))
+    )
+    # A dataset of another size is read again at the backbone's size.
     train = xferclass.load_image_dataset(root / "train", 24, seed=1)
     keras.utils.set_random_seed(0)
     other = xferclass.inspect(train, str(root / "validation"), **TINY)

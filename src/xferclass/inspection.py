@@ -605,6 +605,13 @@ def _load(data: Any, size: tuple[int, int], batch_size: int, names: Any, argumen
             )
         if getattr(data, "multi_label", False):
             raise _multi_label(argument)
+        same_classes = names is None or list(classes) == list(names)
+        if same_classes and tuple(getattr(data, "image_size", ())) == tuple(size):
+            # Already checked and at the right size: its files in a fixed order.
+            if not getattr(data, "shuffled", True):
+                return data
+            if callable(getattr(data, "unshuffled", None)):
+                return data.unshuffled()
         rows = [(p, classes[int(label)]) for p, label in zip(paths, np.asarray(labels))]
         dataset = load_image_dataset(
             rows, size, batch_size=batch_size, shuffle=False, class_names=names or classes
