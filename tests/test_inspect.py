@@ -424,6 +424,29 @@ def test_cli_writes_the_report_and_the_json(
     assert "label issues" in out and str(issues) in out
 
 
+def test_cli_reads_the_splits_of_a_table(
+    folders: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = folders["root"]
+    lines = ["path,label,split"]
+    for split in ("train", "validation"):
+        for file in sorted((root / split).rglob("*.png")):
+            lines.append(f"{file},{file.parent.name},{split}")
+    table = tmp_path / "labels.csv"
+    table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    issues = tmp_path / "issues.json"
+    keras.utils.set_random_seed(0)
+    code = main([
+        "inspect", str(table), "--backbone", "test_tiny", "--weights", "none", "--size", "32",
+        "--folds", "3", "--json", str(issues), "--quiet",
+    ])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    data = json.loads(issues.read_text(encoding="utf-8"))
+    group = next(g for g in data["duplicates"] if folders["copy"] in g["paths"])
+    assert folders["source"] in group["paths"] and group["cross_split"]
+    assert set(group["splits"]) == {"train", "validation"}
+
+
 def test_cli_reports_bad_folds_in_one_line(
     folders: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

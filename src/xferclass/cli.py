@@ -576,7 +576,8 @@ def _add_inspect(commands: Any) -> None:
             "Find images whose label is probably wrong (confident learning on out-of-fold "
             "probabilities of heads trained on cached features), duplicates across the splits "
             "(exact and near copies) and outliers. DATA holds one subfolder per class, or "
-            "train/ and validation/ folders that do; or it is a CSV label table."
+            "train/ and validation/ folders that do; or it is a CSV label table, whose split "
+            "column's train, validation and test rows are used as such."
         ),
     )
     inspect.add_argument("data", metavar="DATA", help="folder of class subfolders, or a .csv table")
@@ -601,17 +602,39 @@ def _add_inspect(commands: Any) -> None:
     inspect.add_argument("--quiet", action="store_true", help="no progress output")
 
 
+def _inspect_splits(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """The training, validation and test data of ``xferclass inspect``.
+
+    A folder with ``train/`` inside is split as for ``train``; a table with a
+    split column gives its ``train``, ``validation`` and ``test`` rows.
+    """
+    from ._tables import is_label_table, split_values
+
+    if not is_label_table(args.data):
+        train, validation = _split_dirs(args.data, args.validation)
+        return train, validation, args.test
+    values = split_values(args.data) or set()
+    if not values:
+        return args.data, args.validation, args.test
+    import xferclass
+
+    size = args.size or xferclass.get_backbone(args.backbone).default_size
+
+    def rows(split: str) -> Any:
+        return xferclass.load_image_dataset(
+            args.data, size, batch_size=args.batch_size, shuffle=False, split=split
+        )
+
+    validation = args.validation or (rows("validation") if "validation" in values else None)
+    return rows("train"), validation, args.test or (rows("test") if "test" in values else None)
+
+
 def _inspect(args: argparse.Namespace) -> int:
     import xferclass
 
-    from ._tables import is_label_table
-
-    if is_label_table(args.data):
-        train, validation = args.data, args.validation
-    else:
-        train, validation = _split_dirs(args.data, args.validation)
+    train, validation, test = _inspect_splits(args)
     found = xferclass.inspect(
-        train, validation, args.test, backbone=args.backbone, folds=args.folds, seed=args.seed,
+        train, validation, test, backbone=args.backbone, folds=args.folds, seed=args.seed,
         weights=args.weights, input_size=args.size, batch_size=args.batch_size,
         verbose=0 if args.quiet else 1,
     )  # fmt: skip
