@@ -9,7 +9,6 @@ import json
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 
@@ -295,32 +294,3 @@ def test_clothing_example_runs_the_automatic_recipe(tmp_path: Path) -> None:
     assert record["config"]["tta"] == (False if choice == "no" else choice)
     saved = auto.read_report(out / "model.keras")
     assert saved is not None and saved["plan"] == report["plan"]
-
-
-def test_the_fine_tuning_deadline_stops_before_an_epoch_that_would_end_past_it() -> None:
-    from helpers import tiny_model
-    from xferclass._auto_finetune import Deadline
-
-    now = [0.0]
-
-    def clock() -> float:
-        return now[0]
-
-    class Tick(keras.callbacks.Callback):  # each batch takes 1 s of the fake clock
-        def on_train_batch_begin(self, batch: int, logs: object = None) -> None:
-            now[0] += 1.0
-
-    images, labels = tiny_arrays(32)
-    model = tiny_model()
-    model.compile(optimizer="adam", loss="categorical_crossentropy")
-    stop = Deadline(deadline=9.5, clock=clock)
-    # 4 batches (4 s) an epoch: after epoch 2 (8 s), epoch 3 would end at 12 s > 9.5 s.
-    history = model.fit(images, labels, batch_size=8, epochs=10, verbose=0,
-                        callbacks=[Tick(), stop.callback])  # fmt: skip
-    assert len(history.history["loss"]) == 2 and stop.completed == 2 and not stop.cut
-    # A deadline inside an epoch stops it after the batch that crossed it, uncounted.
-    now[0] = 0.0
-    stop = Deadline(deadline=2.5, clock=clock)
-    model.fit(images, labels, batch_size=8, epochs=10, verbose=0,
-              callbacks=[Tick(), stop.callback])  # fmt: skip
-    assert stop.completed == 0 and stop.cut and now[0] == 3.0

@@ -10,7 +10,7 @@ trained on the same other folds). Fine-tuning is kept only when it wins there by
 more than the standard error of the paired difference; the model returned is
 then fine-tuned again on every image, for the same epochs, when the time that
 the experiment measured says it fits, and is the experiment's model otherwise.
-A deadline callback stops either run rather than let it end past the budget.
+``fine_tune``'s ``deadline=`` stops either run rather than let it end past the budget.
 """
 
 from __future__ import annotations
@@ -89,38 +89,6 @@ def plan_epochs(seconds_left: float, images: int, folds: int, pass_seconds: floa
     return min(MAX_EPOCHS, epochs) if epochs >= MIN_EPOCHS else 0
 
 
-class Deadline:
-    """Keras callback factory: stop training before an epoch, or a batch, would end past
-    ``deadline``; counts the epochs completed."""
-
-    def __init__(self, deadline: float, clock: Callable[[], float]) -> None:
-        import keras
-
-        self.deadline, self.clock = deadline, clock
-        self.completed = 0
-        self.cut = False
-        owner = self
-
-        class Callback(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-                owner.started = owner.clock()
-
-            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-                if owner.clock() > owner.deadline:
-                    owner.cut = True
-                    self.model.stop_training = True
-
-            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-                if not owner.cut:
-                    owner.completed += 1
-                now = owner.clock()
-                if now + (now - owner.started) > owner.deadline:
-                    self.model.stop_training = True
-
-        self.started = clock()
-        self.callback = Callback()
-
-
 def _subset(images: Images, rows: np.ndarray) -> Images:
     return Images(tuple(np.asarray(images.paths)[rows]), images.labels[rows],
                   images.class_names, tuple(np.asarray(images.given_split)[rows]))  # fmt: skip
@@ -148,14 +116,20 @@ def _fine_tuned_model(
     weights = _headcv.class_weight_vector(labels, classes, choice.class_weight)
     dataset = _subset(images, rows).dataset(choice.size, search.batch_size, shuffle=True,
                                             seed=search.seed)  # fmt: skip
-    stop = Deadline(deadline, search.clock)
-    training.fine_tune(
+    history = training.fine_tune(
         model, dataset, None, head_epochs=0, epochs=epochs, unfreeze=UNFREEZE,
         learning_rate=LEARNING_RATE,
         class_weight=None if choice.class_weight == "none" else dict(enumerate(weights)),
-        callbacks=[stop.callback], verbose=0, seed=search.seed,
+        verbose=0, seed=search.seed, deadline=_monotonic_deadline(search, deadline),
     )  # fmt: skip
-    return model, stop.completed
+    return model, int(history.epochs_completed)
+
+
+def _monotonic_deadline(search: Search, deadline: float) -> float:
+    """``deadline`` on the search's clock, as a ``time.monotonic()`` value for the engine."""
+    import time
+
+    return time.monotonic() + (deadline - search.clock())
 
 
 def run_fine_tune(

@@ -105,6 +105,7 @@ class TrainConfig:
     jit_compile: Any = False
     engine: str = "auto"
     monitor: str | None = None
+    deadline: float | None = None
 
     def __post_init__(self) -> None:
         if self.cache not in ("auto", True, False):
@@ -123,6 +124,14 @@ class TrainConfig:
         if self.resume and self.checkpoint is None:
             raise InvalidArgumentError(
                 "resume=True needs checkpoint=PATH: the state is saved next to it"
+            )
+        if self.deadline is not None and (
+            isinstance(self.deadline, bool)
+            or not isinstance(self.deadline, (int, float))
+            or not math.isfinite(self.deadline)
+        ):
+            raise InvalidArgumentError(
+                f"deadline={self.deadline!r} must be a time.monotonic() value, or None"
             )
         if self.monitor is not None and not isinstance(self.monitor, str):
             raise InvalidArgumentError(f"monitor={self.monitor!r} must be a metric name")
@@ -481,16 +490,20 @@ def cut_models(model: keras.Model, parts: ClassifierParts, first: int, strategy:
 
 
 class _Guard(keras.callbacks.Callback):
-    """Per-epoch bookkeeping of one phase: history, best epoch, checkpoints, NaN guard."""
+    """Per-epoch bookkeeping of one phase: history, best epoch, checkpoints, NaN guard,
+    and the deadline: no epoch starts that the last one's length says would end past
+    it, and an epoch that runs past it stops after its current batch."""
 
     def __init__(self, run: _Run, fitted: keras.Model) -> None:
         super().__init__()
         self.run, self.fitted = run, fitted
         self.bad_loss: tuple[int, int, float] | None = None
         self._epoch = 0
+        self._started = _monotonic()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
+        self._started = _monotonic()
         self.run.sources.clock.epoch = epoch
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
@@ -498,10 +511,26 @@ class _Guard(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             self.bad_loss = (self._epoch, batch, float(loss))
             self.fitted.stop_training = True
+        deadline = self.run.config.deadline
+        if deadline is not None and _monotonic() > deadline:
+            self.run.stopped_for_time = (
+                f"epoch {self._epoch + 1} stopped after batch {batch + 1}: the deadline passed"
+            )
+            self.run.stopped_mid_epoch = True
+            self.fitted.stop_training = True
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.bad_loss is None:
             self.run.epoch_end(self.fitted, epoch, dict(logs or {}))
+        deadline = self.run.config.deadline
+        now = _monotonic()
+        if deadline is not None and self.run.stopped_for_time is None:
+            if now + (now - self._started) > deadline:
+                self.run.stopped_for_time = (
+                    f"stopped after epoch {epoch + 1}: another of {now - self._started:.0f} s "
+                    f"would end past the deadline, {max(0.0, deadline - now):.0f} s away"
+                )
+                self.fitted.stop_training = True
 
 
 @dataclass
@@ -541,6 +570,10 @@ class _Run:
     pending_write: bool = False
     #: The meta of the last epoch whose resume state waits for a due write.
     _resume_pending: dict[str, Any] | None = None
+    #: Why the run stopped before its last epoch for ``config.deadline``, or None.
+    stopped_for_time: str | None = None
+    #: Whether that stop cut an epoch short (its logs are in the history all the same).
+    stopped_mid_epoch: bool = False
 
     def __post_init__(self) -> None:
         has_validation = self.validation is not None
@@ -579,6 +612,8 @@ class _Run:
         start = 0
         for index, phase in enumerate(self.phases):
             end = start + phase.epochs
+            if self.stopped_for_time is not None:
+                break  # the deadline: no later phase starts
             if phase.epochs and (resume is None or index >= resume.meta["phase"]):
                 self.phase_index = index
                 fitted, train_data, validation_data = self._setup(phase, index)
@@ -833,6 +868,8 @@ class _Run:
         history.set_model(self.model)
         history.best_epoch = self.best_epoch
         history.monitor = self.monitor
+        history.stopped_for_time = self.stopped_for_time
+        history.epochs_completed = len(history.epoch) - int(self.stopped_mid_epoch)
         return history
 
 

@@ -143,6 +143,7 @@ def fit(
     strategy: Any = None,
     jit_compile: bool | str | None = None,
     engine: str = "auto",
+    deadline: float | None = None,
 ) -> keras.callbacks.History:
     """Train a classifier, caching the frozen backbone's features when it can.
 
@@ -224,10 +225,16 @@ def fit(
             A compiled model's ``run_eagerly`` is kept too.
         engine: Runtime of the frozen forward passes that fill the cache
             (``"auto"``, ``"keras"``, ``"onnxruntime"``, ``"openvino"``).
+        deadline: A ``time.monotonic()`` value to finish by: no epoch starts that
+            the last one's length says would end after it, an epoch running past
+            it stops after its current batch, and the best epoch's weights are
+            restored as usual. ``history.stopped_for_time`` says why it stopped
+            early, or is None; ``history.epochs_completed`` leaves out an epoch
+            cut short.
 
     Returns:
         The ``keras.callbacks.History`` with ``.model`` set to ``model``,
-        ``.best_epoch`` (1-based, or ``None``) and ``.monitor``.
+        ``.best_epoch`` (1-based, or ``None``), ``.monitor`` and ``.stopped_for_time``.
 
     Raises:
         DatasetError: A dataset is not ``(images, labels)`` batches, has a
@@ -328,6 +335,7 @@ def fine_tune(
     strategy: Any = None,
     jit_compile: bool | str | None = None,
     engine: str = "auto",
+    deadline: float | None = None,
 ) -> keras.callbacks.History:
     """Two-phase transfer learning: train the head, then the top of the backbone.
 
@@ -384,6 +392,7 @@ def fine_tune(
         strategy: A ``tf.distribute.Strategy``.
         jit_compile: XLA-compile the training steps; as in :func:`fit`.
         engine: As in :func:`fit`.
+        deadline: As in :func:`fit`; no phase starts after it stopped one.
 
     Returns:
         One ``History`` covering both phases; ``history.history["phase"]``
