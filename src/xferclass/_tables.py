@@ -261,50 +261,23 @@ def read_label_table(
             )
     assert path_name is not None and label_name is not None
     split_name = _pick(names, split_column, SPLIT_COLUMNS, "split_column", source, "the split")
-    wanted = None
-    if split is not None:
-        wanted = SPLIT_VALUES.get(_normal(split))
-        if wanted is None or wanted == "unassigned":
-            raise DatasetError(
-                f"{function}: split={split!r} must be 'train', 'validation' or 'test'"
-            )
-        if split_name is None:
-            raise DatasetError(
-                f"{function}: split={split!r} needs a split column, and {source} has none of "
-                f"{list(SPLIT_COLUMNS)}; pass split_column= (its columns are {names})"
-            )
-    elif split_column is not None:
-        raise DatasetError(
-            f"{function}: split_column={split_column!r} is given but split is not; pass "
-            "split='train', 'validation' or 'test' to choose the rows"
-        )
-
+    wanted = _wanted_split(split, split_column, split_name, source, names)
     cells = [_label_list(v, label_separator) for v in data[label_name]]
     multi_label = label_separator is not None or any(is_list for _, is_list in cells)
     classes = _class_order({label for labels, _ in cells for label in labels})
     if not data[path_name]:
         raise DatasetError(f"{function}: {source} has no rows")
-    paths: list[str] = []
-    labels: list[list[str]] = []
-    unusable: list[tuple[str, str]] = []
-    selected = 0
-    for row, (raw_path, (row_labels, _)) in enumerate(zip(data[path_name], cells, strict=True)):
-        if wanted is not None:
-            assert split_name is not None
-            if SPLIT_VALUES.get(_normal(data[split_name][row])) != wanted:
-                continue
-        selected += 1
-        if _missing(raw_path):
-            unusable.append((f"<row {row + 1}>", f"no path in column {path_name!r}"))
-            continue
-        full, exists = _resolve(os.fspath(str(raw_path)).strip(), default_root)
-        if not multi_label and not row_labels:
-            unusable.append((full, f"no label in column {label_name!r}"))
-        elif not exists:
-            unusable.append((full, "file does not exist"))
-        else:
-            paths.append(full)
-            labels.append(row_labels)
+    split_cells = data[split_name] if split_name is not None else None
+    rows = _rows(
+        data[path_name],
+        [labels for labels, _ in cells],
+        split_cells,
+        wanted,
+        multi_label=multi_label,
+        root=default_root,
+        columns=(path_name, label_name),
+    )
+    paths, labels, unusable, selected = rows
     if wanted is not None and not selected:
         assert split_name is not None
         values = sorted({str(v) for v in data[split_name]})
@@ -313,6 +286,60 @@ def read_label_table(
             f"holds {values[:10]}"
         )
     return LabelTable(source, paths, labels, classes, multi_label, unusable)
+
+
+def _wanted_split(
+    split: str | None, split_column: str | None, split_name: str | None, source: str,
+    names: list[str],
+) -> str | None:  # fmt: skip
+    """The split value ``split=`` selects, checked against the table's split column."""
+    function = "load_image_dataset"
+    if split is None:
+        if split_column is not None:
+            raise DatasetError(
+                f"{function}: split_column={split_column!r} is given but split is not; pass "
+                "split='train', 'validation' or 'test' to choose the rows"
+            )
+        return None
+    wanted = SPLIT_VALUES.get(_normal(split))
+    if wanted is None or wanted == "unassigned":
+        raise DatasetError(f"{function}: split={split!r} must be 'train', 'validation' or 'test'")
+    if split_name is None:
+        raise DatasetError(
+            f"{function}: split={split!r} needs a split column, and {source} has none of "
+            f"{list(SPLIT_COLUMNS)}; pass split_column= (its columns are {names})"
+        )
+    return wanted
+
+
+def _rows(
+    raw_paths: list[Any], cells: list[list[str]], split_cells: list[Any] | None,
+    wanted: str | None, *, multi_label: bool, root: str, columns: tuple[str, str],
+) -> tuple[list[str], list[list[str]], list[tuple[str, str]], int]:  # fmt: skip
+    """The usable rows of the selected split: paths, labels, the unusable ones and why,
+    and how many rows the split selected."""
+    path_name, label_name = columns
+    paths: list[str] = []
+    labels: list[list[str]] = []
+    unusable: list[tuple[str, str]] = []
+    selected = 0
+    for row, (raw_path, row_labels) in enumerate(zip(raw_paths, cells, strict=True)):
+        if wanted is not None and split_cells is not None:
+            if SPLIT_VALUES.get(_normal(split_cells[row])) != wanted:
+                continue
+        selected += 1
+        if _missing(raw_path):
+            unusable.append((f"<row {row + 1}>", f"no path in column {path_name!r}"))
+            continue
+        full, exists = _resolve(os.fspath(str(raw_path)).strip(), root)
+        if not multi_label and not row_labels:
+            unusable.append((full, f"no label in column {label_name!r}"))
+        elif not exists:
+            unusable.append((full, "file does not exist"))
+        else:
+            paths.append(full)
+            labels.append(row_labels)
+    return paths, labels, unusable, selected
 
 
 def split_values(value: Any, *, path_column: str | None = None) -> set[str] | None:
