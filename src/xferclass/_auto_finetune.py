@@ -133,11 +133,14 @@ def _monotonic_deadline(search: Search, deadline: float) -> float:
 
 
 def run_fine_tune(
-    search: Search, choice: Choice, epochs: int, build: Callable[[], Any], end: float
-) -> tuple[FineTuned, Callable[[], tuple[Any, str]]]:
+    search: Search, choice: Choice, epochs: int, build: Callable[[], Any], end: float,
+    *, against: np.ndarray | None = None,
+) -> tuple[FineTuned, Callable[[], tuple[Any, str]]]:  # fmt: skip
     """Measure fine-tuning ``choice`` on fold 0, in its share of the time left before
-    ``end``; returns the result and a function that gives the final model and a note
-    (fine-tuned again on every image when that fits before ``end``)."""
+    ``end``, against the out-of-fold probabilities ``against`` of what would be returned
+    without it (``choice``'s own by default); returns the result and a function that
+    gives the final model and a note (fine-tuned again on every image when that fits
+    before ``end``)."""
     from .metrics import collect_predictions
 
     start = search.clock()
@@ -153,7 +156,9 @@ def run_fine_tune(
     test = _subset(images, np.flatnonzero(held)).dataset(choice.size, search.batch_size)
     tta = False if choice.tta == "none" else choice.tta
     _, probabilities = collect_predictions(model, test, tta=tta)
-    result = _compare(search, choice, held, probabilities, completed, search.clock() - start)
+    frozen = search.oof[choice] if against is None else against
+    result = _compare(search, choice, held, probabilities, frozen[held], completed,
+                      search.clock() - start)  # fmt: skip
 
     def final() -> tuple[Any, str]:
         need = trained / share
@@ -175,11 +180,10 @@ def run_fine_tune(
 
 def _compare(
     search: Search, choice: Choice, held: np.ndarray, probabilities: np.ndarray,
-    epochs: int, seconds: float,
+    frozen: np.ndarray, epochs: int, seconds: float,
 ) -> FineTuned:  # fmt: skip
-    """The fine-tuned model against the frozen choice on the held-out fold."""
+    """The fine-tuned model against the frozen candidate on the held-out fold."""
     labels = search.images.labels[held]
-    frozen = search.oof[choice][held]
     right = (np.argmax(probabilities, 1) == labels).astype(float)
     difference = right - (np.argmax(frozen, 1) == labels).astype(float)
     se = float(np.std(difference, ddof=1) / math.sqrt(len(labels))) if len(labels) > 1 else 0.0

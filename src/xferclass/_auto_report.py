@@ -86,7 +86,8 @@ def format_report(report: Mapping[str, Any]) -> str:
     if fine.get("measured"):
         lines.append(
             f"fine-tuning: {fine['epochs']} epochs scored {fine['score']:.4f} on fold 0 "
-            f"({fine['images']} images) against {fine['frozen_score']:.4f} frozen: "
+            f"({fine['images']} images) against {fine['frozen_score']:.4f} for "
+            f"{fine.get('against', 'the frozen choice')}: "
             + ("kept" if fine["wins"] else "not kept")
             + (f"; {fine['final']}" if fine.get("final") else "")
         )

@@ -310,8 +310,8 @@ def choice_table(
     if fine and fine.get("measured"):
         rows.append(
             {
-                "candidate": f"{returned.label()}, top 15 % fine-tuned for {fine['epochs']} "
-                f"epochs (fold 0 only; frozen there: {fine['frozen_score']:.4f})",
+                "candidate": f"{fine['base']}, top 15 % fine-tuned for {fine['epochs']} "
+                f"epochs (fold 0 only; {fine['frozen_score']:.4f} there without)",
                 "score": fine["score"],
                 "se": fine["standard_error"],
                 "seconds": fine["seconds"],

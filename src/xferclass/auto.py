@@ -795,10 +795,9 @@ def _search_then_fine_tune(
     skipped = _run_search(search, builder, timed, native, floor, fixed, end)
     choice, decision = _decide(search, floor, fixed)
     fine: dict[str, Any] = {"measured": False}
-    if isinstance(choice, Ensemble):
-        fine["reason"] = "the returned model averages several; fine-tuning is measured on one"
-        return {"choice": choice, "decision": decision, "fine_tune": fine, "skipped": skipped}
-    cost = _pass_cost(search, choice.backbone, choice.size, timed, native)
+    # Fine-tuning starts from the best single choice, and must beat what would be returned.
+    base = choice if isinstance(choice, Choice) else _best_single(search, decision["pool"])
+    cost = _pass_cost(search, base.backbone, base.size, timed, native)
     folds = int(search.fold.max() + 1)
     epochs = plan_epochs(end - search.clock(), len(search.images.paths), folds, cost)
     epochs = min(epochs, wanted) if wanted > 0 and epochs else epochs
@@ -814,16 +813,30 @@ def _search_then_fine_tune(
     else:
 
         def build() -> Any:
-            return build_classifier(choice.backbone, num_classes=len(search.images.class_names),
-                                    weights=builder.weights, input_size=choice.size)  # fmt: skip
+            return build_classifier(base.backbone, num_classes=len(search.images.class_names),
+                                    weights=builder.weights, input_size=base.size)  # fmt: skip
 
-        result, final = run_fine_tune(search, choice, epochs, build, end)
-        fine = {"measured": True, **result.to_dict()}
+        against = decision["pool"][choice]
+        result, final = run_fine_tune(search, base, epochs, build, end, against=against)
+        fine = {"measured": True, "base": base.label(), "against": _label(choice),
+                **result.to_dict()}  # fmt: skip
         if result.wins:
-            decision = _fine_tune_decision(decision, result, choice)
-            return {"choice": choice, "decision": decision, "fine_tune": fine,
+            decision = _fine_tune_decision(decision, result, base)
+            return {"choice": base, "decision": decision, "fine_tune": fine,
                     "skipped": skipped, "fine_tuned": final}  # fmt: skip
     return {"choice": choice, "decision": decision, "fine_tune": fine, "skipped": skipped}
+
+
+def _best_single(search: Search, pool: Mapping[Any, np.ndarray]) -> Choice:
+    """The single (not averaged) candidate with the best cross-validated score."""
+    from ._headcv import score
+
+    singles = [c for c in pool if isinstance(c, Choice)]
+    return max(singles, key=lambda c: score(search.metric, search.images.labels, pool[c]))
+
+
+def _label(choice: Any) -> str:
+    return str(choice.label())
 
 
 def _fine_tune_decision(decision: Mapping[str, Any], result: Any, choice: Choice) -> dict:
