@@ -17,7 +17,7 @@ PUBLIC = {
     # training
     "fit", "fine_tune", "make_augmentation", "save_model", "load_model",
     # evaluation and prediction
-    "evaluate_regression_style", "predict", "Predictions",
+    "evaluate_regression_style", "predict", "Predictions", "explain",
     # deployment
     "export",
     # data quality

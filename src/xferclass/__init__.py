@@ -24,6 +24,7 @@ from ._errors import (
 from ._registry import BackboneSpec, get_backbone, list_backbones, register_backbone
 from .auto import AutoPlan, AutoResult, train_auto
 from .data import SkippedFilesWarning, is_image_file, load_image_dataset, read_images
+from .explain import explain
 from .export import export
 from .inference import Predictions, predict
 from .inspection import Inspection, inspect
@@ -56,6 +57,7 @@ __all__ = [
     "__version__",
     "build_classifier",
     "evaluate_regression_style",
+    "explain",
     "export",
     "fine_tune",
     "fit",

@@ -226,6 +226,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     _add_inspect(commands)
+    _add_explain(commands)
 
     commands.add_parser(
         "backbones",
@@ -427,7 +428,8 @@ def _train_manual(args: argparse.Namespace) -> int:
     try:
         if args.fine_tune_epochs:
             history = xferclass.fine_tune(
-                model, train, validation, head_epochs=args.epochs, epochs=args.fine_tune_epochs,
+                model, train, validation, head_epochs=args.epochs,
+                fine_tune_epochs=args.fine_tune_epochs,
                 unfreeze=args.unfreeze, head_learning_rate=args.learning_rate,
                 checkpoint=args.out, **common,
             )  # fmt: skip
@@ -652,6 +654,46 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_explain(commands: Any) -> None:
+    explain = commands.add_parser(
+        "explain",
+        help="write Grad-CAM overlays of a model's predictions on images",
+        description="Write OUT/<image name>_gradcam.png: each image with the Grad-CAM heatmap "
+        "of the predicted class (or --class) laid over it.",
+    )
+    explain.add_argument("model", metavar="MODEL", help="a saved .keras model")
+    explain.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
+    explain.add_argument("--out", metavar="DIR", required=True, help="folder of the overlays")
+    explain.add_argument("--class", dest="class_name", default=None, help="class to explain")
+    report = commands.add_parser(
+        "report",
+        help="write one self-contained HTML page about a model on labelled images",
+        description="Metrics, per-class table, confusion matrix, top losses with Grad-CAM, "
+        "training history and the automatic recipe's report, in one HTML file.",
+    )
+    report.add_argument("model", metavar="MODEL", help="a saved .keras model")
+    report.add_argument("data", metavar="DATA", help="folder of class subfolders")
+    report.add_argument("--out", metavar="HTML", default="report.html", help="the page to write")
+    report.add_argument("--inspect", action="store_true", help="add xferclass.inspect's findings")
+    report.add_argument("--top", type=int, default=12, help="top losses shown (default: 12)")
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from .report import write_explanations
+
+    for path in write_explanations(args.model, args.images, args.out, class_name=args.class_name):
+        print(f"wrote {path}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(args.model, args.data, args.out, inspect=args.inspect, top_losses=args.top)
+    print(f"report written to {path}")
+    return 0
+
+
 def _backbones(args: argparse.Namespace) -> int:
     import xferclass
 
@@ -674,6 +716,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "backbones": _backbones,
         "export": _export,
         "inspect": _inspect,
+        "explain": _explain,
+        "report": _report,
     }
     from ._errors import XferclassError, first_line
 

@@ -41,7 +41,9 @@ from ._errors import (
 __all__ = [
     "TopLoss",
     "confusion_matrix",
+    "overlay_heatmap",
     "plot_confusion_matrix",
+    "plot_explanations",
     "plot_history",
     "plot_predictions",
     "plot_top_losses",
@@ -705,3 +707,95 @@ def plot_top_losses(
         list(kept_images), titles, colours, suptitle, target, cell_height=2.9
     )
     return path_written, worst
+
+
+def overlay_heatmap(
+    image: Any, heatmap: Any, *, alpha: float = 0.45, cmap: str = "jet"
+) -> np.ndarray:
+    """Blend a heatmap in [0, 1] over an RGB image in [0, 255].
+
+    Args:
+        image: ``(height, width, 3)`` pixels in [0, 255] (or one channel).
+        heatmap: ``(height, width)`` values in [0, 1], e.g. from
+            :func:`xferclass.explain`.
+        alpha: Weight of the coloured heatmap, in [0, 1].
+        cmap: A matplotlib colormap name.
+
+    Returns:
+        The blend as a uint8 ``(height, width, 3)`` array.
+
+    Raises:
+        ImportError: matplotlib is not installed.
+        ValueError: The shapes disagree or ``alpha`` is outside [0, 1].
+
+    Examples:
+        >>> import numpy as np
+        >>> overlay_heatmap(np.zeros((4, 4, 3)), np.ones((4, 4))).shape
+        (4, 4, 3)
+    """
+    _matplotlib()
+    from matplotlib import colormaps
+
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise InvalidArgumentError(f"alpha={alpha!r} must be in [0, 1]")
+    pixels = np.asarray(image, dtype=np.float64)
+    if pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] == 1):
+        pixels = np.repeat(pixels.reshape(*pixels.shape[:2], 1), 3, axis=-1)
+    heat = np.clip(np.asarray(heatmap, dtype=np.float64), 0.0, 1.0)
+    if pixels.ndim != 3 or pixels.shape[:2] != heat.shape:
+        raise InvalidArgumentError(
+            f"image {pixels.shape} and heatmap {heat.shape} must share height and width"
+        )
+    colours = colormaps[cmap](heat)[..., :3] * 255.0
+    blend = (1.0 - alpha) * np.clip(pixels[..., :3], 0, 255) + alpha * colours
+    return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+
+
+def plot_explanations(
+    images: Any,
+    heatmaps: Any,
+    path: str | os.PathLike[str],
+    *,
+    titles: Sequence[str] | None = None,
+    alpha: float = 0.45,
+    suptitle: str = "Grad-CAM",
+) -> Path:
+    """Draw each image with its heatmap laid over it, in a grid.
+
+    Args:
+        images: ``(n, height, width, 3)`` pixels in [0, 255].
+        heatmaps: ``(n, height, width)`` in [0, 1], from :func:`xferclass.explain`.
+        path: Where to write the picture; its extension picks the format.
+        titles: One title per image (default none).
+        alpha: Weight of the heatmap in the blend.
+        suptitle: The figure's title.
+
+    Returns:
+        The ``pathlib.Path`` written.
+
+    Raises:
+        ImportError: matplotlib is not installed.
+        ValueError: The counts or shapes disagree, or ``path`` has an
+            extension matplotlib cannot write.
+
+    Examples:
+        >>> import xferclass
+        >>> from xferclass.plots import plot_explanations
+        >>> maps = xferclass.explain(model, images)  # doctest: +SKIP
+        >>> plot_explanations(images, maps, "gradcam.png")  # doctest: +SKIP
+        PosixPath('gradcam.png')
+    """
+    _, canvas = _matplotlib()
+    target = _output_path(path, canvas)
+    pixels, heat = np.asarray(images), np.asarray(heatmaps)
+    if pixels.ndim == 3 and heat.ndim == 2:
+        pixels, heat = pixels[None], heat[None]
+    if len(pixels) != len(heat) or len(pixels) == 0:
+        raise InvalidArgumentError(
+            f"images ({len(pixels)}) and heatmaps ({len(heat)}) must be as many, at least one"
+        )
+    names = [""] * len(pixels) if titles is None else [str(t) for t in titles]
+    if len(names) != len(pixels):
+        raise InvalidArgumentError(f"titles has {len(names)} entries for {len(pixels)} images")
+    blends = [overlay_heatmap(p, h, alpha=alpha) for p, h in zip(pixels, heat)]
+    return _image_grid(blends, names, ["black"] * len(blends), suptitle, target)

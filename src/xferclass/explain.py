@@ -1,0 +1,236 @@
+"""Grad-CAM heatmaps: which part of an image a classifier looked at.
+
+Grad-CAM (Selvaraju et al., 2017) weights the channels of the last spatial
+feature map by the mean gradient of the chosen class's probability, keeps the
+positive part of their sum and scales it to the image.
+
+The spatial layer is found from the model's graph, not from a table of layer
+names: the last layer of the model whose output has four dimensions (for a
+model made by :func:`xferclass.build_classifier`, the backbone's output). Where
+the model holds nested models that end in a vector (the average of several
+classifiers made by the automatic recipe), each is searched the same way and
+their heatmaps are averaged.
+
+Examples:
+    >>> import numpy as np, xferclass
+    >>> model = xferclass.build_classifier("mobilenet_v2", num_classes=2,
+    ...                                    weights=None, input_size=32)
+    >>> heatmaps = xferclass.explain(model, np.zeros((2, 32, 32, 3), "uint8"))
+    >>> heatmaps.shape
+    (2, 32, 32)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ._errors import InvalidArgumentError, InvalidArgumentTypeError
+
+__all__ = ["explain", "spatial_layers"]
+
+
+def _rank(layer: Any) -> int | None:
+    """The number of dimensions of ``layer``'s (single) output, or None."""
+    try:
+        output = layer.output
+    except (AttributeError, ValueError):
+        return None
+    if isinstance(output, (list, tuple)):
+        return None
+    return len(output.shape)
+
+
+def _graph_layers(model: Any) -> list[Any]:
+    """``model``'s layers in the order of its graph (a Sequential's inner graph)."""
+    inner = getattr(model, "_functional", None)  # a built Sequential
+    return list((inner or model).layers)
+
+
+def spatial_layers(model: keras.Model) -> list[tuple[keras.Model, Any]]:
+    """Where Grad-CAM reads its feature maps: ``(graph, layer)`` pairs.
+
+    Nested functional models whose output is not spatial (an averaged
+    member, a classifier used as a layer) are searched first; otherwise the
+    last layer of ``model``'s graph with a four-dimensional output is taken.
+
+    Raises:
+        InvalidArgumentError: The model has no spatial layer after its input.
+
+    Examples:
+        >>> import xferclass
+        >>> model = xferclass.build_classifier("mobilenet_v2", num_classes=2,
+        ...                                    weights=None, input_size=32)
+        >>> [layer.name for _, layer in spatial_layers(model)]
+        ['backbone']
+    """
+    found: list[tuple[keras.Model, Any]] = []
+    last = None
+    for layer in _graph_layers(model):
+        rank = _rank(layer)
+        if isinstance(layer, keras.Model) and rank != 4:
+            try:
+                found.extend(spatial_layers(layer))
+            except InvalidArgumentError:
+                pass
+        elif rank == 4 and not isinstance(layer, keras.layers.InputLayer):
+            last = layer
+    if found:
+        return found
+    if last is None:
+        raise InvalidArgumentError(
+            f"model {model.name!r} has no layer with a spatial (4-D) output to explain"
+        )
+    return [(model, last)]
+
+
+def _run(model: Any, inputs: Any, targets: dict[int, Any], captured: list[Any], tape: Any) -> Any:
+    """Run ``model``'s graph eagerly, keeping (and watching) the targets' outputs."""
+    graph = getattr(model, "_functional", None) or model
+
+    def operation(op: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if id(op) in targets:
+                out = op(*args, **kwargs)
+                tape.watch(out)
+                captured.append(out)
+                return out
+            if isinstance(op, keras.Model) and _contains(op, targets):
+                return _run(op, args[0], targets, captured, tape)
+            return op(*args, **kwargs)
+
+        return call
+
+    # Keras has no public way to run a graph and keep an inner tensor that is
+    # differentiable towards the output; Functional.call runs the same loop.
+    return graph._run_through_graph(inputs, operation_fn=operation)
+
+
+def _contains(model: Any, targets: dict[int, Any]) -> bool:
+    return any(id(layer) in targets or (
+        isinstance(layer, keras.Model) and _contains(layer, targets)
+    ) for layer in _graph_layers(model))  # fmt: skip
+
+
+def _class_indices(class_index: Any, predicted: np.ndarray, classes: int) -> np.ndarray:
+    n = len(predicted)
+    if class_index is None:
+        return predicted
+    if isinstance(class_index, (bool, np.bool_)):
+        raise InvalidArgumentTypeError(f"class_index={class_index!r} must be an int or ints")
+    if isinstance(class_index, (int, np.integer)):
+        chosen = np.full(n, int(class_index))
+    elif isinstance(class_index, (Sequence, np.ndarray)) and not isinstance(class_index, str):
+        chosen = np.asarray(class_index)
+        if chosen.shape != (n,) or not np.issubdtype(chosen.dtype, np.integer):
+            raise InvalidArgumentError(
+                f"class_index must hold one int per image ({n}), got {class_index!r}"
+            )
+    else:
+        raise InvalidArgumentTypeError(f"class_index={class_index!r} must be an int or ints")
+    if chosen.size and (chosen.min() < 0 or chosen.max() >= classes):
+        raise InvalidArgumentError(f"class_index must be in [0, {classes}), got {class_index!r}")
+    return chosen.astype(np.int64)
+
+
+def _as_images(images: Any) -> np.ndarray:
+    array = np.asarray(images)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or array.shape[-1] != 3 or array.shape[0] == 0:
+        raise InvalidArgumentError(
+            f"images must be RGB pixel arrays of shape (n, height, width, 3), got {array.shape}"
+        )
+    if not (np.issubdtype(array.dtype, np.number) and not np.issubdtype(array.dtype, np.bool_)):
+        raise InvalidArgumentTypeError(f"images must be numeric pixels, got {array.dtype}")
+    return array.astype(np.float32)
+
+
+def _cam(features: Any, gradients: Any, size: tuple[int, int]) -> tf.Tensor:
+    """Grad-CAM of one feature map, resized to ``size`` and scaled to [0, 1] per image."""
+    features = tf.cast(features, tf.float32)
+    weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1, keepdims=True))
+    cam = tf.image.resize(cam, size, method="bilinear")[..., 0]
+    peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
+    return tf.math.divide_no_nan(cam, peak)
+
+
+def _explain_batch(
+    model: keras.Model, batch: np.ndarray, targets: dict[int, Any], class_index: Any
+) -> np.ndarray:
+    size = (int(batch.shape[1]), int(batch.shape[2]))
+    model_size = model.input_shape[1:3]
+    inputs = tf.constant(batch)
+    if None not in model_size and tuple(model_size) != size:
+        inputs = tf.image.resize(inputs, model_size)
+    captured: list[Any] = []
+    with tf.GradientTape(persistent=False) as tape:
+        outputs = _run(model, inputs, targets, captured, tape)
+        outputs = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+        probabilities = tf.cast(outputs, tf.float32)
+        chosen = _class_indices(
+            class_index, np.argmax(probabilities.numpy(), axis=-1), int(probabilities.shape[-1])
+        )
+        score = tf.reduce_sum(tf.gather(probabilities, chosen, axis=1, batch_dims=1))
+    gradients = tape.gradient(score, captured)
+    cams = [_cam(f, g, size) for f, g in zip(captured, gradients) if g is not None]
+    if not cams:
+        return np.zeros((len(batch), *size), np.float32)
+    mean = tf.add_n(cams) / len(cams)
+    peak = tf.reduce_max(mean, axis=(1, 2), keepdims=True)
+    return np.clip(tf.math.divide_no_nan(mean, peak).numpy(), 0.0, 1.0).astype(np.float32)
+
+
+def explain(
+    model: keras.Model, images: Any, *, class_index: Any = None, batch_size: int = 32
+) -> np.ndarray:
+    """Grad-CAM heatmaps of ``model`` on ``images``.
+
+    Args:
+        model: A classifier: one made by :func:`xferclass.build_classifier`
+            (trained, fine-tuned or loaded), an average made by the automatic
+            recipe, or any functional Keras model with a spatial layer.
+        images: RGB pixels, ``(n, height, width, 3)`` or one ``(height,
+            width, 3)`` image, uint8 or float in [0, 255], as
+            :func:`xferclass.predict` takes them; resized to the model's input
+            size when it differs (the heatmaps keep the images' size).
+        class_index: The class to explain: ``None`` for each image's
+            predicted class, one int for all images, or one int per image.
+        batch_size: Images per forward and backward pass.
+
+    Returns:
+        float32 heatmaps of shape ``(n, height, width)`` in [0, 1]; each is
+        scaled so its peak is 1 (all zeros where no part of the image raises
+        the class's probability).
+
+    Raises:
+        InvalidArgumentError: ``images`` is not a batch of RGB images, a
+            ``class_index`` is out of range, or the model has no spatial layer.
+        InvalidArgumentTypeError: ``class_index`` or ``images`` has the wrong type.
+
+    Examples:
+        >>> import numpy as np, xferclass
+        >>> model = xferclass.build_classifier("mobilenet_v2", num_classes=3,
+        ...                                    weights=None, input_size=32)
+        >>> images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3))
+        >>> maps = xferclass.explain(model, images, class_index=[0, 1, 2, 0])
+        >>> maps.shape, bool(maps.min() >= 0.0), bool(maps.max() <= 1.0)
+        ((4, 32, 32), True, True)
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidArgumentError(f"batch_size={batch_size!r} must be a positive int")
+    array = _as_images(images)
+    targets = {id(layer): layer for _, layer in spatial_layers(model)}
+    chosen = class_index
+    pieces = []
+    for start in range(0, len(array), batch_size):
+        part = chosen
+        if chosen is not None and not isinstance(chosen, (int, np.integer, bool, np.bool_)):
+            part = list(chosen)[start : start + batch_size] if len(chosen) == len(array) else chosen
+        pieces.append(_explain_batch(model, array[start : start + batch_size], targets, part))
+    return np.concatenate(pieces, axis=0)
