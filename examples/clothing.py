@@ -548,7 +548,7 @@ def train(
         )
         history = xferclass.fine_tune(
             model, splits["train"], validation, head_epochs=recipe.epochs,
-            epochs=recipe.fine_tune_epochs, unfreeze=recipe.unfreeze,
+            fine_tune_epochs=recipe.fine_tune_epochs, unfreeze=recipe.unfreeze,
             head_learning_rate=recipe.learning_rate,
             learning_rate=recipe.fine_tune_learning_rate, **common,
         )  # fmt: skip

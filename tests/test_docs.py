@@ -192,8 +192,9 @@ def _short_fit(arguments: dict) -> None:
 
 
 def _short_fine_tune(arguments: dict) -> None:
-    _short_fit(arguments)
-    arguments["head_epochs"] = min(arguments["head_epochs"], MAX_EPOCHS)
+    arguments["augment_views"] = min(arguments["augment_views"], 1)
+    for name in ("head_epochs", "fine_tune_epochs"):
+        arguments[name] = min(arguments[name], MAX_EPOCHS)
 
 
 def _shrink_heavy_calls(monkeypatch: pytest.MonkeyPatch) -> None:

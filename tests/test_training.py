@@ -190,6 +190,18 @@ def test_fine_tune_bad_unfreeze():
         xferclass.fine_tune(tiny_model(), tiny_dataset(), unfreeze="block2_conv", verbose=0)
 
 
+def test_fine_tune_epochs_is_phase_two_and_old_epochs_still_works():
+    history = xferclass.fine_tune(tiny_model(), tiny_dataset(), head_epochs=1,
+                                  fine_tune_epochs=2, unfreeze=3, verbose=0)  # fmt: skip
+    assert history.history["phase"] == [1.0, 2.0, 2.0]
+    with pytest.warns(DeprecationWarning, match="fine_tune_epochs"):
+        old = xferclass.fine_tune(tiny_model(), tiny_dataset(), head_epochs=0, epochs=2,
+                                  unfreeze=3, verbose=0)  # fmt: skip
+    assert old.history["phase"] == [2.0, 2.0]
+    with pytest.raises(ValueError, match="fine_tune_epochs=-1"):
+        xferclass.fine_tune(tiny_model(), tiny_dataset(), fine_tune_epochs=-1, verbose=0)
+
+
 def test_checkpoint_keeps_the_best_model(tmp_path):
     path = tmp_path / "best.keras"
     model = tiny_model()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,8 +52,28 @@ def _config(options: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def _renamed_epochs(epochs: int | None, fine_tune_epochs: int) -> int:
+    """``fine_tune``'s phase-2 epochs, from ``epochs=`` (deprecated) when given."""
+    if epochs is None:
+        return fine_tune_epochs
+    warnings.warn(
+        "fine_tune's epochs= is deprecated: it is phase 2's epochs, now called "
+        "fine_tune_epochs= (as in xferclass train --fine-tune-epochs)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return epochs
+
+
 def _check_inputs(
-    model: Any, train: Any, validation: Any, epochs: Any, rates: dict, class_weight: Any
+    model: Any,
+    train: Any,
+    validation: Any,
+    epochs: Any,
+    rates: dict,
+    class_weight: Any,
+    *,
+    epochs_name: str = "epochs",
 ) -> None:
     if not isinstance(model, keras.Model):
         raise InvalidArgumentTypeError(f"model must be a keras.Model; got {type(model).__name__}")
@@ -62,7 +83,7 @@ def _check_inputs(
             check_class_count(model, dataset, name)
             check_image_size(model, dataset, name)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise InvalidArgumentError(f"epochs={epochs!r} must be a non-negative int")
+        raise InvalidArgumentError(f"{epochs_name}={epochs!r} must be a non-negative int")
     for name, rate in rates.items():
         if rate is not None and not (
             isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0
@@ -308,7 +329,7 @@ def fine_tune(
     validation: tf.data.Dataset | None = None,
     *,
     head_epochs: int = 5,
-    epochs: int = 5,
+    fine_tune_epochs: int = 5,
     unfreeze: int | float | str = 0.2,
     learning_rate: float = 1e-4,
     head_learning_rate: float = 1e-3,
@@ -336,6 +357,7 @@ def fine_tune(
     jit_compile: bool | str | None = None,
     engine: str = "auto",
     deadline: float | None = None,
+    epochs: int | None = None,
 ) -> keras.callbacks.History:
     """Two-phase transfer learning: train the head, then the top of the backbone.
 
@@ -360,7 +382,7 @@ def fine_tune(
         train: ``(images, labels)`` batches.
         validation: Optional validation batches.
         head_epochs: Epochs of phase 1 (0 skips it).
-        epochs: Epochs of phase 2.
+        fine_tune_epochs: Epochs of phase 2 (``xferclass train --fine-tune-epochs``).
         unfreeze: What to unfreeze: the last N backbone layers (an int), that
             fraction of its layers (a float), or every layer from one named
             layer on (a str).
@@ -393,6 +415,7 @@ def fine_tune(
         jit_compile: XLA-compile the training steps; as in :func:`fit`.
         engine: As in :func:`fit`.
         deadline: As in :func:`fit`; no phase starts after it stopped one.
+        epochs: Deprecated spelling of ``fine_tune_epochs``.
 
     Returns:
         One ``History`` covering both phases; ``history.history["phase"]``
@@ -400,10 +423,12 @@ def fine_tune(
 
     Examples:
         >>> history = xferclass.fine_tune(model, train, val, head_epochs=5,
-        ...                               epochs=3, unfreeze=0.2)  # doctest: +SKIP
+        ...                               fine_tune_epochs=3, unfreeze=0.2)  # doctest: +SKIP
     """
+    fine_tune_epochs = _renamed_epochs(epochs, fine_tune_epochs)
     rates = {"learning_rate": learning_rate, "head_learning_rate": head_learning_rate}
-    _check_inputs(model, train, validation, epochs, rates, class_weight)
+    _check_inputs(model, train, validation, fine_tune_epochs, rates, class_weight,
+                  epochs_name="fine_tune_epochs")  # fmt: skip
     parts = split_classifier(model)
     if parts is None:
         raise InvalidArgumentError(
@@ -422,6 +447,6 @@ def fine_tune(
     cached = cache is not False
     phases = [
         Phase("head", "head" if cached else "whole", head_epochs, head_learning_rate, -1),
-        Phase("fine-tune", "top" if cached else "whole", epochs, learning_rate, first),
+        Phase("fine-tune", "top" if cached else "whole", fine_tune_epochs, learning_rate, first),
     ]
     return run_phases(model, train, validation, phases, config, spec, parts)
