@@ -269,7 +269,7 @@ def test_bytes_signature_matches_predict(
     np.testing.assert_allclose(
         outputs["probabilities"].numpy(), expected.probabilities, atol=1e-4, rtol=0
     )
-    assert [name.decode() for name in outputs["class_name"].numpy()] == expected.labels
+    assert [name.decode() for name in outputs["class_name"].numpy()] == expected.predicted_names
 
 
 # ------------------------------------------------------------- without xferclass
@@ -376,7 +376,7 @@ def test_artifacts_run_without_xferclass_or_keras(
         assert out[f"{format}_names"] == NAMES, format
     reference = xferclass.predict(trained, image_files)
     np.testing.assert_allclose(np.array(out["bytes"]), reference.probabilities, atol=1e-4)
-    assert out["bytes_names"] == reference.labels
+    assert out["bytes_names"] == reference.predicted_names
 
 
 # ------------------------------------------------------------ other models, errors

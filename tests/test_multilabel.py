@@ -141,7 +141,7 @@ def test_predict_label_sets() -> None:
     assert len(sizes) >= 2  # images with different numbers of labels occur
     assert result.threshold == 0.5
     # the single-label view is still there: the top class
-    assert result.labels == [TAGS[j] for j in probabilities.argmax(axis=1)]
+    assert result.predicted_names == [TAGS[j] for j in probabilities.argmax(axis=1)]
     single = xferclass.predict(tiny_model(), images)
     assert single.label_sets is None and single.threshold is None
     with pytest.raises(xferclass.InvalidArgumentError, match="threshold=1.5"):

@@ -139,7 +139,7 @@ def test_predict_and_evaluate_agree_across_engines() -> None:
     for engine in engines:
         result = xferclass.predict(model, images, engine=engine, batch_size=8)
         _close(keras_result.probabilities, result.probabilities)
-        assert result.labels == keras_result.labels
+        assert result.predicted_names == keras_result.predicted_names
         metrics = xferclass.evaluate_regression_style(model, dataset, engine=engine)
         assert metrics["n"] == keras_metrics["n"] == 24
         for key in ("mae", "mse", "rmse", "r2", "accuracy"):
@@ -184,20 +184,6 @@ def test_fit_and_fine_tune_on_a_runtime_train_like_keras(
         np.testing.assert_allclose(first.history["loss"], second.history["loss"], atol=1e-4)
     for x, y in zip(a.get_weights() + ta.get_weights(), b.get_weights() + tb.get_weights()):
         np.testing.assert_allclose(x, y, atol=1e-4)
-
-
-@needs_ort
-def test_fit_auto_converts_only_for_passes_long_enough(_cache: Path) -> None:
-    xferclass.fit(tiny_model(), tiny_dataset(), tiny_dataset(), epochs=1, verbose=0)
-    assert not (_cache / "onnx").exists()  # 3 batches: Keras, nothing converted
-    images, labels = tiny_arrays(40)
-    long = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)  # 20 batches
-    xferclass.fit(tiny_model(), long, epochs=1, verbose=0, engine="auto")
-    (converted,) = (_cache / "onnx").glob("*.onnx")
-    # Beside it, the engine "auto" chose for this machine.
-    assert [p.name for p in (_cache / "onnx").iterdir() if p != converted] == [
-        converted.with_suffix(".auto.json").name
-    ]
 
 
 # ---------------------------------------------------------------- conversion cache
@@ -279,47 +265,156 @@ def test_auto_without_any_runtime_is_keras(
 # ---------------------------------------------------------------- how "auto" chooses
 
 
-def _slow(forward: Any, seconds: float) -> Any:
-    def run(images: Any) -> Any:
-        time.sleep(seconds)
-        return forward(images)
+class _Clock:
+    """A fake clock for ``"auto"``'s timing: engines and decoding advance it by set amounts."""
 
-    return run
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 0.0
+        self.last = "keras"
+        monkeypatch.setattr(_runtime, "_clock", lambda: self.now)
+
+    def costing(self, forward: Any, seconds: float, name: str) -> Any:
+        def run(images: Any) -> Any:
+            self.now += seconds
+            self.last = name
+            return forward(images)
+
+        return run
 
 
-def _auto_run(sub: keras.Model, keras_forward: Any, batches: list[np.ndarray]) -> tuple[Any, Any]:
-    forward = _runtime.runtime_forward(sub, keras_forward, engine="auto")
-    return forward, [forward(batch) for batch in batches]
+def _runtime_costing(monkeypatch: pytest.MonkeyPatch, clock: _Clock, seconds: float) -> None:
+    """Every runtime session advances ``clock`` by ``seconds`` a batch."""
+    real_open = _runtime.open_session.__wrapped__
+
+    def timed_session(path: Path, engine: str) -> Any:
+        session = real_open(path, engine)
+        monkeypatch.setattr(session, "_run", clock.costing(session._run, seconds, engine))
+        return session
+
+    monkeypatch.setattr(_runtime, "open_session", timed_session)
+
+
+def _pass(forward: Any, batches: list[np.ndarray], clock: _Clock, decode: Any = None) -> list:
+    """Run a pass; ``decode(last_engine)`` is the decoding time charged before each batch."""
+    outputs = []
+    for batch in batches:
+        clock.now += decode(clock.last) if decode else 0.01
+        outputs.append(forward(batch))
+    return outputs
+
+
+@pytest.fixture
+def _cheap_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XFERCLASS_CONVERSION_SECONDS", "0")
+
+
+def _batches(count: int) -> list[np.ndarray]:
+    images, _ = tiny_arrays(2 * count)
+    return np.split(images, count)
 
 
 @needs_ort
-def test_auto_picks_the_faster_engine_and_keeps_the_answers(
-    caplog: pytest.LogCaptureFixture,
+def test_auto_converts_only_when_the_images_left_pay_back(
+    _cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    clock = _Clock(monkeypatch)
     sub = _extractor(tiny_model())
-    images, _ = tiny_arrays(40)
-    batches = np.split(images, 5)
-    expected = [sub.predict_on_batch(b) for b in batches]
-    with caplog.at_level(logging.INFO, logger="xferclass"):
-        forward, outputs = _auto_run(sub, _slow(sub.predict_on_batch, 0.3), batches)
+    keras_forward = clock.costing(sub.predict_on_batch, 0.1, "keras")
+    # 12 batches at 0.1 s on Keras cannot win back the assumed 4 s conversion.
+    few = _batches(12)
+    forward = _runtime.runtime_forward(sub, keras_forward, engine="auto", steps=len(few))
+    outputs = _pass(forward, few, clock)
+    assert forward.engine == "keras" and not (_cache / "onnx").exists()
+    np.testing.assert_array_equal(
+        np.concatenate(outputs), sub.predict_on_batch(np.concatenate(few))
+    )
+    # 600 batches would: saving 600 * 0.1 * (1 - 1 / 1.3) = 13.8 s against 1.5 * 4.7 s.
+    _runtime_costing(monkeypatch, clock, 0.05)
+    many = _batches(40)
+    forward = _runtime.runtime_forward(sub, keras_forward, engine="auto", steps=600)
+    _pass(forward, many, clock)
     assert forward.engine in _runtime.available_runtimes()
+    assert list((_cache / "onnx").glob("*.onnx"))
+    # Too short to even time: plain Keras, no wrapper.
+    assert _runtime.runtime_forward(sub, sub.predict_on_batch, engine="auto", steps=5) == (
+        sub.predict_on_batch
+    )
+
+
+@needs_ort
+def test_auto_chooses_on_the_timed_pass_with_its_decoding(
+    _cheap_conversion: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = _Clock(monkeypatch)
+    sub = _extractor(tiny_model())
+    _runtime_costing(monkeypatch, clock, 0.1)
+    batches = _batches(48)
+
+    # The runtime's batch is faster (0.1 s vs 0.3 s), but decoding after it is
+    # slower (its threads hold the cores): the pass is 0.7 s a batch against 0.35 s.
+    def decode(last: str) -> float:
+        return 0.05 if last == "keras" else 0.6
+
+    forward = _runtime.runtime_forward(
+        sub, clock.costing(sub.predict_on_batch, 0.3, "keras"), engine="auto", steps=48
+    )
+    with caplog.at_level(logging.INFO, logger="xferclass"):
+        outputs = _pass(forward, batches, clock, decode)
+    assert forward.engine == "keras"
+    lines = [r.getMessage() for r in caplog.records if "engine='auto'" in r.getMessage()]
+    assert len(lines) == 1 and "stays on Keras" in lines[0] and "was not" in lines[0]
+    for batch, got in zip(batches, outputs):
+        _close(sub.predict_on_batch(batch), got)
+    record = json.loads(forward.path.with_suffix(".auto.json").read_text())
+    rates = record[_runtime._machine()]["images_per_s"]
+    assert rates["keras"] == pytest.approx(2 / 0.35)  # 2 images a batch, the pass's rate
+    assert all(rates[name] == pytest.approx(2 / 0.7) for name in forward.names)
+
+
+@needs_ort
+def test_auto_picks_the_faster_pass_and_wastes_no_batch(
+    _cheap_conversion: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = _Clock(monkeypatch)
+    sub = _extractor(tiny_model())
+    _runtime_costing(monkeypatch, clock, 0.1)
+    calls = {"keras": 0}
+
+    def keras_forward(images: Any) -> Any:
+        calls["keras"] += 1
+        return sub.predict_on_batch(images)
+
+    batches = _batches(48)
+    forward = _runtime.runtime_forward(
+        sub, clock.costing(keras_forward, 0.3, "keras"), engine="auto", steps=48
+    )
+    with caplog.at_level(logging.INFO, logger="xferclass"):
+        outputs = _pass(forward, batches, clock)
+    assert forward.engine in forward.names
     assert forward.chosen is forward.runtime and forward.runtime.engine == forward.engine
-    for want, got in zip(expected, outputs):
-        _close(want, got)
+    for batch, got in zip(batches, outputs):
+        _close(sub.predict_on_batch(batch), got)
+    # Keras ran the probe (3 batches), the comparison batch and its timed batches only.
+    assert calls["keras"] == 1 + _runtime.PROBE_BATCHES + 1 + _runtime.TIMED_ROUNDS
     chose = [r for r in caplog.records if "engine='auto'" in r.getMessage()]
     assert len(chose) == 1 and forward.engine in chose[0].getMessage()
+    machine = json.loads(_runtime._machine_record_path().read_text())[_runtime._machine()]
+    assert machine["ratio"] == pytest.approx(0.31 / 0.11)
     # The choice is remembered for the next pass over the same frozen part.
     assert forward_function(sub, engine="auto") is forward.runtime
 
 
 @needs_ort
 def test_auto_keeps_its_choice_on_disk_for_the_next_run(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    _cheap_conversion: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    clock = _Clock(monkeypatch)
     sub = _extractor(tiny_model())
-    images, _ = tiny_arrays(40)
-    batches = np.split(images, 5)
-    forward, _ = _auto_run(sub, _slow(sub.predict_on_batch, 0.3), batches)
+    _runtime_costing(monkeypatch, clock, 0.1)
+    forward = _runtime.runtime_forward(
+        sub, clock.costing(sub.predict_on_batch, 0.3, "keras"), engine="auto", steps=48
+    )
+    _pass(forward, _batches(48), clock)
     path = forward.runtime.path
     record = json.loads(path.with_suffix(".auto.json").read_text())
     (machine,) = record
@@ -328,26 +423,27 @@ def test_auto_keeps_its_choice_on_disk_for_the_next_run(
     assert record[machine]["engine"] == forward.engine
     rates = record[machine]["images_per_s"]
     assert set(rates) == {"keras", *_runtime.available_runtimes()}
-    # Batches 2 and 3 were timed (16 images); Keras slept 0.3 s per batch on them.
-    assert 0 < rates["keras"] <= 16 / 0.6
-    assert rates[forward.engine] > rates["keras"]
+    assert rates["keras"] == pytest.approx(2 / 0.31)
+    assert rates[forward.engine] == pytest.approx(2 / 0.11)
 
     # A new run (nothing kept in memory) reads the choice and times nothing.
     monkeypatch.setattr(_runtime, "_DECISIONS", {})
     monkeypatch.setattr(_runtime, "_Auto", None)  # timing again would fail
     with caplog.at_level(logging.INFO, logger="xferclass"):
         again = forward_function(sub, engine="auto")
-    assert again is forward.runtime
+    assert again.engine == forward.engine and again.path == path
     lines = [r.getMessage() for r in caplog.records if "engine='auto'" in r.getMessage()]
     assert len(lines) == 1 and "measured on this machine before" in lines[0]
+    images = np.concatenate(_batches(3))
     _close(sub.predict_on_batch(images), again(images))
 
 
 @needs_ort
 @pytest.mark.parametrize("damage", ["corrupt", "another machine", "unknown engine"])
 def test_auto_times_again_when_the_kept_choice_does_not_apply(
-    damage: str, monkeypatch: pytest.MonkeyPatch
+    damage: str, _cheap_conversion: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    clock = _Clock(monkeypatch)
     sub = _extractor(tiny_model())
     path = _runtime.convert_to_onnx(sub)
     record = path.with_suffix(".auto.json")
@@ -356,14 +452,14 @@ def test_auto_times_again_when_the_kept_choice_does_not_apply(
     record.write_text(
         "{not json" if damage == "corrupt" else json.dumps({machine: {"engine": engine}})
     )
-    forward = forward_function(sub, engine="auto")
+    forward = _runtime.runtime_forward(
+        sub, clock.costing(sub.predict_on_batch, 0.3, "keras"), engine="auto", steps=48
+    )
     assert isinstance(forward, _runtime._Auto)
     # The timing that follows writes a fresh record for this machine.
-    images, _ = tiny_arrays(24)
-    for batch in np.split(images, 3):
-        forward(batch)
+    _pass(forward, _batches(48), clock)
     kept = json.loads(record.read_text())
-    assert kept[_runtime._machine()]["engine"] == forward.engine
+    assert kept[_runtime._machine()]["engine"] == forward.engine != "undecided"
     if damage == "another machine":
         assert kept[machine] == {"engine": "keras"}  # other machines' choices are kept
 
@@ -379,33 +475,30 @@ def test_auto_remembers_keras_too(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @needs_ort
-def test_auto_stays_on_keras_when_the_runtime_is_slower(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_auto_uses_the_ratio_measured_on_this_machine(
+    _cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    clock = _Clock(monkeypatch)
     sub = _extractor(tiny_model())
-    real_open = _runtime.open_session.__wrapped__
-
-    def slow_session(path: Path, engine: str) -> Any:
-        session = real_open(path, engine)
-        monkeypatch.setattr(session, "_run", _slow(session._run, 0.3))
-        return session
-
-    monkeypatch.setattr(_runtime, "open_session", slow_session)
-    images, _ = tiny_arrays(40)
-    batches = np.split(images, 5)
-    with caplog.at_level(logging.INFO, logger="xferclass"):
-        forward, outputs = _auto_run(sub, sub.predict_on_batch, batches)
-    assert forward.engine == "keras"
-    for batch, got in zip(batches, outputs):
-        np.testing.assert_array_equal(got, sub.predict_on_batch(batch))
-    lines = [r.getMessage() for r in caplog.records if "engine='auto'" in r.getMessage()]
-    assert len(lines) == 1 and "stays on Keras" in lines[0] and "was not" in lines[0]
+    keras_forward = clock.costing(sub.predict_on_batch, 0.1, "keras")
+    # 600 batches pay back at the prior ratio, not where no runtime was faster here.
+    _runtime._update_machine_record(ratio=1.0)
+    forward = _runtime.runtime_forward(sub, keras_forward, engine="auto", steps=600)
+    _pass(forward, _batches(10), clock)
+    assert forward.engine == "keras" and not list((_cache / "onnx").glob("*.onnx"))
+    # A measured 3x and a measured 1 s conversion make 100 batches pay back.
+    _runtime._update_machine_record(ratio=3.0, conversion_s=1.0)
+    _runtime_costing(monkeypatch, clock, 0.03)
+    forward = _runtime.runtime_forward(sub, keras_forward, engine="auto", steps=100)
+    _pass(forward, _batches(20), clock)
+    assert forward.engine in forward.names
 
 
 @needs_ort
 def test_auto_falls_back_when_the_runtime_disagrees(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    _cheap_conversion: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    clock = _Clock(monkeypatch)
     sub = _extractor(tiny_model())
     real_open = _runtime.open_session.__wrapped__
 
@@ -416,27 +509,36 @@ def test_auto_falls_back_when_the_runtime_disagrees(
         return session
 
     monkeypatch.setattr(_runtime, "open_session", wrong_session)
-    images, _ = tiny_arrays(24)
+    batches = _batches(48)
+    forward = _runtime.runtime_forward(
+        sub, clock.costing(sub.predict_on_batch, 0.3, "keras"), engine="auto", steps=48
+    )
     with caplog.at_level(logging.INFO, logger="xferclass"):
-        forward, outputs = _auto_run(sub, sub.predict_on_batch, np.split(images, 3))
+        outputs = _pass(forward, batches, clock)
     assert forward.engine == "keras"
-    np.testing.assert_array_equal(np.concatenate(outputs), sub.predict_on_batch(images))
+    np.testing.assert_array_equal(
+        np.concatenate(outputs), sub.predict_on_batch(np.concatenate(batches))
+    )
     lines = [r.getMessage() for r in caplog.records if "engine='auto'" in r.getMessage()]
     assert len(lines) == 1 and "differs from Keras" in lines[0]
 
 
 @needs_ort
 def test_auto_falls_back_with_one_line_when_conversion_fails(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    _cheap_conversion: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken(self: keras.Model, filepath: str, **kwargs: Any) -> None:
         raise ValueError("Unsupported op: SomeOp")
 
     monkeypatch.setattr(keras.Model, "export", broken)
     model = tiny_model()
+    batches = _batches(24)
     with caplog.at_level(logging.INFO, logger="xferclass"):
-        forward = forward_function(model, engine="auto")
-    assert forward == model.predict_on_batch
+        forward = forward_function(model, engine="auto", steps=24)
+        outputs = [forward(batch) for batch in batches]
+    np.testing.assert_array_equal(
+        np.concatenate(outputs), model.predict_on_batch(np.concatenate(batches))
+    )
     lines = [r.getMessage() for r in caplog.records if r.name == "xferclass"]
     assert len(lines) == 1
     assert "stays on Keras" in lines[0] and "Unsupported op: SomeOp" in lines[0]

@@ -300,6 +300,16 @@ def test_fit_stores_class_names_in_the_model(tmp_path):
     assert xferclass.predict(loaded, images).class_names == ["red", "green", "blue"]
 
 
+def test_predictions_name_each_image_by_predicted_names_and_labels_is_deprecated():
+    images, _ = tiny_arrays(4)
+    result = xferclass.predict(tiny_model(), images, class_names=["red", "green", "blue"])
+    expected = [["red", "green", "blue"][i] for i in result.probabilities.argmax(axis=1)]
+    assert result.predicted_names == expected
+    assert [name for name, _ in result] == expected
+    with pytest.warns(DeprecationWarning, match="predicted_names"):
+        assert result.labels == expected
+
+
 def test_progress_output_names_each_phase(capsys):
     xferclass.fit(tiny_model(), tiny_dataset(), tiny_dataset(), epochs=1)
     out = capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
@@ -27,8 +28,9 @@ class Predictions:
     """What :func:`predict` returns, one entry per image.
 
     Attributes:
-        labels: The predicted class name of each image (the class index as a
-            string when no class names are known).
+        predicted_names: The predicted class name of each image (the class index
+            as a string when no class names are known). ``labels`` is its
+            deprecated spelling: on a dataset, ``labels`` are class indices.
         indices: The predicted class index of each image.
         confidences: The probability of the predicted class.
         probabilities: All class probabilities, shape ``(n, num_classes)``.
@@ -40,7 +42,7 @@ class Predictions:
         threshold: The threshold of ``label_sets``; None for a single-label model.
     """
 
-    labels: list[str]
+    predicted_names: list[str]
     indices: np.ndarray
     confidences: np.ndarray
     probabilities: np.ndarray
@@ -50,10 +52,21 @@ class Predictions:
     threshold: float | None = None
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.predicted_names)
 
     def __iter__(self) -> Iterator[tuple[str, float]]:
-        return iter(zip(self.labels, self.confidences.tolist()))
+        return iter(zip(self.predicted_names, self.confidences.tolist()))
+
+    @property
+    def labels(self) -> list[str]:
+        """Deprecated: ``predicted_names`` (a dataset's ``labels`` are class indices)."""
+        warnings.warn(
+            "Predictions.labels is deprecated: use Predictions.predicted_names (the "
+            "predicted class name of each image)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.predicted_names
 
     def top(self, k: int = 3) -> list[list[tuple[str, float]]]:
         """The ``k`` most probable classes of each image, with their probabilities."""
@@ -168,7 +181,7 @@ def predict(
             Performance page). The probabilities agree within 1e-4.
 
     Returns:
-        A :class:`Predictions` with labels, indices, confidences and
+        A :class:`Predictions` with predicted_names, indices, confidences and
         probabilities, and for a multi-label model the ``label_sets``.
 
     Raises:
@@ -180,7 +193,7 @@ def predict(
 
     Examples:
         >>> result = predict(model, ["shoe.jpg", "hat.png"])  # doctest: +SKIP
-        >>> result.labels  # doctest: +SKIP
+        >>> result.predicted_names  # doctest: +SKIP
         ['shoes', 'hat']
         >>> predict(tagger, ["outfit.jpg"]).label_sets  # doctest: +SKIP
         [['blue', 'shirt']]
@@ -219,7 +232,7 @@ def predict(
     probabilities = np.concatenate(chunks)
     indices = np.argmax(probabilities, axis=1)
     return Predictions(
-        labels=[names[i] for i in indices],
+        predicted_names=[names[i] for i in indices],
         indices=indices,
         confidences=probabilities[np.arange(len(indices)), indices],
         probabilities=probabilities,
