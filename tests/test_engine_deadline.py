@@ -50,7 +50,7 @@ def test_an_epoch_running_past_the_deadline_stops_after_its_batch(clock: list[fl
 
 def test_no_phase_starts_after_the_deadline_stopped_one(clock: list[float]) -> None:
     history = xferclass.fine_tune(
-        tiny_model(), tiny_dataset(), head_epochs=5, epochs=5, unfreeze=0.5, verbose=0,
+        tiny_model(), tiny_dataset(), head_epochs=5, fine_tune_epochs=5, unfreeze=0.5, verbose=0,
         seed=0, callbacks=[_Tick(clock)], deadline=7.0,
     )  # fmt: skip
     assert set(history.history["phase"]) == {1.0} and history.epochs_completed == 2

@@ -117,7 +117,7 @@ def _fine_tuned_model(
     dataset = _subset(images, rows).dataset(choice.size, search.batch_size, shuffle=True,
                                             seed=search.seed)  # fmt: skip
     history = training.fine_tune(
-        model, dataset, None, head_epochs=0, epochs=epochs, unfreeze=UNFREEZE,
+        model, dataset, None, head_epochs=0, fine_tune_epochs=epochs, unfreeze=UNFREEZE,
         learning_rate=LEARNING_RATE,
         class_weight=None if choice.class_weight == "none" else dict(enumerate(weights)),
         verbose=0, seed=search.seed, deadline=_monotonic_deadline(search, deadline),
