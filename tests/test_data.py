@@ -16,11 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import TINY_CLASSES, TINY_PER_CLASS, make_shape_dataset
-from xferclass import DatasetError, _decode, _exif
+from xferclass import DatasetError, InvalidArgumentError, _decode, _exif
 from xferclass import data as data_module
 from xferclass.data import (
     IMAGE_EXTENSIONS,
     SkippedFilesWarning,
+    image_paths_dataset,
     is_image_file,
     load_image_dataset,
     read_images,
@@ -204,7 +205,7 @@ def test_read_images(tiny_dataset_dir: Path, tmp_path: Path) -> None:
         read_images([dataset.file_paths[0], tmp_path / "page.jpg"], 8)
     with pytest.raises(DatasetError, match="missing.png"):
         read_images([tmp_path / "missing.png"], 8)
-    with pytest.raises(DatasetError, match="size"):
+    with pytest.raises(InvalidArgumentError, match="size"):
         read_images(dataset.file_paths[:1], 0)
 
 
@@ -553,13 +554,6 @@ def test_class_without_images(tiny_dataset_dir: Path, tmp_path: Path) -> None:
         (dict(validation_split=0.2, subset="train"), "subset='train'"),
         (dict(validation_split=0.2), "validation_split.*subset"),
         (dict(subset="training"), "subset.*validation_split"),
-        (dict(size=0), "size=0"),
-        (dict(size=-3), "size=-3"),
-        (dict(size=(10,)), r"size=\(10,\)"),
-        (dict(size=(10, 0)), r"size=\(10, 0\)"),
-        (dict(size=1.5), "size=1.5"),
-        (dict(size="big"), "size='big'"),
-        (dict(size=True), "size=True"),
         (dict(batch_size=0), "batch_size=0"),
         (dict(batch_size=2.5), "batch_size=2.5"),
         (dict(batch_size=True), "batch_size=True"),
@@ -574,6 +568,28 @@ def test_class_without_images(tiny_dataset_dir: Path, tmp_path: Path) -> None:
 def test_argument_errors(tiny_dataset_dir: Path, kwargs: dict[str, object], pattern: str) -> None:
     with pytest.raises(DatasetError, match=pattern):
         load_image_dataset(tiny_dataset_dir, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("size", "pattern"),
+    [
+        (0, "size=0"),
+        (-3, "size=-3"),
+        ((10,), r"size=\(10,\)"),
+        ((10, 0), r"size=\(10, 0\)"),
+        (1.5, "size=1.5"),
+        ("big", "size='big'"),
+        (True, "size=True"),
+    ],
+)
+def test_size_errors(tiny_dataset_dir: Path, size: object, pattern: str) -> None:
+    """One check of image sizes for every function: an InvalidArgumentError naming it."""
+    with pytest.raises(InvalidArgumentError, match=f"{pattern} is not an image size"):
+        load_image_dataset(tiny_dataset_dir, size)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match=pattern):
+        read_images([], size)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match=pattern):
+        image_paths_dataset([], size)  # type: ignore[arg-type]
 
 
 def test_split_too_small_for_validation(tmp_path: Path) -> None:

@@ -25,7 +25,6 @@ from ._imagesize import resolve_max_pixels
 from ._tables import LabelTable
 
 __all__ = [
-    "as_size",
     "build_dataset",
     "check_arguments",
     "check_class_names",
@@ -37,23 +36,6 @@ __all__ = [
 ]
 
 _SUBSETS = ("training", "validation", "both")
-
-
-def as_size(size: Any, function: str) -> tuple[int, int]:
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        pair: tuple[Any, ...] = (int(size), int(size))
-    elif isinstance(size, Sequence) and not isinstance(size, (str, bytes)) and len(size) == 2:
-        pair = tuple(size)
-    else:
-        pair = ()
-    if len(pair) != 2 or not all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in pair
-    ):
-        raise DatasetError(
-            f"{function}: size={size!r} is not an image size; pass a positive int or a "
-            "(height, width) pair of positive ints"
-        )
-    return (int(pair[0]), int(pair[1]))
 
 
 def check_class_names(class_names: Any, *, folders: bool = True) -> list[str] | None:

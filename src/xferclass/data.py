@@ -38,13 +38,13 @@ from typing import Any, Literal
 import numpy as np
 import tensorflow as tf
 
+from ._args import as_size
 from ._decode import loader
 from ._errors import DatasetError
 from ._filecheck import check_files, checked_orientations, failure_reason
 from ._folders import IMAGE_EXTENSIONS, folder_candidates, is_image_file, shown
 from ._imagesize import DEFAULT_MAX_PIXELS, resolve_max_pixels
 from ._pipeline import (
-    as_size,
     build_dataset,
     check_arguments,
     check_class_names,
@@ -227,6 +227,7 @@ def load_image_dataset(
             a table column is missing or ambiguous (the message lists the
             columns); when an argument is out of
             range; with ``strict=True`` when some file cannot be decoded.
+        InvalidArgumentError: ``size`` is not a positive int or pair of them.
 
     Examples:
         >>> train, val = load_image_dataset(  # doctest: +SKIP
@@ -241,7 +242,7 @@ def load_image_dataset(
         ...     "labels.csv", 224, root="images/", split="train", label_separator="|"
         ... )
     """
-    image_size = as_size(size, "load_image_dataset")
+    image_size = as_size(size, "size")
     fraction = check_arguments(batch_size, validation_split, subset, seed)
     limit = resolve_max_pixels(max_pixels, "load_image_dataset")
     table_options = {
@@ -398,11 +399,12 @@ def image_paths_dataset(
     Raises:
         DatasetError: A file is missing, is not an image, or is over
             ``max_pixels``; all such files are named, with the reason.
+        InvalidArgumentError: ``size`` is not a positive int or pair of them.
 
     Examples:
         >>> batches = image_paths_dataset(["cat.jpg", "dog.png"], 224)  # doctest: +SKIP
     """
-    image_size = as_size(size, "image_paths_dataset")
+    image_size = as_size(size, "size")
     limit = resolve_max_pixels(max_pixels, "images")
     files = [os.fspath(p) for p in paths]
     missing = [f for f in files if not os.path.isfile(f)]
@@ -438,14 +440,15 @@ def read_images(
 
     Raises:
         DatasetError: When a file is missing, cannot be decoded or is larger than
-            ``max_pixels`` (naming it and its size), or ``size`` is invalid.
+            ``max_pixels`` (naming it and its size).
+        InvalidArgumentError: ``size`` is not a positive int or pair of them.
 
     Examples:
         >>> images = read_images(["cat.jpg", "dog.png"], 224)  # doctest: +SKIP
         >>> images.shape  # doctest: +SKIP
         (2, 224, 224, 3)
     """
-    image_size = as_size(size, "read_images")
+    image_size = as_size(size, "size")
     limit = resolve_max_pixels(max_pixels, "read_images")
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
