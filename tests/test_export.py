@@ -598,3 +598,14 @@ def test_command_line_export(
     assert main([*arguments, "--quantize", "int8"]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("xferclass: error: quantize='int8' needs representative images")
+
+
+@pytest.mark.parametrize(("format", "name"), [("onnx", "model.onnx"), ("openvino", "model.xml")])
+def test_read_class_names_of_a_corrupt_file_is_an_export_error(tmp_path, format, name):
+    pytest.importorskip("onnx" if format == "onnx" else "openvino")
+    path = tmp_path / name
+    path.write_bytes(b"<net>\x00\xff\x12\x34 truncated")
+    with pytest.raises(xferclass.ExportError, match="is not a readable") as raised:
+        export_module.read_class_names(path, format=format)
+    assert "model." + name.split(".")[1] in str(raised.value)
+    assert "\n" not in str(raised.value)

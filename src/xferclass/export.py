@@ -558,6 +558,10 @@ def read_class_names(path: str | os.PathLike[str], *, format: str) -> list[str] 
         path: The SavedModel folder, ``.tflite``, ``.onnx`` or OpenVINO ``.xml``.
         format: ``"saved_model"``, ``"litert"``, ``"onnx"`` or ``"openvino"``.
 
+    Raises:
+        InvalidArgumentError: ``format`` is unknown or ``path`` does not exist.
+        ExportError: The ONNX or OpenVINO file cannot be read (corrupt or truncated).
+
     Examples:
         >>> read_class_names("model.onnx", format="onnx")  # doctest: +SKIP
         ['hat', 'pants', 'shoes']
@@ -581,11 +585,21 @@ def read_class_names(path: str | os.PathLike[str], *, format: str) -> list[str] 
             return archive.read(LITERT_LABELS_FILE).decode("utf-8").splitlines()
     if format == "onnx":
         onnx = _require("onnx", "onnx", "reading an ONNX model")
-        proto = onnx.load(str(location), load_external_data=False)
+        from google.protobuf.message import Error as ProtobufError
+
+        try:
+            proto = onnx.load(str(location), load_external_data=False)
+        except ProtobufError as error:
+            raise ExportError(
+                f"{os.fspath(path)!r} is not a readable ONNX model: {first_line(error)}"
+            ) from error
         props = {p.key: p.value for p in proto.metadata_props}
         return json.loads(props[CLASS_NAMES_KEY]) if CLASS_NAMES_KEY in props else None
     ov = _require("openvino", "openvino", "reading an OpenVINO model")
-    network = ov.Core().read_model(str(location))
+    try:
+        network = ov.Core().read_model(str(location))
+    except RuntimeError as error:  # OpenVINO's parse errors
+        raise ExportError(f"{os.fspath(path)!r} is not a readable OpenVINO model") from error
     if not network.has_rt_info(["xferclass", CLASS_NAMES_KEY]):
         return None
     return list(json.loads(network.get_rt_info(["xferclass", CLASS_NAMES_KEY]).astype(str)))
