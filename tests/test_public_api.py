@@ -25,7 +25,7 @@ PUBLIC = {
     # errors
     "XferclassError", "BackboneNotFoundError", "DatasetError", "WeightsUnavailableError",
     "ModelFileError", "TrainingError", "InvalidArgumentError", "InvalidArgumentTypeError",
-    "MissingDependencyError", "ExportError",
+    "MissingDependencyError", "ExportError", "FallbackWarning",
     "__version__",
 }  # fmt: skip
 

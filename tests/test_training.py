@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -87,9 +88,9 @@ def test_cache_spills_to_disk_and_cleans_up(tmp_path, monkeypatch):
     in_memory = tiny_model()
     spilled = twin(in_memory)
     xferclass.fit(in_memory, tiny_dataset(), epochs=2, verbose=0, seed=3)
-    xferclass.fit(
-        spilled, tiny_dataset(), epochs=2, verbose=0, seed=3, cache_memory=1000, cache_dir=tmp_path
-    )
+    with pytest.warns(xferclass.FallbackWarning, match="caching train in float16"):
+        xferclass.fit(spilled, tiny_dataset(), epochs=2, verbose=0, seed=3, cache_memory=1000,
+                      cache_dir=tmp_path)  # fmt: skip
     assert seen == [False, True]
     assert list(tmp_path.iterdir()) == []  # the spill folder is removed afterwards
     # The rows are bit-identical; what differs is round-off in multi-threaded
@@ -104,6 +105,26 @@ def test_float16_cache_is_close():
     xferclass.fit(a, tiny_dataset(), epochs=2, verbose=0)
     xferclass.fit(b, tiny_dataset(), epochs=2, verbose=0, cache_dtype="float16")
     assert _max_weight_difference(a, b) < 1e-2
+
+
+def test_float16_fallback_for_a_short_memory_budget_is_a_warning(monkeypatch):
+    dtypes = []
+    real = _cache.cache_split
+
+    def spy(*args, **kwargs):
+        split = real(*args, **kwargs)
+        dtypes.append(split.stores[0].dtype)
+        return split
+
+    monkeypatch.setattr("xferclass._engine.cache_split", spy)
+    with pytest.warns(xferclass.FallbackWarning, match='cache_dtype="float32"'):
+        xferclass.fit(tiny_model(), tiny_dataset(), epochs=1, verbose=0, cache_memory=1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", xferclass.FallbackWarning)  # explicit or fitting: quiet
+        xferclass.fit(tiny_model(), tiny_dataset(), epochs=1, verbose=0, cache_memory=1000,
+                      cache_dtype="float32")  # fmt: skip
+        xferclass.fit(tiny_model(), tiny_dataset(), epochs=1, verbose=0)
+    assert dtypes == [np.float16, np.float32, np.float32]
 
 
 def test_augmented_views_are_cached_and_training_runs(capsys):

@@ -217,7 +217,8 @@ def test_failed_validation_caching_leaves_no_open_file():
     assert _open_spill_files() == []
     empty = tiny_dataset(16).take(0)
     with pytest.raises(DatasetError, match="validation is empty"):
-        xferclass.fit(tiny_model(), tiny_dataset(), empty, epochs=1, cache_memory=0, verbose=0)
+        xferclass.fit(tiny_model(), tiny_dataset(), empty, epochs=1, cache_memory=0,
+                      cache_dtype="float32", verbose=0)  # fmt: skip
     assert _open_spill_files() == []
 
 

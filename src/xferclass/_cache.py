@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ._errors import DatasetError, InvalidArgumentError
+from ._errors import DatasetError, FallbackWarning, InvalidArgumentError
 from ._log import logger
 
 __all__ = [
@@ -372,12 +373,20 @@ def _storage_dtype(dtype: Any, rows: np.ndarray, batches: int, budget: _Budget, 
     if dtype != "auto":
         return dtype
     estimate = rows.nbytes * max(batches, 1) * (4 // rows.dtype.itemsize or 1)
-    chosen = "float32" if estimate <= budget.left else "float16"
-    logger.info(
-        "storing %s in %s (about %.1f MiB in float32; %.1f MiB of memory budget left)",
-        name, chosen, estimate / 2**20, budget.left / 2**20,
-    )  # fmt: skip
-    return chosen
+    if estimate <= budget.left:
+        logger.info(
+            "storing %s in float32 (about %.1f MiB; %.1f MiB of memory budget left)",
+            name, estimate / 2**20, budget.left / 2**20,
+        )  # fmt: skip
+        return "float32"
+    warnings.warn(
+        f"caching {name} in float16, which rounds the features: in float32 they need about "
+        f"{estimate / 2**20:.1f} MiB and {budget.left / 2**20:.1f} MiB of the memory budget is "
+        'left; pass cache_dtype="float32" (spills to disk) or a larger cache_memory',
+        FallbackWarning,
+        stacklevel=2,
+    )
+    return "float16"
 
 
 def cache_split(

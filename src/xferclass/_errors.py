@@ -19,6 +19,7 @@ __all__ = [
     "InvalidArgumentTypeError",
     "MissingDependencyError",
     "ExportError",
+    "FallbackWarning",
 ]
 
 
@@ -63,6 +64,15 @@ class MissingDependencyError(XferclassError, ImportError):
 
 class ExportError(XferclassError, RuntimeError):
     """A model could not be exported to the asked-for format, or loaded or run on its runtime."""
+
+
+class FallbackWarning(UserWarning):
+    """xferclass fell back to something that changes the numbers or the speed.
+
+    The message says what was chosen instead and how to choose yourself (for
+    example ``cache_dtype="float32"`` or a larger ``cache_memory``). Silence it
+    with ``warnings.filterwarnings("ignore", category=xferclass.FallbackWarning)``.
+    """
 
 
 def first_line(error: BaseException) -> str:

@@ -235,7 +235,8 @@ def fit(
             Keras layers; see :func:`make_augmentation`.
         augment_views: Augmented copies cached per training image.
         cache_dtype: ``"auto"`` (float32 when the cache fits ``cache_memory``,
-            else float16), ``"float32"`` or ``"float16"``.
+            else float16, with a :class:`FallbackWarning`), ``"float32"`` or
+            ``"float16"``.
         cache_memory: Bytes of activations kept in memory before spilling to
             disk (default 2 GiB, or ``$XFERCLASS_CACHE_MEMORY``).
         cache_dir: Parent folder of the temporary spill folder.
