@@ -89,6 +89,22 @@ def test_evaluate_regression_style_on_a_model():
     assert metrics["n"] == 40
 
 
+def test_evaluation_refuses_the_model_classes_in_another_order():
+    from xferclass._common import store_class_names
+
+    model = tiny_model()
+    store_class_names(model, ["red", "green", "blue"])
+    dataset = tiny_dataset(16, batch_size=8)
+    dataset.class_names = ["blue", "green", "red"]
+    both = r"\['red', 'green', 'blue'\].*\['blue', 'green', 'red'\]"
+    with pytest.raises(xferclass.DatasetError, match=f"another order.*{both}"):
+        xferclass.evaluate_regression_style(model, dataset)
+    with pytest.raises(xferclass.DatasetError, match="another order"):
+        collect_predictions(model, dataset)
+    dataset.class_names = ["red", "green", "blue"]
+    assert xferclass.evaluate_regression_style(model, dataset)["n"] == 16
+
+
 def test_reshuffling_dataset_pairs_labels_with_their_own_predictions():
     model = tiny_model()
     images, labels = tiny_arrays(40)

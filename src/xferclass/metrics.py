@@ -35,6 +35,7 @@ import tensorflow as tf
 from ._common import (
     check_class_count,
     check_image_size,
+    check_stored_class_names,
     forward_function,
     model_class_names,
     model_multi_label,
@@ -69,10 +70,16 @@ def collect_predictions(
 
     Returns:
         ``(labels, probabilities)``, two float arrays of shape ``(n, k)``.
+
+    Raises:
+        DatasetError: The dataset's class count differs from the model's, or its
+            class names are the model's stored ones in another order (the
+            message names both orders).
     """
     tta_mode = check_tta(tta)
     dataset = require_dataset(dataset, "dataset")
     check_class_count(model, dataset, "dataset")
+    check_stored_class_names(model, getattr(dataset, "class_names", None), "dataset")
     check_image_size(model, dataset, "dataset")
     labels: list[np.ndarray] = []
     probabilities: list[np.ndarray] = []
@@ -358,7 +365,8 @@ def evaluate_regression_style(
 
     Raises:
         DatasetError: The dataset's class count differs from the model's
-            output size, or the dataset is empty.
+            output size, its class names are the model's stored ones in another
+            order (the message names both orders), or the dataset is empty.
         MissingDependencyError: ``engine`` names a runtime that is not installed.
 
     Examples:
