@@ -169,16 +169,21 @@ def test_onnxruntime_errors_are_export_errors_with_the_first_line(onnx_cache, tm
 
 @needs_ort
 def test_a_runtime_fallback_is_a_warning(onnx_cache, monkeypatch, caplog):
-    from helpers import tiny_model
+    from helpers import tiny_arrays, tiny_model
     from xferclass._common import forward_function
 
     def broken(self: keras.Model, filepath: str, **kwargs: Any) -> None:
         raise ValueError("Unsupported op: SomeOp\ndetails")
 
     monkeypatch.setattr(keras.Model, "export", broken)
+    monkeypatch.setenv("XFERCLASS_CONVERSION_SECONDS", "0")  # so that "auto" converts
     model = tiny_model()
+    images, _ = tiny_arrays(96)
     with caplog.at_level(logging.INFO, logger="xferclass"):
-        assert forward_function(model, engine="auto") == model.predict_on_batch
+        forward = forward_function(model, engine="auto", steps=48)
+        for batch in np.split(images, 48):
+            forward(batch)
+    assert forward.engine == "keras"
     (record,) = [r for r in caplog.records if r.name == "xferclass"]
     assert record.levelno == logging.WARNING
     assert "stays on Keras" in record.getMessage() and "SomeOp" in record.getMessage()
@@ -199,7 +204,7 @@ def test_a_runtime_fallback_is_seen_at_verbose_0(tmp_path):
             raise ValueError("Unsupported op: SomeOp")
 
         keras.Model.export = broken
-        images, _ = tiny_arrays(64)
+        images, _ = tiny_arrays(128)
         xferclass.predict(tiny_model(), images, batch_size=2, engine="auto", verbose=0)
         print("done")
         """
@@ -213,6 +218,7 @@ def test_a_runtime_fallback_is_seen_at_verbose_0(tmp_path):
             **__import__("os").environ,
             "XFERCLASS_CACHE_DIR": str(tmp_path),
             "TF_CPP_MIN_LOG_LEVEL": "3",
+            "XFERCLASS_CONVERSION_SECONDS": "0",  # so that "auto" converts
         },  # fmt: skip
     )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -328,7 +327,7 @@ def test_auto_converts_only_when_the_images_left_pay_back(
     np.testing.assert_array_equal(
         np.concatenate(outputs), sub.predict_on_batch(np.concatenate(few))
     )
-    # 600 batches would: saving 600 * 0.1 * (1 - 1 / 1.3) = 13.8 s against 1.5 * 4.7 s.
+    # 600 would: about 590 * 0.11 * (1 - 1 / 1.3) = 15 s saved against 1.5 * 4.6 s.
     _runtime_costing(monkeypatch, clock, 0.05)
     many = _batches(40)
     forward = _runtime.runtime_forward(sub, keras_forward, engine="auto", steps=600)
@@ -367,8 +366,8 @@ def test_auto_chooses_on_the_timed_pass_with_its_decoding(
         _close(sub.predict_on_batch(batch), got)
     record = json.loads(forward.path.with_suffix(".auto.json").read_text())
     rates = record[_runtime._machine()]["images_per_s"]
-    assert rates["keras"] == pytest.approx(2 / 0.35)  # 2 images a batch, the pass's rate
-    assert all(rates[name] == pytest.approx(2 / 0.7) for name in forward.names)
+    assert rates["keras"] == pytest.approx(2 / 0.35, abs=0.05)  # 2 images a batch, the pass's rate
+    assert all(rates[name] == pytest.approx(2 / 0.7, abs=0.05) for name in forward.names)
 
 
 @needs_ort
@@ -399,9 +398,10 @@ def test_auto_picks_the_faster_pass_and_wastes_no_batch(
     chose = [r for r in caplog.records if "engine='auto'" in r.getMessage()]
     assert len(chose) == 1 and forward.engine in chose[0].getMessage()
     machine = json.loads(_runtime._machine_record_path().read_text())[_runtime._machine()]
-    assert machine["ratio"] == pytest.approx(0.31 / 0.11)
+    assert machine["ratio"] == pytest.approx(0.31 / 0.11, rel=1e-3)
     # The choice is remembered for the next pass over the same frozen part.
-    assert forward_function(sub, engine="auto") is forward.runtime
+    again = forward_function(sub, engine="auto")
+    assert (again.engine, again.path) == (forward.engine, forward.runtime.path)
 
 
 @needs_ort
@@ -423,8 +423,8 @@ def test_auto_keeps_its_choice_on_disk_for_the_next_run(
     assert record[machine]["engine"] == forward.engine
     rates = record[machine]["images_per_s"]
     assert set(rates) == {"keras", *_runtime.available_runtimes()}
-    assert rates["keras"] == pytest.approx(2 / 0.31)
-    assert rates[forward.engine] == pytest.approx(2 / 0.11)
+    assert rates["keras"] == pytest.approx(2 / 0.31, abs=0.05)
+    assert rates[forward.engine] == pytest.approx(2 / 0.11, abs=0.05)
 
     # A new run (nothing kept in memory) reads the choice and times nothing.
     monkeypatch.setattr(_runtime, "_DECISIONS", {})
@@ -532,9 +532,9 @@ def test_auto_falls_back_with_one_line_when_conversion_fails(
 
     monkeypatch.setattr(keras.Model, "export", broken)
     model = tiny_model()
-    batches = _batches(24)
+    batches = _batches(48)
     with caplog.at_level(logging.INFO, logger="xferclass"):
-        forward = forward_function(model, engine="auto", steps=24)
+        forward = forward_function(model, engine="auto", steps=48)
         outputs = [forward(batch) for batch in batches]
     np.testing.assert_array_equal(
         np.concatenate(outputs), model.predict_on_batch(np.concatenate(batches))

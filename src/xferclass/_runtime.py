@@ -13,10 +13,11 @@ structure, a hash of its weights, its input size and its output layers (the
 cut), and written atomically; a second run with the same frozen part loads the
 file and pays nothing for conversion.
 
-``engine="auto"`` (see :func:`runtime_forward`) uses a runtime only on a CPU,
-only when one is installed and only when it measured faster than Keras on the
-first batches of the pass; otherwise, and whenever conversion fails, it stays
-on Keras and says why in one line of the ``xferclass`` logger: a warning when
+``engine="auto"`` (see :func:`runtime_forward` and :class:`_Auto`) uses a
+runtime only on a CPU, only when one is installed, only when the images left
+in the pass pay back the conversion, and only when it measured faster than
+Keras on timed batches of the pass itself; otherwise, and whenever conversion
+fails, it stays on Keras and says why in one line of the ``xferclass`` logger: a warning when
 it falls back because something failed (conversion, loading, a runtime's
 answers), so that it shows at ``verbose=0`` too. A runtime's own errors reach
 the caller as :class:`~xferclass.ExportError` with the first line of the cause.
@@ -59,19 +60,33 @@ RUNTIMES = ("onnxruntime", "openvino")
 #: least absolute), that ``engine="auto"`` accepts on the first batch.
 TOLERANCE = 1e-4
 
-#: Batches of a pass that ``engine="auto"`` runs on both engines: the first
-#: compares the outputs, the others are timed.
-TIMED_BATCHES = 3
+#: Batches after the first (which traces Keras's function) that ``"auto"`` times
+#: on Keras before it decides whether converting would pay back.
+PROBE_BATCHES = 2
 
-#: Fewest batches of a pass (when its length is known) for which ``"auto"``
-#: converts the model: shorter passes would not win back the conversion and
-#: the timing batches.
-MIN_AUTO_STEPS = 16
+#: Rounds of timed batches after conversion: each runs one batch on every
+#: engine left, Keras included, timed from its call to the next call.
+TIMED_ROUNDS = 2
 
 #: How much faster than Keras the runtime must be on the timed batches for
-#: ``"auto"`` to switch: timing one or two batches on a busy machine is noisy,
-#: and a wrong switch costs more than a missed one.
-MIN_SPEEDUP = 1.25
+#: ``"auto"`` to switch: a wrong switch costs more than a missed one.
+MIN_SPEEDUP = 1.1
+
+#: Ratio of a runtime's pass speed to Keras's that ``"auto"`` assumes before it
+#: has measured one on this machine: conservative (ONNX Runtime measured 1.5x
+#: on Lite0 on an AVX-512 CPU, 3x or more on AVX2).
+PRIOR_RATIO = 1.3
+
+#: Seconds ``"auto"`` assumes a conversion takes before it has measured one on
+#: this machine (Lite0 and MobileNetV2 took 2.5-2.8 s on 2 cores).
+CONVERSION_SECONDS = 4.0
+
+#: Seconds ``"auto"`` assumes loading an already converted model takes.
+SESSION_SECONDS = 0.5
+
+#: How many times its cost (conversion and timing) the expected saving must be
+#: for ``"auto"`` to convert.
+PAYBACK = 1.5
 
 #: Engine that ``"auto"`` chose for each converted model in this process (also
 #: kept on disk per machine, see :func:`_remember`), so a second pass over the
@@ -376,64 +391,138 @@ def _max_difference(expected: Any, actual: Any) -> tuple[float, float]:
 
 
 class _Auto:
-    """``engine="auto"``: times Keras and each runtime on the first batches, keeps the fastest.
+    """``engine="auto"`` on a first run: Keras first, a runtime only where it pays back.
 
-    Batch 1 runs on every engine (Keras's first call also traces its function,
-    so it is not timed) and the outputs are compared: a runtime that differs
-    from Keras by more than :data:`TOLERANCE` drops out. Batches 2 to
-    :data:`TIMED_BATCHES` run on every engine left and are timed; the pass then
-    goes on with the fastest runtime when it beat Keras by :data:`MIN_SPEEDUP`,
-    else with Keras. Until the choice is made the Keras outputs are returned,
-    so the answers are Keras's whichever engine wins. The choice is kept for the
-    rest of the process and written beside the ONNX file for this machine (see
-    :func:`_remember`), so the next run over the same frozen part skips the timing.
+    The pass starts on Keras. Batch 1 traces Keras's function and is not timed;
+    batches 2 to 1 + :data:`PROBE_BATCHES` are timed. From their rate and the
+    batches still to come (``steps``), the model is converted only when the
+    expected saving, at the ratio last measured on this machine (else
+    :data:`PRIOR_RATIO`), is :data:`PAYBACK` times the cost of converting and
+    timing (see :func:`_conversion_seconds`); otherwise the pass stays on Keras
+    and nothing is remembered. With ``steps`` unknown it converts once the time
+    already spent on Keras, at that ratio, would have paid for it.
+
+    After conversion the next batch runs on Keras and on every runtime, and a
+    runtime that differs from Keras by more than :data:`TOLERANCE` drops out.
+    Then :data:`TIMED_ROUNDS` rounds run one batch on each engine left, in
+    turn, each timed from its call to the next call: the pass as it runs, with
+    the pipeline's decoding, not the forward pass alone. Every batch's output
+    is returned (none is computed twice except the comparison batch). The pass
+    goes on with the fastest engine when it beat Keras by :data:`MIN_SPEEDUP`,
+    else with Keras, and the choice is remembered (see :func:`_remember`).
     """
 
-    def __init__(self, keras_forward: Callable[[Any], Any], runtimes: list[RuntimeForward]) -> None:
+    def __init__(
+        self,
+        model: keras.Model,
+        keras_forward: Callable[[Any], Any],
+        runtimes: list[str],
+        steps: int | None,
+    ) -> None:
+        self.model = model
         self.keras_forward = keras_forward
-        self.runtimes = list(runtimes)
-        self.runtime = self.runtimes[0]  # the winner once one is chosen
-        self.path = self.runtime.path
+        self.names = list(runtimes)
+        self.runtimes: list[RuntimeForward] = []
+        self.steps = steps
         self.chosen: Callable[[Any], Any] | None = None
+        self.runtime: RuntimeForward | None = None  # the winner, once chosen
+        self.path: Path | None = None
         self.engine = "undecided"
         self.calls = 0
-        self.seconds = {"keras": 0.0, **{r.engine: 0.0 for r in self.runtimes}}
-        self.images = 0
+        self.batch = 1
+        self.plan: list[str] = []  # engines of the timed batches still to run
+        self.last: tuple[str, float] | None = None  # engine and start of a timed batch
+        self.seconds: dict[str, list[float]] = {"keras": []}
         self.dropped = ""
 
     def __call__(self, images: Any) -> Any:
         if self.chosen is not None:
             return self.chosen(images)
+        now = _clock()
+        if self.last is not None:
+            self.seconds.setdefault(self.last[0], []).append(now - self.last[1])
+            self.last = None
         self.calls += 1
-        start = time.perf_counter()
+        if self.runtimes:
+            if self.plan:
+                return self._timed(self.plan.pop(0), images, now)
+            self._decide()
+            return self(images)
+        probed = self.calls > 1 + PROBE_BATCHES
+        if probed and self._pays_back():
+            return self._convert_and_compare(images)
+        if probed and self.steps is not None:
+            self.chosen, self.engine = self.keras_forward, "keras"
+            logger.debug("engine='auto' stays on Keras: the rest of the pass would not pay back")
+            return self.keras_forward(images)
+        output = self.keras_forward(images)
+        if self.calls > 1:
+            self.last = ("keras", now)
+        return output
+
+    def _pays_back(self) -> bool:
+        """Whether converting now is expected to win back its cost (see the class)."""
+        keras_times = self.seconds["keras"]
+        per_batch = sum(keras_times) / max(len(keras_times), 1)
+        ratio = _machine_record().get("ratio", PRIOR_RATIO)
+        gain = 1.0 - 1.0 / max(ratio, 1e-9)
+        timing = 1 + TIMED_ROUNDS * (1 + len(self.names))  # comparison and timed batches
+        cost = _conversion_seconds(self.model) + per_batch * (1 + TIMED_ROUNDS * len(self.names))
+        if gain <= 0:
+            return False
+        if self.steps is None:  # spend on Keras what converting would cost, then convert
+            return sum(keras_times) * gain >= cost
+        remaining = self.steps - self.calls + 1 - timing
+        return remaining * per_batch * gain >= PAYBACK * cost
+
+    def _convert_and_compare(self, images: Any) -> Any:
+        cached = _cached_path(self.model) is not None
+        start = _clock()
+        try:
+            self.path = convert_to_onnx(self.model)
+        except Exception as error:
+            self._choose_keras(first_line(error), logging.WARNING)
+            return self.keras_forward(images)
+        if not cached:
+            _update_machine_record(conversion_s=_clock() - start)
+        for name in self.names:
+            try:
+                self.runtimes.append(open_session(self.path, name))
+            except Exception as error:
+                self.dropped = "; ".join(filter(None, [self.dropped, first_line(error)]))
         expected = self.keras_forward(images)
-        keras_seconds = time.perf_counter() - start
-        timed = {"keras": keras_seconds}
         for runtime in list(self.runtimes):
-            start = time.perf_counter()
             try:
                 actual = runtime(images)
             except Exception as error:
                 self._drop(runtime, first_line(error))
                 continue
-            timed[runtime.engine] = time.perf_counter() - start
-            if self.calls == 1:
-                worst, scale = _max_difference(expected, actual)
-                if not worst <= TOLERANCE * scale:
-                    self._drop(
-                        runtime,
-                        f"{runtime.engine} differs from Keras by {worst:.2e} on the first batch",
-                    )
+            worst, scale = _max_difference(expected, actual)
+            if not worst <= TOLERANCE * scale:
+                self._drop(runtime, f"{runtime.engine} differs from Keras by {worst:.2e}")
         if not self.runtimes:
-            return self._choose_keras(self.dropped, expected, logging.WARNING)
-        if self.calls == 1:
+            self._choose_keras(self.dropped or "no runtime loaded the model", logging.WARNING)
             return expected
-        self.images += len(np.asarray(images))
-        for name, seconds in timed.items():
-            self.seconds[name] += seconds
-        if self.calls >= TIMED_BATCHES:
-            self._decide()
+        self.seconds = {"keras": []}
+        self.plan = ([r.engine for r in self.runtimes] + ["keras"]) * TIMED_ROUNDS
         return expected
+
+    def _timed(self, engine: str, images: Any, now: float) -> Any:
+        self.batch = len(np.asarray(images))
+        if engine != "keras":
+            runtime = next(r for r in self.runtimes if r.engine == engine)
+            try:
+                output = runtime(images)
+            except Exception as error:
+                self._drop(runtime, first_line(error))
+                self.plan = [e for e in self.plan if e != engine]
+                if not self.runtimes:
+                    self._choose_keras(self.dropped, logging.WARNING)
+                return self.keras_forward(images)
+        else:
+            output = self.keras_forward(images)
+        self.last = (engine, now)
+        return output
 
     def _drop(self, runtime: RuntimeForward, reason: str) -> None:
         self.runtimes.remove(runtime)
@@ -441,35 +530,97 @@ class _Auto:
         self.dropped = "; ".join(filter(None, [self.dropped, reason]))
 
     def _decide(self) -> None:
-        keras_time = self.seconds["keras"]
-        fastest = min(self.runtimes, key=lambda r: self.seconds[r.engine])
-        runtime_time = self.seconds[fastest.engine]
-        rates = {
-            name: round(self.images / max(seconds, 1e-9), 1)
-            for name, seconds in self.seconds.items()
-        }
+        """Commit to the engine whose timed batches ran fastest, and remember it."""
+        means = {name: sum(t) / len(t) for name, t in self.seconds.items() if t}
+        rates = {name: round(self.batch / max(t, 1e-9), 1) for name, t in means.items()}
+        keras_time = means.get("keras", float("inf"))
+        left = [r for r in self.runtimes if r.engine in means]
+        if not left or self.path is None:
+            self._choose_keras(self.dropped or "no runtime was timed", logging.WARNING)
+            return
+        fastest = min(left, key=lambda r: means[r.engine])
+        runtime_time = means[fastest.engine]
+        _update_machine_record(ratio=keras_time / max(runtime_time, 1e-9))
         if runtime_time * MIN_SPEEDUP < keras_time:
             self.chosen, self.engine, self.runtime = fastest, fastest.engine, fastest
             logger.info(
-                "engine='auto' runs the frozen pass on %s (%.1fx Keras's speed on the first "
-                "batches)",
+                "engine='auto' runs the frozen pass on %s (%.2fx Keras's speed on the pass)",
                 fastest.engine,
                 keras_time / max(runtime_time, 1e-9),
             )
         else:
             self._choose_keras(
-                f"{fastest.engine} was not {MIN_SPEEDUP}x faster on the first batches "
-                f"({runtime_time:.3f} s vs {keras_time:.3f} s)",
-                None,
+                f"{fastest.engine} was not {MIN_SPEEDUP}x faster on the pass "
+                f"({runtime_time:.3f} s vs {keras_time:.3f} s a batch)",
                 logging.INFO,
             )
         _remember(self.path, self.engine, rates)
 
-    def _choose_keras(self, reason: str, expected: Any, level: int) -> Any:
+    def _choose_keras(self, reason: str, level: int) -> None:
         """Go on with Keras: a measured choice (INFO) or a fallback (WARNING)."""
         self.chosen, self.engine = self.keras_forward, "keras"
         logger.log(level, "engine='auto' stays on Keras: %s", reason)
-        return expected
+
+
+def _clock() -> float:
+    """The clock ``"auto"`` times with (a function, so tests can replace it)."""
+    return time.perf_counter()
+
+
+def _cached_path(model: keras.Model) -> Path | None:
+    """The converted file of ``model`` when it is already in the cache."""
+    try:
+        path = onnx_cache_dir() / f"{model_key(model)}.onnx"
+    except Exception:  # the converter is not installed: converting will say why
+        return None
+    return path if path.is_file() else None
+
+
+def _conversion_seconds(model: keras.Model) -> float:
+    """What ``"auto"`` expects converting ``model`` (or loading it from the cache) to cost.
+
+    ``$XFERCLASS_CONVERSION_SECONDS`` when set; :data:`SESSION_SECONDS` when
+    the converted file is cached; else the last conversion measured on this
+    machine, or :data:`CONVERSION_SECONDS`.
+    """
+    with contextlib.suppress(KeyError, ValueError):
+        return float(os.environ["XFERCLASS_CONVERSION_SECONDS"])
+    if _cached_path(model) is not None:
+        return SESSION_SECONDS
+    return _machine_record().get("conversion_s", CONVERSION_SECONDS)
+
+
+def _machine_record_path() -> Path:
+    return onnx_cache_dir() / "auto-machine.json"
+
+
+def _machine_record() -> dict[str, float]:
+    """What ``"auto"`` measured last on this machine: ``ratio`` (Keras's time over the
+    fastest runtime's, on a pass) and ``conversion_s``."""
+    try:
+        entry = json.loads(_machine_record_path().read_text())[_machine()]
+        return {str(k): float(v) for k, v in entry.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _update_machine_record(**values: float) -> None:
+    path = _machine_record_path()
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        if not isinstance(record, dict):
+            record = {}
+    except (OSError, ValueError):
+        record = {}
+    entry = record.get(_machine())
+    entry = entry if isinstance(entry, dict) else {}
+    record[_machine()] = {**entry, **{k: round(v, 4) for k, v in values.items()}}
+    text = json.dumps(record, indent=1, sort_keys=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda name: Path(name).write_text(text))
+    except OSError as error:
+        logger.debug("could not keep the machine's timings in %s: %s", path, error)
 
 
 def _machine() -> str:
@@ -543,8 +694,8 @@ def runtime_forward(
         engine: ``"auto"``, ``"onnxruntime"`` or ``"openvino"``.
         strategy: The tf.distribute strategy, if any; ``"auto"`` stays on Keras
             under one.
-        steps: Batches in the pass, when known: ``"auto"`` stays on Keras for
-            fewer than :data:`MIN_AUTO_STEPS`.
+        steps: Batches in the pass, when known: ``"auto"`` converts only when
+            the batches left would pay the conversion back (see :class:`_Auto`).
 
     Returns:
         A callable mapping a batch of images to a NumPy array.
@@ -559,7 +710,8 @@ def runtime_forward(
     if strategy is not None:
         logger.debug("engine='auto' stays on Keras under a tf.distribute strategy")
         return keras_forward
-    if steps is not None and 0 < steps < MIN_AUTO_STEPS:
+    shortest = 2 + PROBE_BATCHES + TIMED_ROUNDS * 2
+    if steps is not None and 0 < steps < shortest:
         logger.debug("engine='auto' stays on Keras: %d batches do not pay for a conversion", steps)
         return keras_forward
     runtimes = available_runtimes()
@@ -572,38 +724,24 @@ def runtime_forward(
     if _mixed_precision(model):
         logger.info("engine='auto' stays on Keras: the model computes in mixed precision")
         return keras_forward
+    path = _cached_path(model)
+    recalled = _recalled(path) if path is not None else None
+    if path is None or recalled is None:
+        return _Auto(model, keras_forward, runtimes, steps)
+    engine, rates = recalled
+    if rates:
+        logger.info(
+            "engine='auto' runs the frozen pass on %s, as measured on this machine before "
+            "(images/s: %s)",
+            "Keras" if engine == "keras" else engine,
+            ", ".join(f"{name} {rate:g}" for name, rate in sorted(rates.items())),
+        )
+    if engine == "keras":
+        return keras_forward
+    if engine not in runtimes:
+        return _Auto(model, keras_forward, runtimes, steps)
     try:
-        path = convert_to_onnx(model)
+        return open_session(path, engine)
     except Exception as error:
         logger.warning("engine='auto' stays on Keras: %s", first_line(error))
         return keras_forward
-    recalled = _recalled(path)
-    if recalled is not None:
-        engine, rates = recalled
-        if rates:
-            logger.info(
-                "engine='auto' runs the frozen pass on %s, as measured on this machine before "
-                "(images/s: %s)",
-                "Keras" if engine == "keras" else engine,
-                ", ".join(f"{name} {rate:g}" for name, rate in sorted(rates.items())),
-            )
-        if engine == "keras":
-            return keras_forward
-        if engine in runtimes:
-            try:
-                return open_session(path, engine)
-            except Exception as error:
-                logger.warning("engine='auto' stays on Keras: %s", first_line(error))
-                return keras_forward
-    sessions = []
-    for engine in runtimes:
-        try:
-            sessions.append(open_session(path, engine))
-        except Exception as error:
-            logger.warning(
-                "engine='auto' cannot load the model on %s: %s", engine, first_line(error)
-            )
-    if not sessions:
-        logger.warning("engine='auto' stays on Keras: no runtime could load the converted model")
-        return keras_forward
-    return _Auto(keras_forward, sessions)
