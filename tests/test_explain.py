@@ -113,6 +113,26 @@ def test_built_in_backbones_fine_tuned_or_not(backbone: str) -> None:
     assert 0.0 <= maps.min() and maps.max() <= 1.0
 
 
+@pytest.mark.slow
+def test_one_backbone_of_every_built_in_family() -> None:
+    """Every family in the registry (its smallest native size): about a minute on CPU."""
+    families: dict[str, str] = {}
+    for name in xferclass.list_backbones():
+        spec = xferclass.get_backbone(name)
+        if spec.family in ("test", "custom"):
+            continue
+        best = families.get(spec.family)
+        if best is None or spec.default_size < xferclass.get_backbone(best).default_size:
+            families[spec.family] = name
+    assert len(families) >= 8
+    for name in families.values():
+        side = max(xferclass.get_backbone(name).min_size, 32)
+        model = xferclass.build_classifier(name, num_classes=2, weights=None, input_size=side)
+        maps = xferclass.explain(model, np.full((1, side, side, 3), 128, "uint8"))
+        assert maps.shape == (1, side, side) and np.isfinite(maps).all(), name
+        keras.backend.clear_session()
+
+
 def test_the_patch_decides_and_the_heatmap_finds_it(patch_model: keras.Model) -> None:
     images, labels, corners = patch_images(60, seed=7)
     predicted = patch_model.predict(images, verbose=0).argmax(axis=1)
