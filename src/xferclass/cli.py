@@ -21,6 +21,8 @@ _EPILOG = """examples:
   xferclass predict model.keras shoe.jpg hat.png
   xferclass export model.keras model.onnx --format onnx
   xferclass inspect data/clothes --report inspection.html --json issues.json
+  xferclass explain model.keras shoe.jpg --out gradcam/
+  xferclass report model.keras data/clothes/validation --out report.html
   xferclass backbones
 """
 
@@ -667,7 +669,7 @@ def _add_explain(commands: Any) -> None:
     explain.add_argument("--class", dest="class_name", default=None, help="class to explain")
     report = commands.add_parser(
         "report",
-        help="write one self-contained HTML page about a model on labelled images",
+        help="write one self-contained HTML report of a model on labelled images",
         description="Metrics, per-class table, confusion matrix, top losses with Grad-CAM, "
         "training history and the automatic recipe's report, in one HTML file.",
     )
