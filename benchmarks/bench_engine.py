@@ -19,6 +19,13 @@ Run::
     python benchmarks/bench_engine.py                                 # lite0 + mobilenet_v2
     python benchmarks/bench_engine.py --backbones resnet50 xception --images 128
     python benchmarks/bench_engine.py --images 96 --no-docs          # quick
+    python benchmarks/bench_engine.py --scaling 100 800 3000        # auto vs keras by size
+
+``--scaling N ...`` measures, for each count of images, on the first backbone
+only: the caching pass on Keras, ``"auto"`` on a first run (an empty cache: no
+converted file, no choice and no ratio measured on this machine), ``"auto"`` on
+a remembered run, and the raw runtime/Keras ratio (preloaded batches) in the
+same run; it prints the table of docs/performance.md.
 """
 
 from __future__ import annotations
@@ -68,6 +75,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--fit-epochs", type=int, default=10)
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
+    parser.add_argument(
+        "--scaling",
+        type=int,
+        nargs="+",
+        default=[],
+        help="image counts: auto (first and remembered run) against Keras per count",
+    )
     return parser.parse_args(argv)
 
 
@@ -226,8 +240,82 @@ def _shared_cores(forward_rate: float, pipeline_rate: float) -> float:
     return 1.0 / (1.0 / forward_rate + 1.0 / pipeline_rate)
 
 
+def _fresh_cache() -> str:
+    """An empty ``XFERCLASS_CACHE_DIR`` and nothing remembered in this process."""
+    folder = tempfile.mkdtemp(prefix="xferclass-bench-auto-")
+    os.environ["XFERCLASS_CACHE_DIR"] = folder
+    _runtime._DECISIONS.clear()
+    _runtime.open_session.cache_clear()
+    return folder
+
+
+def scaling_row(args: argparse.Namespace, sub: keras.Model, count: int) -> list[str]:
+    """One count of images: Keras, auto first run, auto remembered, raw ratio."""
+    import shutil
+
+    folder = _bench.image_folder("train", count)
+    cache = _fresh_cache()
+    try:
+        dataset = load_image_dataset(
+            folder.path, args.size, batch_size=args.batch_size, shuffle=False
+        )
+        steps = int(dataset.cardinality())
+        batches = [images.numpy() for images, _ in dataset.take(args.forward_batches)]
+        session = _runtime.open_session(_runtime.convert_to_onnx(sub), "onnxruntime")
+        raw_keras, _ = _bench.forward_rate(sub.predict_on_batch, batches, warmup=1)
+        raw_ort, _ = _bench.forward_rate(session, batches, warmup=1)
+        shutil.rmtree(cache, ignore_errors=True)
+        cache = _fresh_cache()  # a first run: nothing converted or measured here
+        pipeline_rate(dataset)  # the files in the page cache for every pass alike
+        keras_rate, _ = caching_rate(forward_function(sub, engine="keras", steps=steps), dataset)
+        first = forward_function(sub, engine="auto", steps=steps)
+        first_rate, _ = caching_rate(first, dataset)
+        chose = getattr(first, "engine", "keras")
+        _runtime._DECISIONS.clear()
+        again = forward_function(sub, engine="auto", steps=steps)
+        again_rate, _ = caching_rate(again, dataset)
+    finally:
+        folder.close()
+        shutil.rmtree(cache, ignore_errors=True)
+    raw = raw_ort / raw_keras
+    row = [f"{folder.count}", f"{raw:.2f}x", _bench.fmt(keras_rate)]
+    for rate in (first_rate, again_rate):
+        ratio = rate / keras_rate
+        share = f"{(ratio - 1) / (raw - 1):.0%}" if raw > 1 else "-"
+        row += [_bench.fmt(rate), f"{ratio:.2f}x", share]
+    row[3] += f" ({chose})"
+    print(" | ".join(row), flush=True)
+    return row
+
+
+def bench_scaling(args: argparse.Namespace) -> None:
+    """``"auto"`` against Keras at each of ``--scaling``'s image counts (first backbone)."""
+    sub, weights = extractor(args.backbones[0], args.size)
+    sub.predict_on_batch(np.zeros((2, args.size, args.size, 3), "float32"))  # trace once
+    rows = [scaling_row(args, sub, count) for count in args.scaling]
+    headers = [
+        "images",
+        "raw ORT / Keras",
+        "cache: keras",
+        "auto, first run (chose)",
+        "first / keras",
+        "share of raw gain",
+        "auto, remembered",
+        "remembered / keras",
+        "share of raw gain",
+    ]
+    print(
+        f"\n{args.backbones[0]} ({weights} weights), {args.size} px, batches of "
+        f"{args.batch_size}, images/s:\n"
+    )
+    print(_bench.table(headers, rows))
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse(argv)
+    if args.scaling:
+        bench_scaling(args)
+        return []
     info = _bench.machine()
     folder = _bench.image_folder("train", args.images)
     cache = tempfile.mkdtemp(prefix="xferclass-bench-engine-")
