@@ -105,6 +105,26 @@ def test_evaluation_refuses_the_model_classes_in_another_order():
     assert xferclass.evaluate_regression_style(model, dataset)["n"] == 16
 
 
+def test_verbose_takes_fits_values_everywhere(capsys):
+    model = tiny_model()
+    images, _ = tiny_arrays(4)
+    dataset = tiny_dataset(8, batch_size=4)
+    xferclass.predict(model, images)
+    xferclass.evaluate_regression_style(model, dataset)
+    assert capsys.readouterr().out == ""  # one-pass functions are silent by default
+    xferclass.predict(model, images, verbose="auto")  # "auto" is 1, as in fit: a bar
+    assert "1/1" in capsys.readouterr().out
+    collect_predictions(model, dataset, verbose="auto")
+    assert "2/2" in capsys.readouterr().out
+    for bad in (True, 3, "loud"):
+        with pytest.raises(xferclass.InvalidArgumentError, match="must be 0, 1, 2 or 'auto'"):
+            xferclass.predict(model, images, verbose=bad)
+        with pytest.raises(xferclass.InvalidArgumentError, match="must be 0, 1, 2 or 'auto'"):
+            xferclass.evaluate_regression_style(model, dataset, verbose=bad)
+        with pytest.raises(xferclass.InvalidArgumentError, match="must be 0, 1, 2 or 'auto'"):
+            xferclass.fit(model, dataset, epochs=1, verbose=bad)
+
+
 def test_reshuffling_dataset_pairs_labels_with_their_own_predictions():
     model = tiny_model()
     images, labels = tiny_arrays(40)

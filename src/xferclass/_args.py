@@ -9,7 +9,7 @@ import numpy as np
 
 from ._errors import InvalidArgumentError
 
-__all__ = ["as_size"]
+__all__ = ["as_size", "verbosity"]
 
 
 def _side(value: Any) -> bool:
@@ -45,3 +45,23 @@ def as_size(value: Any, argument: str) -> tuple[int, int]:
             "(height, width) pair of positive ints"
         )
     return (int(pair[0]), int(pair[1]))
+
+
+def verbosity(verbose: Any) -> int:
+    """``verbose`` as Keras's int, checked the same way for every public function.
+
+    Every function that takes ``verbose`` accepts 0 (silent), 1 (a progress
+    bar), 2 (one line per epoch or pass) and ``"auto"`` (1, as in Keras).
+
+    Raises:
+        InvalidArgumentError: Any other value (a bool too).
+
+    Examples:
+        >>> verbosity("auto"), verbosity(0), verbosity(2)
+        (1, 0, 2)
+    """
+    if isinstance(verbose, str) and verbose == "auto":
+        return 1
+    if isinstance(verbose, bool) or verbose not in (0, 1, 2):
+        raise InvalidArgumentError(f"verbose={verbose!r} must be 0, 1, 2 or 'auto'")
+    return int(verbose)

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ._args import verbosity
 from ._augment import make_augmentation
 from ._cache import (
     Budget,
@@ -67,15 +68,6 @@ def _positive_int(name: str, value: Any, *, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         kind = "positive" if minimum == 1 else "non-negative"
         raise InvalidArgumentError(f"{name}={value!r} must be a {kind} int")
-
-
-def verbosity(verbose: Any) -> int:
-    """``verbose`` as Keras's int: ``"auto"`` is 1."""
-    if verbose == "auto":
-        return 1
-    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
-        raise InvalidArgumentError(f"verbose={verbose!r} must be 0, 1, 2 or 'auto'")
-    return int(verbose)
 
 
 @dataclass(frozen=True)

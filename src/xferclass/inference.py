@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ._args import verbosity
 from ._common import check_image_size, forward_function, model_class_names, model_multi_label
 from ._errors import DatasetError, InvalidArgumentError
 from ._pipeline import undecodable_error
@@ -135,7 +136,7 @@ def predict(
     class_names: Sequence[str] | None = None,
     *,
     batch_size: int = 32,
-    verbose: int = 0,
+    verbose: int | str = 0,
     threshold: float | None = None,
     max_pixels: int | None = None,
     tta: bool | str = False,
@@ -158,7 +159,8 @@ def predict(
         class_names: Names of the model's classes; defaults to the names
             stored in the model by :func:`xferclass.fit`.
         batch_size: Images per forward pass.
-        verbose: 1 shows a progress bar.
+        verbose: 0 (the default) is silent; 1, 2 or ``"auto"`` show a progress
+            bar. The same values as :func:`xferclass.fit`'s ``verbose``.
         threshold: For a multi-label model, the probability from which a class
             is in an image's ``label_sets``; by default the one stored in the
             model (0.5 unless it was built with another).
@@ -216,7 +218,7 @@ def predict(
     dataset, sources = _image_batches(images, _input_size(model), batch_size, max_pixels)
     steps = int(dataset.cardinality())
     forward = forward_function(model, engine=engine, steps=steps if steps > 0 else None)
-    progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose)
+    progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbosity(verbose))
     chunks = []
     try:
         for step, batch in enumerate(dataset.prefetch(tf.data.AUTOTUNE), start=1):

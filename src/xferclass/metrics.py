@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ._args import verbosity
 from ._common import (
     check_class_count,
     check_image_size,
@@ -57,7 +58,7 @@ def collect_predictions(
     model: keras.Model,
     dataset: tf.data.Dataset,
     *,
-    verbose: int = 0,
+    verbose: int | str = 0,
     tta: bool | str = False,
     engine: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +86,7 @@ def collect_predictions(
     probabilities: list[np.ndarray] = []
     steps = int(dataset.cardinality())
     forward = forward_function(model, engine=engine, steps=steps if steps > 0 else None)
-    progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose)
+    progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbosity(verbose))
     batches = dataset.map(lambda x, y, *rest: (x, y)).prefetch(tf.data.AUTOTUNE)
     for step, (x, y) in enumerate(batches, start=1):
         probabilities.append(tta_probabilities(forward, x, tta_mode))
@@ -346,17 +347,14 @@ def evaluate_regression_style(
         model: A trained classifier with a softmax (or, multi-label, sigmoid) output.
         dataset: ``(images, one-hot labels)`` batches, e.g. from
             :func:`xferclass.load_image_dataset`.
-        verbose: 1 shows a progress bar.
+        verbose: 0 (the default) is silent; 1, 2 or ``"auto"`` show a progress
+            bar. The same values as :func:`xferclass.fit`'s ``verbose``.
         per_class: Also return ``"per_class"``: :func:`per_class_report` with
             the dataset's (or the model's) class names.
         threshold: For a multi-label model, the threshold of F1 and of the
             per-class report; by default the one stored in the model.
-    model: keras.Model,
-    dataset: tf.data.Dataset,
-    *,
-    verbose: int = 0,
-    tta: bool | str = False,
-    engine: str = "auto",
+        tta: Test-time augmentation, as in :func:`xferclass.predict`.
+        engine: The runtime, as in :func:`xferclass.predict`.
 
     Returns:
         ``{"mae", "mse", "rmse", "r2", "accuracy", "n"}``, plus ``"f1_micro"``,

@@ -225,7 +225,9 @@ def fit(
             first accuracy metric on the validation data, else the loss;
             minimised when its name ends in ``loss``, maximised otherwise).
         verbose: ``"auto"``/1 shows a progress bar per epoch and a line per
-            phase; 0 is silent; 2 prints one line per epoch. Messages go
+            phase; 0 is silent; 2 prints one line per epoch. The functions
+            that make one pass (:func:`predict`, :func:`evaluate_regression_style`)
+            take the same values and default to 0. Messages go
             through the ``xferclass`` logger, shown on stdout unless that
             logger has handlers of its own.
         resume: Continue from the state saved next to ``checkpoint`` by an
