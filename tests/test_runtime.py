@@ -341,6 +341,24 @@ def test_auto_converts_only_when_the_images_left_pay_back(
 
 
 @needs_ort
+def test_auto_with_an_unknown_length_converts_once_keras_time_would_have_paid(
+    _cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XFERCLASS_CONVERSION_SECONDS", "1")
+    clock = _Clock(monkeypatch)
+    sub = _extractor(tiny_model())
+    _runtime_costing(monkeypatch, clock, 0.05)
+    forward = _runtime.runtime_forward(
+        sub, clock.costing(sub.predict_on_batch, 0.1, "keras"), engine="auto"
+    )
+    # Cost 1 + 5 * 0.11 s; Keras time pays it at (1 - 1 / 1.3) a second: after ~61 batches.
+    _pass(forward, _batches(50), clock)
+    assert forward.engine == "undecided" and not (_cache / "onnx").exists()
+    _pass(forward, _batches(25), clock)
+    assert forward.engine in forward.names
+
+
+@needs_ort
 def test_auto_chooses_on_the_timed_pass_with_its_decoding(
     _cheap_conversion: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -434,6 +434,7 @@ class _Auto:
         self.last: tuple[str, float] | None = None  # engine and start of a timed batch
         self.seconds: dict[str, list[float]] = {"keras": []}
         self.dropped = ""
+        self.estimates: tuple[float, float] | None = None  # gain and conversion seconds
 
     def __call__(self, images: Any) -> Any:
         if self.chosen is not None:
@@ -464,10 +465,12 @@ class _Auto:
         """Whether converting now is expected to win back its cost (see the class)."""
         keras_times = self.seconds["keras"]
         per_batch = sum(keras_times) / max(len(keras_times), 1)
-        ratio = _machine_record().get("ratio", PRIOR_RATIO)
-        gain = 1.0 - 1.0 / max(ratio, 1e-9)
+        if self.estimates is None:  # read once: the record and the model's digest
+            ratio = _machine_record().get("ratio", PRIOR_RATIO)
+            self.estimates = (1.0 - 1.0 / max(ratio, 1e-9), _conversion_seconds(self.model))
+        gain, conversion = self.estimates
         timing = 1 + TIMED_ROUNDS * (1 + len(self.names))  # comparison and timed batches
-        cost = _conversion_seconds(self.model) + per_batch * (1 + TIMED_ROUNDS * len(self.names))
+        cost = conversion + per_batch * (1 + TIMED_ROUNDS * len(self.names))
         if gain <= 0:
             return False
         if self.steps is None:  # spend on Keras what converting would cost, then convert
