@@ -281,7 +281,7 @@ def scaling_row(args: argparse.Namespace, sub: keras.Model, count: int) -> list[
     row = [f"{folder.count}", f"{raw:.2f}x", _bench.fmt(keras_rate)]
     for rate in (first_rate, again_rate):
         ratio = rate / keras_rate
-        share = f"{(ratio - 1) / (raw - 1):.0%}" if raw > 1 else "-"
+        share = f"{(ratio - 1) / (raw - 1):.0%}" if raw > 1.1 else "-"  # else noise
         row += [_bench.fmt(rate), f"{ratio:.2f}x", share]
     row[3] += f" ({chose})"
     print(" | ".join(row), flush=True)
