@@ -9,6 +9,7 @@ import keras
 import tensorflow as tf
 
 from ._errors import DatasetError, InvalidArgumentError
+from ._facts import class_names_of
 from ._log import logger
 from .layers import preprocessing_layer
 
@@ -42,7 +43,7 @@ def check_class_count(model: keras.Model, dataset: tf.data.Dataset, argument: st
     """Raise when the dataset's class count differs from the model's output size."""
     outputs = model.output_shape[-1]
     width = label_width(dataset)
-    names = getattr(dataset, "class_names", None)
+    names = class_names_of(dataset)
     count = len(names) if names is not None else width
     if count is not None and outputs is not None and count != outputs:
         raise DatasetError(

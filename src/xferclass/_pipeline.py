@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from ._decode import loader
 from ._errors import DatasetError, InvalidArgumentError
+from ._facts import DatasetFacts, attach_facts
 from ._filecheck import failure_reason
 from ._folders import shown
 from ._imagesize import resolve_max_pixels
@@ -174,12 +175,8 @@ def build_dataset(
 
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    dataset.class_names = list(class_names)
-    dataset.file_paths = list(paths)
-    dataset.labels = np.asarray(labels, dtype=np.float32 if multi_hot else np.int64)
-    dataset.multi_label = multi_hot
-    dataset.skipped = list(skipped)
-    dataset.image_size = size
+    facts = DatasetFacts(class_names, paths, labels, multi_hot, skipped, size)
+    attach_facts(dataset, facts)  # also dataset.class_names, .file_paths, ...
     dataset.batch_size = batch_size
     dataset.shuffled = bool(shuffle)
     # The same files in a fixed order: xferclass.fit runs a frozen backbone over

@@ -35,6 +35,7 @@ from ._common import (
 from ._compile import multi_label_class_weight_error, resolve_compile
 from ._engine import Phase, TrainConfig, run_phases, scope, strategy_of, verbosity
 from ._errors import InvalidArgumentError, InvalidArgumentTypeError
+from ._facts import class_names_of, facts_of
 from .models import ClassifierParts, split_classifier
 
 __all__ = ["fit", "fine_tune", "make_augmentation", "save_model"]
@@ -103,7 +104,7 @@ def _check_class_weight(model: keras.Model, train: tf.data.Dataset, class_weight
             "((images, labels, weights) batches); Keras takes one or the other. Multiply "
             "the class weights into the sample weights instead"
         )
-    if model_multi_label(model)[0] or getattr(train, "multi_label", False):
+    if model_multi_label(model)[0] or facts_of(train).multi_label:
         raise multi_label_class_weight_error(class_weight)
 
 
@@ -113,9 +114,9 @@ def _check_class_names(model: keras.Model, train: Any, validation: Any) -> None:
     Names are compared wherever both sides know them; the model's names are
     then set from the training data's (never reordered).
     """
-    names = getattr(train, "class_names", None)
+    names = class_names_of(train)
     if validation is not None:
-        other = getattr(validation, "class_names", None)
+        other = class_names_of(validation)
         compare_class_names(names, other, "train", "validation")
         check_stored_class_names(model, other, "validation")
     check_stored_class_names(model, names, "train")
