@@ -52,6 +52,7 @@ from ._checkpoint import (
 from ._common import check_engine, forward_function
 from ._compile import CompileSpec, phase_optimizer, resolve_class_weight
 from ._errors import InvalidArgumentError, TrainingError
+from ._facts import facts_of
 from ._log import logger
 from .layers import InferenceMode
 from .models import POOL, ClassifierParts
@@ -395,8 +396,8 @@ def training_labels(dataset: tf.data.Dataset) -> np.ndarray:
     A dataset of :func:`xferclass.load_image_dataset` knows its labels (class
     indices or multi-hot rows), so no image is decoded to count them.
     """
-    known = getattr(dataset, "labels", None)
-    if isinstance(known, np.ndarray) and len(known) == len(getattr(dataset, "file_paths", ())):
+    known = facts_of(dataset).labels
+    if known is not None:
         return known
     labels = dataset.map(lambda x, y, *rest: y)
     return np.concatenate([np.asarray(batch) for batch in labels])

@@ -43,6 +43,7 @@ from ._common import (
     require_dataset,
 )
 from ._errors import InvalidArgumentError
+from ._facts import class_names_of
 from ._tta import check_tta, tta_probabilities
 
 __all__ = [
@@ -80,7 +81,7 @@ def collect_predictions(
     tta_mode = check_tta(tta)
     dataset = require_dataset(dataset, "dataset")
     check_class_count(model, dataset, "dataset")
-    check_stored_class_names(model, getattr(dataset, "class_names", None), "dataset")
+    check_stored_class_names(model, class_names_of(dataset), "dataset")
     check_image_size(model, dataset, "dataset")
     labels: list[np.ndarray] = []
     probabilities: list[np.ndarray] = []
@@ -384,7 +385,7 @@ def evaluate_regression_style(
     if multi_label:
         result.update(multilabel_metrics(labels, probabilities, threshold=cut))
     if per_class:
-        names = getattr(dataset, "class_names", None) or model_class_names(model)
+        names = class_names_of(dataset) or model_class_names(model)
         result["per_class"] = per_class_report(
             labels, probabilities, names, multi_label=multi_label, threshold=cut
         )

@@ -37,6 +37,7 @@ from ._errors import (
     InvalidArgumentTypeError,
     MissingDependencyError,
 )
+from ._facts import class_names_of
 
 __all__ = [
     "TopLoss",
@@ -129,8 +130,8 @@ def _resolve_class_names(
     """Class names from the argument, the dataset, the model, or else the indices."""
     if class_names is not None:
         names, source = [str(name) for name in class_names], "class_names"
-    elif getattr(dataset, "class_names", None) is not None:
-        names, source = [str(name) for name in dataset.class_names], "dataset.class_names"
+    elif (known := class_names_of(dataset)) is not None:
+        names, source = known, "dataset.class_names"
     elif model is not None and (stored := model_class_names(model)) is not None:
         names, source = list(stored), "the model's class names"
     else:
@@ -377,7 +378,7 @@ def plot_confusion_matrix(
             "model_or_predictions must be a keras.Model or a (labels, probabilities) pair; "
             f"got {type(model_or_predictions).__name__}"
         )
-    known = class_names if class_names is not None else getattr(dataset, "class_names", None)
+    known = class_names if class_names is not None else class_names_of(dataset)
     both_indices = np.ndim(labels) == 1 and np.ndim(probabilities) == 1
     count = len(known) if both_indices and known is not None else None
     matrix = confusion_matrix(labels, probabilities, num_classes=count)
