@@ -175,7 +175,7 @@ def build_dataset(
 
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    facts = DatasetFacts(class_names, paths, labels, multi_hot, skipped, size)
+    facts = DatasetFacts(tuple(class_names), tuple(paths), labels, multi_hot, tuple(skipped), size)
     attach_facts(dataset, facts)  # also dataset.class_names, .file_paths, ...
     dataset.batch_size = batch_size
     dataset.shuffled = bool(shuffle)

@@ -111,7 +111,9 @@ def _parser() -> argparse.ArgumentParser:
         choices=["accuracy", "balanced_accuracy", "macro_f1"],
         help="what the automatic recipe maximises in every choice (default: accuracy)",
     )
-    train.add_argument("--epochs", type=int, default=None, help="epochs (default: 10)")
+    train.add_argument(
+        "--epochs", type=int, default=None, help="epochs of the head (default: 10)"
+    )
     train.add_argument("--out", default="model.keras", help="where to save the model (.keras)")
     train.add_argument("--size", type=_size, default=None, help="input side in pixels")
     train.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
@@ -379,6 +381,7 @@ def _train_auto(args: argparse.Namespace, given: list[str]) -> int:
 
 def _train_manual(args: argparse.Namespace) -> int:
     import xferclass
+    from xferclass._facts import class_names_of, facts_of
 
     verbose = 0 if args.quiet else 1
     spec = xferclass.get_backbone(args.backbone)
@@ -398,7 +401,7 @@ def _train_manual(args: argparse.Namespace) -> int:
         )
         validation = xferclass.load_image_dataset(
             train_dir, size, batch_size=args.batch_size, shuffle=False,
-            class_names=train.class_names, **{**options, "split": "validation"},
+            class_names=class_names_of(train), **{**options, "split": "validation"},
         )  # fmt: skip
     elif validation_dir is None and args.validation_split:
         split_seed = 1337 if args.seed is None else args.seed  # --seed 0 is a seed too
@@ -414,16 +417,16 @@ def _train_manual(args: argparse.Namespace) -> int:
         if validation_dir is not None:
             validation = xferclass.load_image_dataset(
                 validation_dir, size, batch_size=args.batch_size, shuffle=False,
-                class_names=train.class_names, max_pixels=args.max_pixels,
+                class_names=class_names_of(train), max_pixels=args.max_pixels,
             )  # fmt: skip
     if args.seed is not None:
         import keras
 
         keras.utils.set_random_seed(args.seed)
     model = xferclass.build_classifier(
-        spec.name, num_classes=len(train.class_names), head_units=args.head_units,
+        spec.name, num_classes=len(class_names_of(train) or ()), head_units=args.head_units,
         weights=args.weights, input_size=size, dropout=args.dropout,
-        multi_label=bool(getattr(train, "multi_label", False)),
+        multi_label=facts_of(train).multi_label,
     )  # fmt: skip
     common: dict[str, Any] = dict(verbose=verbose, augment=args.augment, seed=args.seed)
     common["engine"] = args.engine
@@ -457,6 +460,7 @@ def _train_manual(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import xferclass
     from xferclass._common import model_class_names, model_multi_label
+    from xferclass._facts import class_names_of
     from xferclass.metrics import (
         collect_predictions,
         multilabel_metrics,
@@ -485,7 +489,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if multi_label:
         metrics.update(multilabel_metrics(labels, probabilities, threshold=threshold))
     report = per_class_report(
-        labels, probabilities, dataset.class_names, multi_label=multi_label, threshold=threshold
+        labels, probabilities, class_names_of(dataset), multi_label=multi_label, threshold=threshold
     )
     if args.plots:
         from xferclass import plots
@@ -508,7 +512,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         width = max(len(key) for key in keys) + 2
         for key in keys:
             print(f"  {key:<{width}}{metrics[key]:.4f}")
-        print(_per_class_table(report, dataset.class_names))
+        print(_per_class_table(report, class_names_of(dataset) or []))
         if args.plots:
             print(f"plots written to {args.plots}")
     return 0
