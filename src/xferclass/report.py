@@ -42,6 +42,7 @@ max-width:60rem;padding:1rem;line-height:1.45;color:#1f2328;background:#fff}
 h1{font-size:1.6rem;margin:.2rem 0 1rem}h2{font-size:1.25rem;margin-top:2rem;
 border-bottom:1px solid #d0d7de;padding-bottom:.2rem}
 img{max-width:100%;height:auto}
+.plot{display:block;max-width:min(100%,44rem)}
 .scroll{overflow-x:auto}
 table{border-collapse:collapse;font-size:.9rem;min-width:18rem}
 th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:right}
@@ -78,8 +79,9 @@ def _png_of_plot(draw: Any) -> str:
         return _data_uri(target.read_bytes())
 
 
-def _img(uri: str, alt: str) -> str:
-    return f'<img src="{uri}" alt="{html.escape(alt)}">'
+def _img(uri: str, alt: str, css: str = "") -> str:
+    extra = f' class="{css}"' if css else ""
+    return f'<img src="{uri}" alt="{html.escape(alt)}"{extra}>'
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -175,7 +177,7 @@ def _history_section(history: Any) -> str:
     if history is None:
         return "<h2>Training history</h2><p>No training history was given or stored.</p>"
     uri = _png_of_plot(lambda path: plot_history(history, path))
-    return f"<h2>Training history</h2>{_img(uri, 'training history')}"
+    return f"<h2>Training history</h2>{_img(uri, 'training history', 'plot')}"
 
 
 def _auto_section(model: Any) -> str:
@@ -288,7 +290,7 @@ def write_report(
     )
     sections = [
         _metrics_section(metrics, per_class),
-        f"<h2>Confusion matrix</h2>{_img(confusion, 'confusion matrix')}",
+        f"<h2>Confusion matrix</h2>{_img(confusion, 'confusion matrix', 'plot')}",
         _top_losses_section(model, dataset, labels, probabilities, names, top_losses),
         _history_section(history if history is not None else _stored_history(model)),
         _auto_section(model),
