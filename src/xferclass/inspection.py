@@ -592,21 +592,21 @@ def _load(data: Any, size: tuple[int, int], batch_size: int, names: Any, argumen
     """``data`` as an unshuffled dataset of ``size`` images, with ``file_paths`` and ``labels``."""
     import tensorflow as tf
 
+    from ._facts import facts_of
     from .data import load_image_dataset
 
     if isinstance(data, tf.data.Dataset):
-        paths = getattr(data, "file_paths", None)
-        labels = getattr(data, "labels", None)
-        classes = getattr(data, "class_names", None)
+        facts = facts_of(data)
+        paths, labels, classes = facts.file_paths, facts.labels, facts.class_names
         if paths is None or labels is None or classes is None:
             raise DatasetError(
                 f"inspect: {argument} is a tf.data.Dataset without file_paths, labels and "
                 "class_names; pass a folder, a label table, or a load_image_dataset result"
             )
-        if getattr(data, "multi_label", False):
+        if facts.multi_label:
             raise _multi_label(argument)
         same_classes = names is None or list(classes) == list(names)
-        if same_classes and tuple(getattr(data, "image_size", ())) == tuple(size):
+        if same_classes and facts.image_size == tuple(size):
             # Already checked and at the right size: its files in a fixed order.
             if not getattr(data, "shuffled", True):
                 return data
@@ -614,16 +614,16 @@ def _load(data: Any, size: tuple[int, int], batch_size: int, names: Any, argumen
                 return data.unshuffled()
         rows = [(p, classes[int(label)]) for p, label in zip(paths, np.asarray(labels))]
         dataset = load_image_dataset(
-            rows, size, batch_size=batch_size, shuffle=False, class_names=names or classes
+            rows, size, batch_size=batch_size, shuffle=False, class_names=names or list(classes)
         )
-        if len(dataset.file_paths) != len(paths):
+        if len(facts_of(dataset).file_paths or ()) != len(paths):
             raise DatasetError(f"inspect: some files of {argument} can no longer be read")
         dataset.file_paths = list(paths)
     else:
         dataset = load_image_dataset(
             data, size, batch_size=batch_size, shuffle=False, class_names=names
         )
-    if getattr(dataset, "multi_label", False):
+    if facts_of(dataset).multi_label:
         raise _multi_label(argument)
     return dataset
 
@@ -738,6 +738,7 @@ def inspect(
         >>> found.to_html("inspection.html")  # doctest: +SKIP
     """
     from ._args import as_size
+    from ._facts import facts_of
     from ._registry import get_backbone
 
     _check_folds(folds, None)
@@ -745,8 +746,9 @@ def inspect(
     spec = get_backbone(backbone)
     size = spec.default_size if input_size is None else as_size(input_size, "input_size")
     splits = _load_splits(data, validation, test, size, batch_size)
-    names = list(splits[0][1].class_names)
-    labels = np.asarray(splits[0][1].labels, np.int64)
+    known = facts_of(splits[0][1])
+    names = list(known.class_names or ())
+    labels = np.asarray(known.labels, np.int64)
     _check_folds(folds, np.bincount(labels, minlength=len(names)), names)
     features = _features(splits, _extractor(backbone, weights, size), engine, verbose)
     return _findings(splits, features, labels, names, folds, seed, rule)
@@ -765,11 +767,13 @@ def _load_splits(
     data: Any, validation: Any, test: Any, size: tuple[int, int], batch_size: int
 ) -> list[tuple[str, Any]]:
     """``[(split name, dataset)]``, training first; the others in its class order."""
+    from ._facts import class_names_of
+
     train = _load(data, size, batch_size, None, "data")
     splits = [("train", train)]
     for name, given in (("validation", validation), ("test", test)):
         if given is not None:
-            splits.append((name, _load(given, size, batch_size, list(train.class_names), name)))
+            splits.append((name, _load(given, size, batch_size, class_names_of(train), name)))
     return splits
 
 
@@ -783,8 +787,11 @@ def _findings(
     rule: tuple[float, float],
 ) -> Inspection:
     """The :class:`Inspection` of cached features (``features[0]``: the training split)."""
+    from ._facts import facts_of
+
     probs = out_of_fold_probabilities(features[0], labels, len(names), folds=folds, seed=seed)
-    train_paths = list(splits[0][1].file_paths)
+    files = [list(facts_of(dataset).file_paths or ()) for _, dataset in splits]
+    train_paths = files[0]
     issues = [
         {
             "path": train_paths[i],
@@ -794,8 +801,8 @@ def _findings(
         }
         for i in find_label_issues(labels, probs)
     ]
-    paths = [p for _, dataset in splits for p in dataset.file_paths]
-    split_of = [name for name, dataset in splits for _ in dataset.file_paths]
+    paths = [p for split in files for p in split]
+    split_of = [name for (name, _), split in zip(splits, files) for _ in split]
     train = np.array([s == "train" for s in split_of])
     every = np.concatenate(features)
     pairs = _near_pairs(_whitened_units(every, train), *rule)
