@@ -111,9 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=["accuracy", "balanced_accuracy", "macro_f1"],
         help="what the automatic recipe maximises in every choice (default: accuracy)",
     )
-    train.add_argument(
-        "--epochs", type=int, default=None, help="epochs of the head (default: 10)"
-    )
+    train.add_argument("--epochs", type=int, default=None, help="epochs of the head (default: 10)")
     train.add_argument("--out", default="model.keras", help="where to save the model (.keras)")
     train.add_argument("--size", type=_size, default=None, help="input side in pixels")
     train.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
