@@ -14,6 +14,7 @@ PUBLIC = {
     "Preprocessing",
     # data
     "load_image_dataset", "read_images", "is_image_file", "SkippedFilesWarning",
+    "DatasetFacts", "dataset_facts", "with_facts",
     # training
     "fit", "fine_tune", "make_augmentation", "save_model", "load_model",
     # evaluation and prediction

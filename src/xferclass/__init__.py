@@ -22,6 +22,7 @@ from ._errors import (
     WeightsUnavailableError,
     XferclassError,
 )
+from ._facts import DatasetFacts, dataset_facts, with_facts
 from ._registry import BackboneSpec, get_backbone, list_backbones, register_backbone
 from .auto import AutoPlan, AutoResult, train_auto
 from .data import SkippedFilesWarning, is_image_file, load_image_dataset, read_images
@@ -43,6 +44,7 @@ __all__ = [
     "BackboneNotFoundError",
     "BackboneSpec",
     "DatasetError",
+    "DatasetFacts",
     "ExportError",
     "FallbackWarning",
     "Inspection",
@@ -58,6 +60,7 @@ __all__ = [
     "XferclassError",
     "__version__",
     "build_classifier",
+    "dataset_facts",
     "evaluate_regression_style",
     "explain",
     "export",
@@ -75,4 +78,5 @@ __all__ = [
     "register_backbone",
     "save_model",
     "train_auto",
+    "with_facts",
 ]
