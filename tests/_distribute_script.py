@@ -107,7 +107,7 @@ def main(mode: str, out: str) -> None:
         cache shuffled every epoch, or fine_tune with its cut-point cache."""
         if tag == "finetune":
             return xferclass.fine_tune(
-                model, train, validation, head_epochs=1, epochs=1, unfreeze=6,
+                model, train, validation, head_epochs=1, fine_tune_epochs=1, unfreeze=6,
                 head_learning_rate=0.01, learning_rate=1e-4, verbose=2, seed=0,
                 strategy=strategy,
             )  # fmt: skip

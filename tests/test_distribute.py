@@ -257,7 +257,7 @@ def test_fit_needs_the_strategy_the_model_was_built_under() -> None:
     with pytest.raises(ValueError, match="built under another"):
         xferclass.fit(inside, train, epochs=1, verbose=0, strategy=strategy)
     with pytest.raises(ValueError, match="built under another"):
-        xferclass.fine_tune(inside, train, epochs=1, verbose=0, strategy=strategy)
+        xferclass.fine_tune(inside, train, fine_tune_epochs=1, verbose=0, strategy=strategy)
 
     # The default strategy (tf.distribute.get_strategy() outside any scope) means none.
     keras.utils.set_random_seed(0)

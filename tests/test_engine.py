@@ -233,7 +233,7 @@ def test_fine_tune_derives_each_phase_optimizer_from_the_users():
     model = tiny_model()
     model.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9, nesterov=True),
                   loss="categorical_crossentropy", metrics=["accuracy"])  # fmt: skip
-    xferclass.fine_tune(model, tiny_dataset(), head_epochs=1, epochs=1, unfreeze=3,
+    xferclass.fine_tune(model, tiny_dataset(), head_epochs=1, fine_tune_epochs=1, unfreeze=3,
                         head_learning_rate=0.02, learning_rate=0.003, callbacks=[Record()],
                         verbose=0)  # fmt: skip
     assert seen == [("SGD", pytest.approx(0.02), True), ("SGD", pytest.approx(0.003), True)]
@@ -341,7 +341,9 @@ def test_fine_tune_resumes_across_phases_as_if_never_interrupted(tmp_path, stop_
             if epoch + 1 == stop_after + 1:  # before the engine records that epoch
                 raise KeyboardInterrupt
 
-    options = dict(head_epochs=2, epochs=2, unfreeze=3, seed=0, verbose=0, restore_best=False)
+    options = dict(
+        head_epochs=2, fine_tune_epochs=2, unfreeze=3, seed=0, verbose=0, restore_best=False
+    )
     straight = tiny_model()
     interrupted, resumed = twin(straight), twin(straight)
     path = tmp_path / f"run{stop_after}.keras"

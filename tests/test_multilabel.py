@@ -208,7 +208,7 @@ def test_fit_on_cached_features_and_fine_tune_learn_multi_label() -> None:
     assert model.layers[-1].activation is keras.activations.sigmoid
     assert after_fit < 0.8 * before and f1_fit > chance + 0.05, (before, after_fit, f1_fit)
     xferclass.fine_tune(
-        model, train, head_epochs=0, epochs=3, unfreeze=0.5, learning_rate=1e-3, verbose=0
+        model, train, head_epochs=0, fine_tune_epochs=3, unfreeze=0.5, learning_rate=1e-3, verbose=0
     )
     after_tune, f1_tune = _trained_quality(model)
     assert after_tune < before and f1_tune > chance + 0.05, (before, after_tune, f1_tune)

@@ -171,7 +171,7 @@ def test_fit_and_fine_tune_on_a_runtime_train_like_keras(
         )  # fmt: skip
         tuned = tiny_model()
         tuned_history = xferclass.fine_tune(
-            tuned, tiny_dataset(), tiny_dataset(), head_epochs=1, epochs=1, unfreeze=6,
+            tuned, tiny_dataset(), tiny_dataset(), head_epochs=1, fine_tune_epochs=1, unfreeze=6,
             verbose=0, shuffle=False, restore_best=False, engine=name,
         )  # fmt: skip
         trained[name] = (model, history, tuned, tuned_history)

@@ -157,7 +157,7 @@ def test_fine_tune_cut_cache_equals_plain_fine_tuning():
     a = tiny_model()
     b = twin(a)
     ha = xferclass.fine_tune(
-        a, tiny_dataset(), tiny_dataset(), head_epochs=1, epochs=2, unfreeze=6, verbose=0,
+        a, tiny_dataset(), tiny_dataset(), head_epochs=1, fine_tune_epochs=2, unfreeze=6, verbose=0,
         shuffle=False, restore_best=False,
     )  # fmt: skip
     hb = xferclass.fine_tune(
@@ -189,8 +189,8 @@ def test_fine_tune_changes_only_the_unfrozen_layers():
     before = {
         layer.name: [w.copy() for w in layer.get_weights()] for layer in parts.backbone.layers
     }
-    xferclass.fine_tune(model, tiny_dataset(), head_epochs=0, epochs=1, unfreeze=0.3, verbose=0,
-                        learning_rate=1e-2)  # fmt: skip
+    xferclass.fine_tune(model, tiny_dataset(), head_epochs=0, fine_tune_epochs=1, unfreeze=0.3,
+                        verbose=0, learning_rate=1e-2)  # fmt: skip
     changed = {
         layer.name
         for layer in parts.backbone.layers

@@ -89,7 +89,7 @@ def test_zero_sample_weights_stop_both_phases_of_fine_tune():
     before = [w.copy() for w in model.get_weights()]
     train = weighted_dataset(16, seed=0, weights=np.zeros(16))
     history = xferclass.fine_tune(
-        model, train, train, head_epochs=1, epochs=1, unfreeze=2, seed=3, verbose=0
+        model, train, train, head_epochs=1, fine_tune_epochs=1, unfreeze=2, seed=3, verbose=0
     )
     assert history.history["loss"] == [0.0, 0.0] and history.history["val_loss"] == [0.0, 0.0]
     for old, new in zip(before, model.get_weights()):
