@@ -73,20 +73,21 @@ TIMED_ROUNDS = 2
 MIN_SPEEDUP = 1.1
 
 #: Ratio of a runtime's pass speed to Keras's that ``"auto"`` assumes before it
-#: has measured one on this machine: conservative (ONNX Runtime measured 1.5x
-#: on Lite0 on an AVX-512 CPU, 3x or more on AVX2).
-PRIOR_RATIO = 1.3
+#: has measured one on this machine: below every ratio measured (ONNX Runtime
+#: ran Lite0's raw pass 1.5x and MobileNetV2's 1.85x on an AVX-512 CPU, 3x or
+#: more on AVX2).
+PRIOR_RATIO = 1.4
 
 #: Seconds ``"auto"`` assumes a conversion takes before it has measured one on
 #: this machine (Lite0 and MobileNetV2 took 2.5-2.8 s on 2 cores).
-CONVERSION_SECONDS = 4.0
+CONVERSION_SECONDS = 3.0
 
 #: Seconds ``"auto"`` assumes loading an already converted model takes.
 SESSION_SECONDS = 0.5
 
-#: How many times its cost (conversion and timing) the expected saving must be
-#: for ``"auto"`` to convert.
-PAYBACK = 1.5
+#: How many times its cost (conversion and the comparison batch) the expected
+#: saving must be for ``"auto"`` to convert.
+PAYBACK = 1.2
 
 #: Engine that ``"auto"`` chose for each converted model in this process (also
 #: kept on disk per machine, see :func:`_remember`), so a second pass over the
@@ -398,7 +399,7 @@ class _Auto:
     batches still to come (``steps``), the model is converted only when the
     expected saving, at the ratio last measured on this machine (else
     :data:`PRIOR_RATIO`), is :data:`PAYBACK` times the cost of converting and
-    timing (see :func:`_conversion_seconds`); otherwise the pass stays on Keras
+    of the comparison batch (see :func:`_conversion_seconds`); otherwise the pass stays on Keras
     and nothing is remembered. With ``steps`` unknown it converts once the time
     already spent on Keras, at that ratio, would have paid for it.
 
@@ -469,13 +470,14 @@ class _Auto:
             ratio = _machine_record().get("ratio", PRIOR_RATIO)
             self.estimates = (1.0 - 1.0 / max(ratio, 1e-9), _conversion_seconds(self.model))
         gain, conversion = self.estimates
-        timing = 1 + TIMED_ROUNDS * (1 + len(self.names))  # comparison and timed batches
-        cost = conversion + per_batch * (1 + TIMED_ROUNDS * len(self.names))
+        cost = conversion + per_batch * len(self.names)  # the comparison batch's extra runs
         if gain <= 0:
             return False
         if self.steps is None:  # spend on Keras what converting would cost, then convert
             return sum(keras_times) * gain >= cost
-        remaining = self.steps - self.calls + 1 - timing
+        # Batches left that could run on a runtime: not the comparison batch nor
+        # Keras's timed ones (the runtimes' timed batches already save).
+        remaining = self.steps - self.calls - TIMED_ROUNDS
         return remaining * per_batch * gain >= PAYBACK * cost
 
     def _convert_and_compare(self, images: Any) -> Any:
