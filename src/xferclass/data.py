@@ -218,7 +218,10 @@ def load_image_dataset(
         has the attributes ``class_names``, ``file_paths`` and ``labels`` (int
         class of each file, or its multi-hot row, aligned with ``file_paths``),
         ``multi_label``, ``skipped`` (``(path, reason)`` pairs), ``image_size``,
-        ``batch_size`` and ``shuffled``.
+        ``batch_size`` and ``shuffled``. The same facts are one
+        :class:`xferclass.DatasetFacts`, which :func:`xferclass.dataset_facts`
+        still finds after the user's ``map``, ``cache``, ``prefetch`` and other
+        ``tf.data`` steps.
 
     Raises:
         DatasetError: When ``path`` is missing, not a folder, has no class
