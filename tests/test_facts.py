@@ -215,6 +215,10 @@ def test_facts_are_frozen_typed_and_compared_by_value() -> None:
                         (("z.png", "bad"),), (4, 5))  # fmt: skip
     assert facts == same and facts != dataclasses.replace(same, labels=np.array([0, 1]))
     assert facts != "facts" and facts.without_rows().labels is None
+    assert repr(facts) == (
+        "DatasetFacts(class_names=('a', 'b'), file_paths=<2 files>, labels=<2 labels>, "
+        "multi_label=False, skipped=<1 files>, image_size=(4, 5))"
+    )
     multi = DatasetFacts(("a", "b"), labels=np.array([[1, 1], [0, 1]]), multi_label=True)
     assert multi.labels is not None and multi.labels.dtype == np.float32
 

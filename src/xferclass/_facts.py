@@ -145,6 +145,15 @@ class DatasetFacts:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __repr__(self) -> str:
+        files = "None" if self.file_paths is None else f"<{len(self.file_paths)} files>"
+        labels = "None" if self.labels is None else f"<{len(self.labels)} labels>"
+        return (
+            f"DatasetFacts(class_names={self.class_names!r}, file_paths={files}, "
+            f"labels={labels}, multi_label={self.multi_label}, "
+            f"skipped=<{len(self.skipped)} files>, image_size={self.image_size!r})"
+        )
+
     def _compared(self) -> tuple[Any, ...]:
         return (self.class_names, self.file_paths, self.multi_label, self.skipped, self.image_size)
 
