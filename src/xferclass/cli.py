@@ -78,6 +78,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xferclass {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    _add_train(commands)
+    _add_evaluate(commands)
+    _add_predict(commands)
+    _add_export(commands)
+    _add_inspect(commands)
+    _add_explain(commands)
+
+    commands.add_parser(
+        "backbones",
+        help="list the registered backbones",
+        description="List the backbones build_classifier accepts, with their input sizes.",
+    )
+    return parser
+
+
+def _add_train(commands: Any) -> None:
     train = commands.add_parser(
         "train",
         help="train a classifier on a folder of labelled images",
@@ -142,6 +158,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--augment", default=None, choices=["flip", "light", "strong"], help="augmentation preset"
     )
+    _add_fine_tune_flags(train)
+    train.add_argument("--seed", type=int, default=None, help="random seed")
+    train.add_argument("--quiet", action="store_true", help="no progress output")
+    _table_arguments(train)
+    _add_engine(train, "the frozen passes that fill the cache")
+
+
+def _add_fine_tune_flags(train: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--fine-tune-epochs",
         type=int,
@@ -154,11 +178,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="fraction of backbone layers to fine-tune (default: 0.2)",
     )
-    train.add_argument("--seed", type=int, default=None, help="random seed")
-    train.add_argument("--quiet", action="store_true", help="no progress output")
-    _table_arguments(train)
-    _add_engine(train, "the frozen passes that fill the cache")
 
+
+def _add_evaluate(commands: Any) -> None:
     evaluate = commands.add_parser(
         "evaluate",
         help="evaluate a saved model on a folder of labelled images",
@@ -185,6 +207,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_tta(evaluate)
     _add_engine(evaluate, "the forward pass")
 
+
+def _add_predict(commands: Any) -> None:
     predict = commands.add_parser(
         "predict",
         help="classify image files with a saved model",
@@ -197,6 +221,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_tta(predict)
     _add_engine(predict, "the forward pass")
 
+
+def _add_export(commands: Any) -> None:
     export = commands.add_parser(
         "export",
         help="export a saved model to SavedModel, LiteRT, ONNX or OpenVINO",
@@ -227,15 +253,6 @@ def _parser() -> argparse.ArgumentParser:
         help="folder of class subfolders of representative images (for --quantize int8)",
     )
     export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    _add_inspect(commands)
-    _add_explain(commands)
-
-    commands.add_parser(
-        "backbones",
-        help="list the registered backbones",
-        description="List the backbones build_classifier accepts, with their input sizes.",
-    )
-    return parser
 
 
 def _table_arguments(parser: argparse.ArgumentParser) -> None:
