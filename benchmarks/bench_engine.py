@@ -201,7 +201,7 @@ def bench_backbone(args: argparse.Namespace, backbone: str, dataset: Any) -> dic
             if name == "auto":  # a first run: forget the choice kept on disk too
                 for record in _runtime.onnx_cache_dir().glob("*.auto.json"):
                     record.unlink()
-            forward = forward_function(sub, engine=engine)
+            forward = forward_function(sub, engine=engine, steps=int(dataset.cardinality()))
             rate, features[name] = caching_rate(forward, dataset)
             cache_rates[name].append(rate)
             if name == "auto":
@@ -386,8 +386,8 @@ extractor that `fit` caches (preprocessing, backbone, pooling) on {args.forward_
 batches already in memory: the limit of each engine. "pipeline alone" iterates
 `load_image_dataset` (decode + resize) with no model. "cache: e" is the whole caching pass of
 `fit` (pipeline + `forward_function(engine=e)` + storing the features). `"auto"`, first run,
-pays its choice (Keras, with its first-call tracing, and every runtime on the first
-{_runtime.TIMED_BATCHES} batches); "remembered" is a later run, which reads the choice kept
+pays its choice (Keras on its first {1 + _runtime.PROBE_BATCHES} batches, then, when the
+pass pays back a conversion, one batch per engine for {_runtime.TIMED_ROUNDS} rounds); "remembered" is a later run, which reads the choice kept
 beside the ONNX file for this machine and runs the chosen engine from the first batch.
 
 {_bench.table(headers, rows)}
