@@ -91,7 +91,7 @@ def run_auto(root: Path, seed: int, budget: str, metric: str) -> dict[str, Any]:
         "test": _scores(
             result.model,
             root,
-            result.plan.size,
+            result.plan.input_size,
             list(report["data"]["class_names"]),
             False if tta == "no" else tta,
         ),  # fmt: skip

@@ -847,7 +847,7 @@ def _run_auto(
     )  # fmt: skip
     timings["train_auto"] = round(time.perf_counter() - started, 2)
     model, report = result.model, result.report
-    size = result.plan.size
+    size = result.plan.input_size
     splits = load_splits(root, size, args.batch_size, args.seed)
     class_names = list(splits["train"].class_names)
     mark = time.perf_counter()

@@ -110,7 +110,7 @@ def test_train_auto_compares_backbones_sizes_and_their_averages(tmp_path: Path) 
     assert "backbone and input size (test_tiny 32 px; test_tiny_wide 48 px; test_tiny_wide 64 px)" \
         in report["measured"]  # fmt: skip
     # Whatever won, the model takes images at the plan's size and names the classes.
-    images, _ = tiny_arrays(4, size=result.plan.size)
+    images, _ = tiny_arrays(4, size=result.plan.input_size)
     predictions = xferclass.predict(result.model, images, tta=result.plan.tta)
     assert list(predictions.class_names) == ["circle", "square", "triangle"]
     assert report["estimate"]["value"] >= report["estimate"]["floor_value"]
@@ -294,3 +294,11 @@ def test_clothing_example_runs_the_automatic_recipe(tmp_path: Path) -> None:
     assert record["config"]["tta"] == (False if choice == "no" else choice)
     saved = auto.read_report(out / "model.keras")
     assert saved is not None and saved["plan"] == report["plan"]
+
+
+def test_the_plan_names_the_model_input_size_and_keeps_the_old_name_working() -> None:
+    plan = auto.AutoPlan(backbone="b0", input_size=224, head_epochs=10, augment=None,
+                         class_weight="none", tta="none", floor=True)  # fmt: skip
+    with pytest.warns(DeprecationWarning, match="input_size"):
+        assert plan.size == 224
+    assert plan.to_dict()["input_size"] == 224 and "size" not in plan.to_dict()

@@ -78,13 +78,16 @@ def extract(
     batch_size: int,
     clock: Callable[[], float],
     engine: str = "auto",
+    verbose: int = 0,
 ) -> None:
     """Add the pooled features of ``views`` (those not cached yet) to ``features``.
 
     One pass over the files serves every view asked for: each batch is decoded
     once and each of its views runs through ``extractor`` (the classifier up to
-    its pooling layer) on ``engine``.
+    its pooling layer) on ``engine``; ``verbose`` 1 shows a progress bar.
     """
+    import keras
+
     from ._common import forward_function
     from ._tta import view
 
@@ -95,10 +98,12 @@ def extract(
     steps = -(-len(images.paths) // batch_size) * len(wanted)
     forward = forward_function(extractor, engine=engine, steps=steps)
     rows: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
+    progress = keras.utils.Progbar(steps // len(wanted), verbose=verbose)
     start = clock()  # the whole pass, decoding included: what a later pass will cost
-    for batch, _ in dataset:
+    for step, (batch, _) in enumerate(dataset, start=1):
         for name in wanted:
             rows[name].append(np.asarray(forward(view(batch, name)), np.float32))
+        progress.update(step)
     spent = (clock() - start) / len(wanted)
     for name in wanted:
         features.views[name] = np.concatenate(rows[name])

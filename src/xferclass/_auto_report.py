@@ -94,8 +94,9 @@ def format_report(report: Mapping[str, Any]) -> str:
     else:
         lines.append(f"fine-tuning: not measured ({fine.get('reason', '')})")
     lines.append(
-        f"returned: {plan['backbone']} {plan['size']} px, train views {plan['augment'] or 'plain'}"
-        f", class weights {plan['class_weight']}, {plan['head_epochs']} epochs, "
+        f"returned: {plan['backbone']} {plan['input_size']} px, train views "
+        f"{plan['augment'] or 'plain'}, class weights {plan['class_weight']}, "
+        f"{plan['head_epochs']} epochs, "
         f"TTA {report['tta']['choice']}"
         + (f", top of the backbone fine-tuned for {plan['fine_tune_epochs']} epochs"
            if plan.get("fine_tune_epochs") else "")

@@ -109,6 +109,7 @@ class Search:
         passes: Passes over the images (epochs times training views) the heads may stop at.
         fixed_epochs: Epochs set by the caller instead (the floor keeps its 10).
         batch_size: Images per batch.
+        verbose: 1 shows a progress bar for each caching pass.
     """
 
     images: Images
@@ -123,6 +124,7 @@ class Search:
     passes: tuple[int, ...] = PASSES
     fixed_epochs: int | None = None
     batch_size: int = 32
+    verbose: int = 0
     features: dict[tuple[str, int], FeatureSet] = field(default_factory=dict)
     oof: dict[Choice, np.ndarray] = field(default_factory=dict)
     seconds: dict[Choice, float] = field(default_factory=dict)
@@ -167,7 +169,7 @@ class Search:
         features = self.features.setdefault(key, FeatureSet(*key))
         extract(
             features, self.images, experiment.views, extractor=self.extractor(*key),
-            batch_size=self.batch_size, clock=self.clock,
+            batch_size=self.batch_size, clock=self.clock, verbose=self.verbose,
         )  # fmt: skip
         self.pass_cost[key] = features.seconds_per_image
         cached = self.clock()

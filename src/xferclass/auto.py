@@ -177,7 +177,8 @@ class AutoPlan:
 
     Attributes:
         backbone: Registry name of the backbone.
-        size: Input side in pixels.
+        input_size: The model's input side in pixels (``size`` is the old, deprecated
+            spelling).
         head_epochs: Epochs the final head trained for.
         augment: Training views beyond the plain image: ``"flip"``,
             ``"rotations"``, or None.
@@ -189,12 +190,12 @@ class AutoPlan:
         head_learning_rate: Adam's learning rate of the head.
         reasons: One sentence per decision, keyed by the decision.
         members: For an average of models, each member's choice (``backbone`` then
-            joins their names with " + " and ``size`` is the largest of their sizes,
+            joins their names with " + " and ``input_size`` is the largest of their sizes,
             the input size of the averaged model).
     """
 
     backbone: str
-    size: int
+    input_size: int
     head_epochs: int
     augment: str | None
     class_weight: str
@@ -209,6 +210,13 @@ class AutoPlan:
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON-ready data."""
         return dataclasses.asdict(self)
+
+    @property
+    def size(self) -> int:
+        """Deprecated: :attr:`input_size`."""
+        warnings.warn("AutoPlan.size is deprecated; use AutoPlan.input_size",
+                      DeprecationWarning, stacklevel=2)  # fmt: skip
+        return self.input_size
 
 
 @dataclass
@@ -348,28 +356,31 @@ def _candidates(backbone: str | Sequence[str] | None, fixed: dict[str, Any]) -> 
 def _gather(train: Any, validation: Any) -> tuple[Any, DataSummary, list[str]]:
     """Every labelled image of both folders, in one order, and what was skipped."""
     from ._auto_features import Images
+    from ._facts import facts_of
     from .data import load_image_dataset
 
-    sets = [load_image_dataset(train, (32, 32), shuffle=False)]
+    first = load_image_dataset(train, (32, 32), shuffle=False)
+    facts = [facts_of(first)]
     if validation is not None:
-        names = list(sets[0].class_names)
-        sets.append(load_image_dataset(validation, (32, 32), shuffle=False, class_names=names))
-    if any(getattr(s, "multi_label", False) for s in sets):
+        names = list(facts[0].class_names or ())
+        facts.append(facts_of(load_image_dataset(validation, (32, 32), shuffle=False,
+                                                 class_names=names)))  # fmt: skip
+    if any(f.multi_label for f in facts):
         raise InvalidArgumentError(
             "train_auto trains single-label classifiers; this data is multi-label: use "
             "xferclass.fit with build_classifier(..., multi_label=True)"
         )
-    paths = [str(p) for s in sets for p in s.file_paths]
-    labels = np.concatenate([np.asarray(s.labels, np.int64) for s in sets])
-    splits = [name for name, s in zip(("train", "validation"), sets) for _ in s.file_paths]
-    images = Images(tuple(paths), labels, tuple(sets[0].class_names), tuple(splits))
+    paths = [str(p) for f in facts for p in f.file_paths or ()]
+    labels = np.concatenate([np.asarray(f.labels, np.int64) for f in facts])
+    splits = [name for name, f in zip(("train", "validation"), facts) for _ in f.file_paths or ()]
+    images = Images(tuple(paths), labels, tuple(facts[0].class_names or ()), tuple(splits))
     counts = np.bincount(labels, minlength=len(images.class_names))
     data = DataSummary(
         class_counts=tuple(int(c) for c in counts),
-        validation_images=len(sets[1].file_paths) if validation is not None else 0,
+        validation_images=len(facts[1].file_paths or ()) if validation is not None else 0,
         validation_given=validation is not None,
     )
-    skipped = [f"{path}: {why}" for s in sets for path, why in dict(s.skipped or {}).items()]
+    skipped = [f"{path}: {why}" for f in facts for path, why in dict(f.skipped or {}).items()]
     return images, data, skipped
 
 
@@ -594,7 +605,7 @@ def _plan(
         first = choice.members[0]
         return AutoPlan(
             backbone=" + ".join(m.backbone for m in choice.members),
-            size=max(m.size for m in choice.members), head_epochs=first.epochs,
+            input_size=max(m.size for m in choice.members), head_epochs=first.epochs,
             augment=None if first.train_views == "plain" else first.train_views,
             class_weight=first.class_weight, tta=choice.tta, floor=False,
             head_learning_rate=lr, reasons={"choice": decision["why"]},
@@ -602,7 +613,8 @@ def _plan(
         )  # fmt: skip
     views = {"plain": None, "flip": "flip", "rotations": "rotations"}[choice.train_views]
     return AutoPlan(
-        backbone=choice.backbone, size=choice.size, head_epochs=choice.epochs, augment=views,
+        backbone=choice.backbone, input_size=choice.size, head_epochs=choice.epochs,
+        augment=views,
         class_weight=choice.class_weight, tta=choice.tta,
         floor=choice == floor and not fine.get("wins"),
         fine_tune_epochs=int(fine["epochs"]) if fine.get("wins") else 0,
@@ -693,7 +705,7 @@ def train_auto(
     validation_split: float | None = None,
     overrides: Mapping[str, Any] | None = None,
     out: str | os.PathLike[str] | None = None,
-    verbose: int = 0,
+    verbose: int | str = 0,
     clock: Callable[[], float] = time.monotonic,
 ) -> AutoResult:
     """Train the best classifier this machine can train on a folder within a time budget.
@@ -725,7 +737,9 @@ def train_auto(
             ``size``, ``head_epochs``, ``augment`` (None, ``"flip"``,
             ``"rotations"``), ``class_weight``, ``head_learning_rate``.
         out: A ``.keras`` path to save the model to (inside the budget).
-        verbose: Progress output of the caching passes (0: none).
+        verbose: A progress bar for each caching pass: 1 (or ``"auto"``), or 0 for
+            none (2 is as 1). The plan, each experiment and the report are logged at
+            INFO either way.
         clock: Seconds since an arbitrary origin; replaced in tests.
 
     Returns:
@@ -744,11 +758,15 @@ def train_auto(
     started = clock()
     seconds = parse_budget(budget)
     fixed = _check_arguments(batch_size, out, metric, folds, seed, overrides)
+    from ._args import verbosity
+
+    bar = min(1, verbosity(verbose))
     if validation_split is not None:
         warnings.warn("train_auto's validation_split is unused: the recipe cross-validates "
                       "over all the images", DeprecationWarning, stacklevel=2)  # fmt: skip
     setup = _setup(train, validation, backbone, weights, seed, batch_size, fixed, seconds,
                    started, clock, metric, folds)  # fmt: skip
+    setup["search"].verbose = bar
     search, builder, floor = setup["search"], setup["builder"], setup["floor"]
     run = _search_then_fine_tune(setup, fixed, started + seconds * FROZEN_SHARE)
     choice, decision, fine = run["choice"], run["decision"], run["fine_tune"]
