@@ -76,7 +76,16 @@ def test_the_walk_catches_a_builtin_raise(tmp_path, monkeypatch):
     assert builtin_raises() == ["bad.py:2: raise ValueError"]
 
 
-@pytest.mark.parametrize("name", _errors.__all__)
+_CLASSES = [n for n in _errors.__all__ if isinstance(getattr(_errors, n), type)]
+_WARNINGS = [n for n in _CLASSES if issubclass(getattr(_errors, n), Warning)]
+
+
+@pytest.mark.parametrize("name", _WARNINGS)
+def test_every_warning_class_is_a_user_warning(name):
+    assert issubclass(getattr(_errors, name), UserWarning)
+
+
+@pytest.mark.parametrize("name", [n for n in _CLASSES if n not in _WARNINGS])
 def test_every_error_class_is_an_xferclass_error_and_a_builtin(name):
     cls = getattr(_errors, name)
     assert issubclass(cls, xferclass.XferclassError)
