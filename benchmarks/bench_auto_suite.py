@@ -98,6 +98,12 @@ def run_auto(root: Path, seed: int, budget: str, metric: str) -> dict[str, Any]:
     }
 
 
+def xferclass_error() -> type[Exception]:
+    from xferclass import XferclassError
+
+    return XferclassError
+
+
 def _mean_sd(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.3f}"
@@ -108,13 +114,15 @@ def summarise(results: list[dict[str, Any]], metric: str) -> str:
     rows = []
     keys = sorted({(r["data"], r["budget"]) for r in results if r["kind"] == "auto"})
     for name, budget in keys:
-        autos = [
+        runs = [
             r for r in results if r["kind"] == "auto" and (r["data"], r["budget"]) == (name, budget)
-        ]  # noqa: E501
+        ]
+        autos = [r for r in runs if "refused" not in r]
         floors = [r for r in results if r["kind"] == "floor" and r["data"] == name]
         gaps = [a["estimate"]["value"] - a["test"][metric] for a in autos]
         rows.append([
-            name, budget, len(autos),
+            name, budget, f"{len(autos)}" + (f" (+{len(runs) - len(autos)} refused)"
+                                              if len(runs) > len(autos) else ""),
             _mean_sd([f["test"][metric] for f in floors]),
             _mean_sd([a["test"][metric] for a in autos]),
             _mean_sd([a["estimate"]["value"] for a in autos]),
@@ -150,7 +158,10 @@ def main() -> None:
                 results.append({"kind": "floor", "data": name, "seed": seed, **found})
                 print(json.dumps(results[-1]), flush=True)
             for budget in args.budgets:
-                found = run_auto(root, seed, budget, args.metric)
+                try:
+                    found = run_auto(root, seed, budget, args.metric)
+                except xferclass_error() as error:  # a refusal is a result too
+                    found = {"refused": str(error).splitlines()[0]}
                 results.append({"kind": "auto", "data": name, "seed": seed, "budget": budget,
                                 **found})  # fmt: skip
                 print(json.dumps(results[-1]), flush=True)
