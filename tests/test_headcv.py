@@ -201,3 +201,17 @@ def test_the_floor_is_returned_unless_a_choice_beats_it_on_folds_it_was_not_chos
     # A choice the caller ruled out is never returned.
     chosen, _ = _decide(search, floor, {"augment": None})
     assert chosen != better
+
+
+def test_the_margin_is_the_standard_error_of_the_paired_difference() -> None:
+    from xferclass.auto import _paired_se
+
+    labels = np.arange(200) % 2
+    floor = np.eye(2)[labels]
+    better = floor.copy()
+    floor[:10] = floor[:10, ::-1]  # the floor misses 10 images, the choice 4 others
+    better[150:154] = better[150:154, ::-1]
+    difference = np.r_[np.ones(10), np.zeros(140), -np.ones(4), np.zeros(46)]
+    expected = np.std(difference, ddof=1) / math.sqrt(200)
+    assert _paired_se(labels, better, floor) == pytest.approx(expected)
+    assert _paired_se(labels, floor, floor) == 0.0

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -278,6 +278,9 @@ class Selection:
             chosen on the other folds: an estimate no choice was made on.
         standard_error: Standard error of ``estimate`` over the folds.
         fold_scores: The per-fold scores behind ``estimate``.
+        fold_choices: The candidate chosen on the other folds, per fold.
+        held_out: Each image's probabilities from the candidate chosen without its
+            fold: what ``estimate`` scores.
     """
 
     chosen: Any
@@ -285,6 +288,8 @@ class Selection:
     estimate: float
     standard_error: float
     fold_scores: tuple[float, ...]
+    fold_choices: tuple[Any, ...] = ()
+    held_out: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def select(
@@ -319,10 +324,13 @@ def select(
 
     everything = np.arange(len(labels))
     scores = {key: score(metric, labels, candidates[key]) for key in keys}
-    per_fold = []
+    per_fold, choices = [], []
+    held_out = np.zeros_like(next(iter(candidates.values())), dtype=np.float64)
     for j in np.unique(fold):
         held = fold == j
         chosen = best(everything[~held])
+        choices.append(chosen)
+        held_out[held] = candidates[chosen][held]
         per_fold.append(score(metric, labels[held], candidates[chosen][held]))
     k = len(per_fold)
     spread = float(np.std(per_fold, ddof=1)) if k > 1 else math.nan
@@ -332,4 +340,6 @@ def select(
         estimate=float(np.mean(per_fold)),
         standard_error=spread / math.sqrt(k) if k > 1 else math.nan,
         fold_scores=tuple(float(s) for s in per_fold),
+        fold_choices=tuple(choices),
+        held_out=held_out,
     )

@@ -527,6 +527,15 @@ def _forget(search: Search, builder: _Builder, floor: Choice) -> None:
 # --------------------------------------------------------------------------- decision
 
 
+def _paired_se(labels: np.ndarray, chosen: Any, floor: np.ndarray) -> float:
+    """Standard error of the mean per-image difference in correctness of two predictions."""
+    if chosen is None or len(labels) < 2:
+        return 0.0
+    right = (np.argmax(chosen, 1) == labels).astype(float)
+    difference = right - (np.argmax(floor, 1) == labels).astype(float)
+    return float(np.std(difference, ddof=1) / math.sqrt(len(labels)))
+
+
 def _decide(search: Search, floor: Choice, fixed: Mapping[str, Any]) -> tuple[Any, dict]:
     """The choice to return and its held-out estimate: the floor unless something beat it."""
     from ._headcv import score, select
@@ -549,18 +558,22 @@ def _decide(search: Search, floor: Choice, fixed: Mapping[str, Any]) -> tuple[An
     floor_value = selection.scores[floor]
     floor_se = float(np.std(per_fold, ddof=1) / math.sqrt(len(per_fold)))
     chosen = selection.chosen
-    if chosen != floor and selection.estimate > floor_value:
+    gain = selection.estimate - floor_value
+    margin = _paired_se(labels, selection.held_out, search.oof[floor])
+    if chosen != floor and gain > margin:
         why = (
             f"{chosen.label()} scored {selection.scores[chosen]:.4f} over all folds; "
             f"chosen on the other folds each time, it scored {selection.estimate:.4f} on the "
-            f"held-out fold, above the floor's {floor_value:.4f}"
+            f"held-out fold, above the floor's {floor_value:.4f} by more than the standard "
+            f"error of the paired difference ({margin:.4f})"
         )
         value, se = selection.estimate, selection.standard_error
     else:
         why = (
             "nothing beat the floor on the held-out estimate"
             + (f" (the best, {chosen.label()}, scored {selection.estimate:.4f} on folds it "
-               f"was not chosen on, against the floor's {floor_value:.4f})"
+               f"was not chosen on, against the floor's {floor_value:.4f}: a gain within the "
+               f"standard error of the paired difference, {margin:.4f})"
                if chosen != floor else "")
             + ": the floor is returned"
         )  # fmt: skip
