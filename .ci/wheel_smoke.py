@@ -88,10 +88,10 @@ def train_evaluate_predict(folder: Path) -> None:
     result = xferclass.predict(loaded, [str(paths[0]), str(paths[-1])])
     assert result.probabilities.shape == (2, len(CLASSES)), result.probabilities.shape
     np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0, rtol=1e-5)
-    assert set(result.labels) <= set(CLASSES), result.labels
+    assert set(result.predicted_names) <= set(CLASSES), result.predicted_names
     direct = xferclass.predict(model, [str(paths[0]), str(paths[-1])]).probabilities
     np.testing.assert_allclose(result.probabilities, direct, rtol=0, atol=1e-5)
-    print(f"train/evaluate/predict on generated images: {metrics}, {result.labels}")
+    print(f"train/evaluate/predict on generated images: {metrics}, {result.predicted_names}")
 
 
 def main() -> int:
