@@ -85,6 +85,12 @@ def test_train_auto_returns_a_measured_choice_and_saves_its_report(tmp_path: Pat
     assert saved == json.loads(json.dumps(expected))
     text = auto.format_report(saved)
     assert "held-out estimate" in text and "(floor)" in text
+    # The HTML report shows the recipe's report, candidates and estimate included.
+    from xferclass.report import write_report
+
+    page = write_report(out, root, tmp_path / "report.html", top_losses=2).read_text()
+    assert "Automatic recipe" in page and "held-out estimate" in page
+    assert "candidates (cross-validated accuracy over 5 folds)" in page
     loaded = xferclass.load_model(out)
     images, _ = tiny_arrays(4)
     np.testing.assert_allclose(
