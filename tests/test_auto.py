@@ -308,3 +308,14 @@ def test_the_plan_names_the_model_input_size_and_keeps_the_old_name_working() ->
     with pytest.warns(DeprecationWarning, match="input_size"):
         assert plan.size == 224
     assert plan.to_dict()["input_size"] == 224 and "size" not in plan.to_dict()
+
+
+def test_the_floor_is_lite0_whatever_one_timed_batch_said() -> None:
+    from xferclass._auto_plan import floor_of
+
+    native = {"efficientnet_lite0": 224, "efficientnet_lite2": 260, "other": 128}
+    noisy = {"efficientnet_lite0": 0.02, "efficientnet_lite2": 0.01}  # a busy machine
+    assert floor_of(noisy, native, {}) == ("efficientnet_lite0", 224)
+    assert floor_of({"efficientnet_lite2": 0.01}, native, {}) == ("efficientnet_lite2", 260)
+    assert floor_of({"other": 0.01, "x": 0.02}, {**native, "x": 64}, {}) == ("other", 128)
+    assert floor_of(noisy, native, {"size": 192}) == ("efficientnet_lite0", 192)

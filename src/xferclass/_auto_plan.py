@@ -40,8 +40,17 @@ def round32(value: float) -> int:
 def floor_of(
     seconds_per_image: Mapping[str, float], native: Mapping[str, int], fixed: Mapping[str, Any]
 ) -> tuple[str, int]:
-    """The floor's backbone and size: the cheapest timed backbone at its native size."""
-    name = min(seconds_per_image, key=lambda n: (seconds_per_image[n], n))
+    """The floor's backbone and size: the cheapest backbone at its native size.
+
+    Among the EfficientNet-Lite family the cost is known (Lite0 < Lite1 < Lite2), so
+    the floor does not hang on one timed batch, which a busy machine can invert; other
+    backbones are ranked by their timing.
+    """
+    known = [name for name in reversed(PREFERENCE) if name in seconds_per_image]
+    if known:
+        name = known[0]
+    else:
+        name = min(seconds_per_image, key=lambda n: (seconds_per_image[n], n))
     return name, int(fixed.get("size", native[name]))
 
 
