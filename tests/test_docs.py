@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.glob("*.md")) + [ROOT / "README.md"]
 SKIP_MARKER = "# docs-test: skip"
+#: The most seconds of budget a docs example of the automatic recipe gets.
+AUTO_SECONDS = 40.0
 #: Most blocks must run; an opt-out needs a reason (network, several GPUs, ...).
 MAX_SKIPPED_FRACTION = 0.2
 
@@ -197,8 +199,15 @@ def _short_fine_tune(arguments: dict) -> None:
         arguments[name] = min(arguments[name], MAX_EPOCHS)
 
 
+def _short_auto(arguments: dict) -> None:
+    from xferclass.auto import parse_budget
+
+    arguments["budget"] = min(parse_budget(arguments["budget"]), AUTO_SECONDS)
+
+
 def _shrink_heavy_calls(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the docs' training small (see the module docstring); nothing else changes."""
+    import xferclass.auto
     import xferclass.data
     import xferclass.models
     import xferclass.training
@@ -208,6 +217,7 @@ def _shrink_heavy_calls(monkeypatch: pytest.MonkeyPatch) -> None:
         (xferclass.models, "build_classifier", _small_model),
         (xferclass.training, "fit", _short_fit),
         (xferclass.training, "fine_tune", _short_fine_tune),
+        (xferclass.auto, "train_auto", _short_auto),
     ]
     for module, name, adjust in patches:
         small = _shrinking(getattr(module, name), adjust)
