@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -110,8 +111,27 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ({statistics.stdev(values):.3f})"
 
 
+def latest(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each (kind, data, seed, budget)'s last run: a rerun replaces what it measures again."""
+    kept: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in results:
+        kept[(r["kind"], r["data"], r["seed"], r.get("budget"))] = r
+    return list(kept.values())
+
+
+def _run_facts() -> dict[str, Any]:
+    """The code and the machine's load when a run started."""
+    import subprocess
+
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {"commit": commit, "load": [round(x, 2) for x in os.getloadavg()]}
+
+
 def summarise(results: list[dict[str, Any]], metric: str) -> str:
     rows = []
+    results = latest(results)
     keys = sorted({(r["data"], r["budget"]) for r in results if r["kind"] == "auto"})
     for name, budget in keys:
         runs = [
@@ -154,16 +174,18 @@ def main() -> None:
         root = Path(folder)
         for seed in args.seeds:
             if not args.no_floor:
+                facts = _run_facts()
                 found = run_floor(root, seed)
-                results.append({"kind": "floor", "data": name, "seed": seed, **found})
+                results.append({"kind": "floor", "data": name, "seed": seed, **found, **facts})
                 print(json.dumps(results[-1]), flush=True)
             for budget in args.budgets:
+                facts = _run_facts()
                 try:
                     found = run_auto(root, seed, budget, args.metric)
                 except xferclass_error() as error:  # a refusal is a result too
                     found = {"refused": str(error).splitlines()[0]}
                 results.append({"kind": "auto", "data": name, "seed": seed, "budget": budget,
-                                **found})  # fmt: skip
+                                **found, **facts})  # fmt: skip
                 print(json.dumps(results[-1]), flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({"machine": info.__dict__, "results": results},

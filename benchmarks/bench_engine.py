@@ -250,40 +250,60 @@ def _fresh_cache() -> str:
 
 
 def scaling_row(args: argparse.Namespace, sub: keras.Model, count: int) -> list[str]:
-    """One count of images: Keras, auto first run, auto remembered, raw ratio."""
+    """One count of images: Keras, auto first run, auto remembered, raw ratio.
+
+    ``--repeats`` rounds, interleaved, in a rotating order; the median of each
+    kept. Each round's first run starts from an empty cache (nothing converted,
+    no choice or ratio remembered); its remembered run follows in that cache.
+    """
     import shutil
+    import statistics
 
     folder = _bench.image_folder("train", count)
-    cache = _fresh_cache()
+    rates: dict[str, list[float]] = {"keras": [], "first": [], "again": [], "raw": []}
+    chose: list[str] = []
     try:
         dataset = load_image_dataset(
             folder.path, args.size, batch_size=args.batch_size, shuffle=False
         )
         steps = int(dataset.cardinality())
         batches = [images.numpy() for images, _ in dataset.take(args.forward_batches)]
-        session = _runtime.open_session(_runtime.convert_to_onnx(sub), "onnxruntime")
-        raw_keras, _ = _bench.forward_rate(sub.predict_on_batch, batches, warmup=1)
-        raw_ort, _ = _bench.forward_rate(session, batches, warmup=1)
-        shutil.rmtree(cache, ignore_errors=True)
-        cache = _fresh_cache()  # a first run: nothing converted or measured here
         pipeline_rate(dataset)  # the files in the page cache for every pass alike
-        keras_rate, _ = caching_rate(forward_function(sub, engine="keras", steps=steps), dataset)
-        first = forward_function(sub, engine="auto", steps=steps)
-        first_rate, _ = caching_rate(first, dataset)
-        chose = getattr(first, "engine", "keras")
-        _runtime._DECISIONS.clear()
-        again = forward_function(sub, engine="auto", steps=steps)
-        again_rate, _ = caching_rate(again, dataset)
+        for round_ in range(args.repeats):
+            cache = _fresh_cache()
+            try:
+                session = _runtime.open_session(_runtime.convert_to_onnx(sub), "onnxruntime")
+                raw_keras, _ = _bench.forward_rate(sub.predict_on_batch, batches, warmup=1)
+                raw_ort, _ = _bench.forward_rate(session, batches, warmup=1)
+                rates["raw"].append(raw_ort / raw_keras)
+            finally:
+                shutil.rmtree(cache, ignore_errors=True)
+            cache = _fresh_cache()  # a first run: nothing converted or measured here
+            try:
+                passes = ["keras", "auto"]
+                for name in passes[round_ % 2 :] + passes[: round_ % 2]:
+                    if name == "keras":
+                        forward = forward_function(sub, engine="keras", steps=steps)
+                        rates["keras"].append(caching_rate(forward, dataset)[0])
+                        continue
+                    first = forward_function(sub, engine="auto", steps=steps)
+                    rates["first"].append(caching_rate(first, dataset)[0])
+                    chose.append(getattr(first, "engine", "keras"))
+                    _runtime._DECISIONS.clear()
+                    again = forward_function(sub, engine="auto", steps=steps)
+                    rates["again"].append(caching_rate(again, dataset)[0])
+            finally:
+                shutil.rmtree(cache, ignore_errors=True)
     finally:
         folder.close()
-        shutil.rmtree(cache, ignore_errors=True)
-    raw = raw_ort / raw_keras
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    raw, keras_rate = median["raw"], median["keras"]
     row = [f"{folder.count}", f"{raw:.2f}x", _bench.fmt(keras_rate)]
-    for rate in (first_rate, again_rate):
-        ratio = rate / keras_rate
+    for name in ("first", "again"):
+        ratio = median[name] / keras_rate
         share = f"{(ratio - 1) / (raw - 1):.0%}" if raw > 1.1 else "-"  # else noise
-        row += [_bench.fmt(rate), f"{ratio:.2f}x", share]
-    row[3] += f" ({chose})"
+        row += [_bench.fmt(median[name]), f"{ratio:.2f}x", share]
+    row[3] += f" ({'/'.join(sorted(set(chose)))})"
     print(" | ".join(row), flush=True)
     return row
 

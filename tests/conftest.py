@@ -6,11 +6,13 @@ session) that any test may read with :func:`xferclass.load_image_dataset`.
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
 
 #: The classes of ``tiny_dataset_dir``, in alphabetical (label) order.
@@ -79,3 +81,16 @@ def tiny_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Read-only: tests that change files must copy it first.
     """
     return make_shape_dataset(tmp_path_factory.mktemp("tiny_dataset"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_keras_state() -> object:
+    """After each test module, drop Keras's global state and collect what it held.
+
+    The suite runs in one process; without this, the graphs, traced functions and
+    models of hundreds of tests stay reachable through Keras's global state until the
+    end, and the process's memory grows with the number of tests.
+    """
+    yield
+    keras.backend.clear_session()
+    gc.collect()
