@@ -10,9 +10,9 @@ import gc
 import os
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
 #: The classes of ``tiny_dataset_dir``, in alphabetical (label) order.
