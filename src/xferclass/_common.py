@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from ._errors import DatasetError, InvalidArgumentError
@@ -167,7 +168,10 @@ def _keras_forward(sub: keras.Model, strategy: Any) -> Callable[[tf.Tensor], Any
     if strategy is None:
         strategy = getattr(sub, "_distribute_strategy", None)
     if strategy is None or strategy.num_replicas_in_sync == 1:
-        return sub.predict_on_batch
+        if keras.backend.backend() == "tensorflow":
+            return sub.predict_on_batch
+        # JAX and PyTorch take arrays, not the TensorFlow tensors tf.data yields.
+        return lambda images: sub.predict_on_batch(np.asarray(images))
     devices = list(getattr(strategy.extended, "worker_devices", ())) or [None]
 
     @tf.function(reduce_retracing=True)

@@ -588,7 +588,7 @@ def plot_predictions(
     colours: list[str] = []
     right = 0
     for x, y in _spread_over_classes(_labelled_batches(dataset), n):
-        probabilities = np.asarray(model.predict_on_batch(x), dtype=np.float64)
+        probabilities = np.asarray(model.predict_on_batch(np.asarray(x)), dtype=np.float64)
         predicted = np.argmax(probabilities, axis=1)
         for row, image in enumerate(x):
             guess = int(predicted[row])
@@ -670,7 +670,7 @@ def plot_top_losses(
     seen = wrong = 0
     for x, y in _labelled_batches(dataset):
         assert y is not None
-        probabilities = np.asarray(model.predict_on_batch(x), dtype=np.float64)
+        probabilities = np.asarray(model.predict_on_batch(np.asarray(x)), dtype=np.float64)
         labels = np.asarray(y, dtype=np.float64)
         loss = -np.sum(labels * np.log(np.clip(probabilities, _EPSILON, 1.0)), axis=1)
         index = np.arange(seen, seen + len(loss))
