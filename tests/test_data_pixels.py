@@ -380,6 +380,17 @@ def test_graph_header_reader_never_fails(magic: bytes, rest: bytes) -> None:
     assert int(_graph_pixels()(magic + rest)) >= 0
 
 
+def test_graph_header_reader_does_not_wrap_huge_sides_to_a_negative_count() -> None:
+    """A PNG whose two 4-byte sides multiply past int64 (found by the test above) must
+    count as too large, as the Python reader says, not wrap to a negative count."""
+    sides = (0xA80A80A9, 0xC3000000)
+    header = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR" + b"".join(n.to_bytes(4, "big") for n in sides)
+    python = image_header(header)
+    assert python is not None and python[2] > 2**63  # beyond int64: it would wrap
+    assert int(_graph_pixels()(header)) >= 2**62 > 178_956_970
+    assert int(_graph_pixels()(header[:21])) >= 2**62  # cut short, as hypothesis found it
+
+
 def test_serve_bytes_decoding_refuses_bombs(
     bomb_png: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -242,7 +242,12 @@ def header_in_graph(data: tf.Tensor) -> tf.Tensor:
     head = tf.io.decode_raw(tf.strings.substr(padded, 0, 32), tf.uint8)
 
     def sized(width: tf.Tensor, height: tf.Tensor, pixels: Any = None) -> tf.Tensor:
-        return tf.stack([width, height, width * height if pixels is None else pixels])
+        if pixels is None:
+            # Each side is clamped to 2**31 (beyond what any format allows) so that the
+            # product of two 4-byte sides cannot wrap around int64 to a negative count,
+            # which would pass the pixel limit.
+            pixels = tf.minimum(width, 2**31) * tf.minimum(height, 2**31)
+        return tf.stack([width, height, pixels])
 
     def png() -> tf.Tensor:
         return sized(_be_uint(head, 16, 4), _be_uint(head, 20, 4))
