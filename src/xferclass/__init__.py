@@ -19,6 +19,7 @@ from ._errors import (
     MissingDependencyError,
     ModelFileError,
     TrainingError,
+    UnsupportedBackendError,
     WeightsUnavailableError,
     XferclassError,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "DatasetError",
     "DatasetFacts",
     "ExportError",
+    "UnsupportedBackendError",
     "FallbackWarning",
     "Inspection",
     "InvalidArgumentError",

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from ._args import verbosity
 from ._augment import make_augmentation
+from ._backend import check_training_backend
 from ._cache import (
     Budget,
     CacheDirectory,
@@ -176,6 +177,7 @@ class Phase:
 
 def strategy_of(model: keras.Model, strategy: Any) -> Any:
     """The strategy that trains ``model``: ``strategy``, or the one it was built under."""
+    check_training_backend(strategy)
     built = getattr(model, "_distribute_strategy", None)
     if strategy is None or (built is None and type(strategy).__name__.startswith("_Default")):
         return built

@@ -19,6 +19,7 @@ __all__ = [
     "InvalidArgumentTypeError",
     "MissingDependencyError",
     "ExportError",
+    "UnsupportedBackendError",
     "FallbackWarning",
 ]
 
@@ -64,6 +65,11 @@ class MissingDependencyError(XferclassError, ImportError):
 
 class ExportError(XferclassError, RuntimeError):
     """A model could not be exported to the asked-for format, or loaded or run on its runtime."""
+
+
+class UnsupportedBackendError(XferclassError, RuntimeError):
+    """Something xferclass does is not available on the Keras backend in use; the
+    message names the backend and what to use instead."""
 
 
 class FallbackWarning(UserWarning):

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import keras
 import numpy as np
 
 from ._errors import InvalidArgumentError
@@ -156,9 +157,11 @@ def _stacked_model(heads: int, dim: int, units: int, classes: int, seed: int) ->
 
 def _predict(model: Any, features: np.ndarray, rows: int = 4096) -> np.ndarray:
     """The stack's probabilities ``(images, heads, classes)``, in large batches."""
-    parts = [np.asarray(model(features[i : i + rows], training=False), np.float64)
-             for i in range(0, len(features), rows)]  # fmt: skip
-    return np.concatenate(parts)
+    parts = [
+        keras.ops.convert_to_numpy(model(features[i : i + rows], training=False))
+        for i in range(0, len(features), rows)
+    ]
+    return np.concatenate(parts).astype(np.float64)
 
 
 def _stacked_loss(y_true: Any, y_pred: Any) -> Any:

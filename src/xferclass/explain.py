@@ -22,14 +22,14 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from ._errors import InvalidArgumentError, InvalidArgumentTypeError
+from ._errors import InvalidArgumentError, InvalidArgumentTypeError, UnsupportedBackendError
 
 __all__ = ["explain", "spatial_layers"]
 
@@ -88,19 +88,20 @@ def spatial_layers(model: keras.Model) -> list[tuple[keras.Model, Any]]:
     return [(model, last)]
 
 
-def _run(model: Any, inputs: Any, targets: dict[int, Any], captured: list[Any], tape: Any) -> Any:
-    """Run ``model``'s graph eagerly, keeping (and watching) the targets' outputs."""
+def _run(model: Any, inputs: Any, targets: dict[int, Any], on_target: Callable[..., Any]) -> Any:
+    """Run ``model``'s graph eagerly; each target layer's output is ``on_target(op, args, kwargs)``.
+
+    ``on_target`` computes (and keeps) the output, or substitutes one: what the
+    gradients of each backend need.
+    """
     graph = getattr(model, "_functional", None) or model
 
     def operation(op: Any) -> Any:
         def call(*args: Any, **kwargs: Any) -> Any:
             if id(op) in targets:
-                out = op(*args, **kwargs)
-                tape.watch(out)
-                captured.append(out)
-                return out
+                return on_target(op, args, kwargs)
             if isinstance(op, keras.Model) and _contains(op, targets):
-                return _run(op, args[0], targets, captured, tape)
+                return _run(op, args[0], targets, on_target)
             return op(*args, **kwargs)
 
         return call
@@ -160,24 +161,82 @@ def _cam(features: Any, gradients: Any, size: tuple[int, int]) -> tf.Tensor:
     return tf.math.divide_no_nan(cam, peak)
 
 
+def _first(outputs: Any) -> Any:
+    return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+
+
+def _score(probabilities: Any, chosen: np.ndarray) -> Any:
+    """The sum over the batch of each image's probability of its chosen class."""
+    picked = keras.ops.take_along_axis(
+        keras.ops.cast(probabilities, "float32"), keras.ops.convert_to_tensor(chosen[:, None]), 1
+    )
+    return keras.ops.sum(picked)
+
+
+def _gradients(
+    model: keras.Model, inputs: np.ndarray, targets: dict[int, Any], class_index: Any
+) -> tuple[list[np.ndarray], list[Any]]:
+    """The targets' outputs and the gradients of the chosen classes' probabilities
+    towards them, on this process's Keras backend (``None`` where a target does not
+    reach the output)."""
+    backend = keras.backend.backend()
+    captured: list[Any] = []
+
+    def keep(op: Any, args: Any, kwargs: Any) -> Any:
+        out = op(*args, **kwargs)
+        if backend == "tensorflow":
+            tape.watch(out)
+        captured.append(out)
+        return out
+
+    def choose(outputs: Any) -> np.ndarray:
+        probabilities = keras.ops.convert_to_numpy(_first(outputs))
+        return _class_indices(
+            class_index, np.argmax(probabilities, axis=-1), int(probabilities.shape[-1])
+        )
+
+    if backend == "tensorflow":
+        with tf.GradientTape(persistent=False) as tape:
+            outputs = _run(model, tf.constant(inputs), targets, keep)
+            score = _score(_first(outputs), choose(outputs))
+        gradients = tape.gradient(score, captured)
+        return [np.asarray(c) for c in captured], [
+            None if g is None else np.asarray(g) for g in gradients
+        ]
+    outputs = _run(model, keras.ops.convert_to_tensor(inputs), targets, keep)
+    chosen = choose(outputs)
+
+    def replaced(values: list[Any]) -> Any:
+        given = iter(values)
+        out = _run(model, keras.ops.convert_to_tensor(inputs), targets, lambda *_: next(given))
+        return _score(_first(out), chosen)
+
+    values = [keras.ops.convert_to_numpy(c) for c in captured]
+    if backend == "jax":
+        import jax
+
+        gradients = jax.grad(replaced)([jax.numpy.asarray(v) for v in values])
+        return values, [np.asarray(g) for g in gradients]
+    if backend == "torch":
+        import torch
+
+        leaves = [torch.tensor(v, requires_grad=True) for v in values]
+        found = torch.autograd.grad(replaced(leaves), leaves, allow_unused=True)
+        return values, [None if g is None else g.detach().cpu().numpy() for g in found]
+    raise UnsupportedBackendError(
+        f"explain does not run on the {backend!r} Keras backend; use tensorflow, jax or torch"
+    )
+
+
 def _explain_batch(
     model: keras.Model, batch: np.ndarray, targets: dict[int, Any], class_index: Any
 ) -> np.ndarray:
     size = (int(batch.shape[1]), int(batch.shape[2]))
     model_size = model.input_shape[1:3]
-    inputs = tf.constant(batch)
+    inputs = batch
     if None not in model_size and tuple(model_size) != size:
-        inputs = tf.image.resize(inputs, model_size)
-    captured: list[Any] = []
-    with tf.GradientTape(persistent=False) as tape:
-        outputs = _run(model, inputs, targets, captured, tape)
-        outputs = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
-        probabilities = tf.cast(outputs, tf.float32)
-        chosen = _class_indices(
-            class_index, np.argmax(probabilities.numpy(), axis=-1), int(probabilities.shape[-1])
-        )
-        score = tf.reduce_sum(tf.gather(probabilities, chosen, axis=1, batch_dims=1))
-    gradients = tape.gradient(score, captured)
+        inputs = tf.image.resize(inputs, model_size).numpy()
+    captured, gradients = _gradients(model, inputs, targets, class_index)
     cams = [_cam(f, g, size) for f, g in zip(captured, gradients) if g is not None]
     if not cams:
         return np.zeros((len(batch), *size), np.float32)

@@ -69,13 +69,39 @@ _REQUIREMENTS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-def _require(module: str, package: str, purpose: str) -> Any:
+#: Formats that Keras writes only from the TensorFlow backend; on another backend
+#: :func:`export` writes them from a TensorFlow process (see :func:`_export_in_tensorflow`).
+_TENSORFLOW_FORMATS = ("saved_model", "litert")
+#: The converter Keras's ONNX export needs on each backend besides TensorFlow, and the
+#: extra that installs it.
+_ONNX_CONVERTERS = {
+    "jax": ("jax2onnx", "jax2onnx", "jax"),
+    "torch": ("onnxscript", "onnxscript", "torch"),
+}
+
+
+def _require(module: str, package: str, purpose: str, extra: str = "export") -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
         raise MissingDependencyError(
-            f'{purpose} needs {package}, which is not installed; pip install "xferclass[export]"'
+            f'{purpose} needs {package}, which is not installed; pip install "xferclass[{extra}]"'
         ) from None
+
+
+def _require_format(format: str) -> None:
+    """Raise :class:`MissingDependencyError` when ``format``'s converter or runtime is missing."""
+    backend = keras.backend.backend()
+    needs = list(_REQUIREMENTS[format])
+    if backend != "tensorflow" and format in ("onnx", "openvino"):
+        needs = [(m, p) for m, p in needs if m != "tf2onnx"] + [("onnxruntime", "onnxruntime")]
+        if format == "openvino":
+            needs.append(("onnx", "onnx"))
+        if backend in _ONNX_CONVERTERS:
+            module, package, extra = _ONNX_CONVERTERS[backend]
+            _require(module, package, f"format={format!r} on the {backend} backend", extra)
+    for module, package in needs:
+        _require(module, package, f"format={format!r}")
 
 
 def _check_arguments(
@@ -329,11 +355,16 @@ def _write_litert(
 def _write_onnx(model: keras.Model, file: Path, names: list[str] | None) -> None:
     onnx = _require("onnx", "onnx", "format='onnx'")
     model.export(str(file), format="onnx", verbose=False)
+    # Some exporters (JAX's, PyTorch's) put the weights in a file beside the graph;
+    # loading reads them in, and saving writes one self-contained file.
+    proto = onnx.load(str(file))
     if names is not None:
-        proto = onnx.load(str(file))
         entry = proto.metadata_props.add()
         entry.key, entry.value = CLASS_NAMES_KEY, json.dumps(names)
-        onnx.save(proto, str(file))
+    for beside in file.parent.iterdir():
+        if beside != file and beside.name.startswith(file.name):
+            beside.unlink()
+    onnx.save(proto, str(file))
 
 
 def _write_openvino(model: keras.Model, file: Path, names: list[str] | None) -> None:
@@ -347,6 +378,91 @@ def _write_openvino(model: keras.Model, file: Path, names: list[str] | None) -> 
         del network
         os.replace(final, file)
         os.replace(final.with_suffix(".bin"), file.with_suffix(".bin"))
+
+
+def _write(
+    model: keras.Model,
+    file: Path,
+    format: str,
+    names: list[str] | None,
+    quantize: str | None,
+    calibration: Any,
+) -> None:
+    """Write ``format`` with Keras's own exporter, on this process's backend."""
+    with portable_constants(model):
+        if format == "saved_model":
+            _write_saved_model(model, file, names)
+        elif format == "litert":
+            _write_litert(model, file, names, quantize, calibration)
+        elif format == "onnx":
+            _write_onnx(model, file, names)
+        else:
+            _write_openvino(model, file, names)
+
+
+def _write_openvino_from_onnx(
+    model: keras.Model, file: Path, names: list[str] | None, scratch: Path
+) -> None:
+    """OpenVINO IR by way of the ONNX file, which OpenVINO reads: Keras's OpenVINO
+    exporter does not convert every backbone from JAX or PyTorch."""
+    ov = _require("openvino", "openvino", "format='openvino'")
+    onnx_file = scratch / "via.onnx"
+    _write_onnx(model, onnx_file, None)
+    network = ov.convert_model(str(onnx_file))
+    if names is not None:
+        network.set_rt_info(json.dumps(names), ["xferclass", CLASS_NAMES_KEY])
+    ov.save_model(network, str(file), compress_to_fp16=False)
+    del network
+    onnx_file.unlink()
+
+
+def _export_in_tensorflow(
+    model: keras.Model,
+    file: Path,
+    format: str,
+    quantize: str | None,
+    calibration: Any,
+    scratch: Path,
+) -> None:
+    """Write a TensorFlow-only ``format`` from a model on another backend.
+
+    The model is saved (the ``.keras`` format is the same on every backend) and
+    exported by a child process on the TensorFlow backend, which TensorFlow, a
+    dependency of xferclass, always provides. Calibration images are read here
+    and handed over as an array.
+    """
+    import subprocess
+    import sys
+
+    from ._checkpoint import save_model
+
+    saved = scratch / "model.keras"
+    save_model(model, saved)
+    arguments = [str(saved), str(file), format, quantize or ""]
+    if quantize == "int8":
+        size = (int(model.input_shape[1]), int(model.input_shape[2]))
+        images = scratch / "calibration.npy"
+        np.save(images, _calibration_images(calibration, size))
+        arguments.append(str(images))
+    logger.info(
+        "format=%r is written by Keras from TensorFlow: exporting in a child process", format
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "xferclass._export_child", *arguments],
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        from ._export_child import ERROR_PREFIX
+
+        said = [line for line in done.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
+        raise ExportError(
+            said[-1][len(ERROR_PREFIX) :]
+            if said
+            else f"the TensorFlow process exited with status {done.returncode}"
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -491,8 +607,7 @@ def export(
         ['model.onnx']
     """
     _check_arguments(model, format, quantize, calibration, overwrite)
-    for module, package in _REQUIREMENTS[format]:
-        _require(module, package, f"format={format!r}")
+    _require_format(format)
     targets = _targets(Path(os.fspath(path)), format)
     existing = [t for t in targets if t.exists() or t.is_symlink()]
     if existing and not overwrite:
@@ -510,7 +625,7 @@ def export(
     size = (int(model.input_shape[1]), int(model.input_shape[2]))
     probe = np.random.default_rng(0).uniform(0, 255, (2, *size, 3)).astype(np.float32)
     # Also calls the model once, which ONNX export needs.
-    expected = keras.ops.convert_to_numpy(model(tf.constant(probe), training=False))
+    expected = keras.ops.convert_to_numpy(model(keras.ops.convert_to_tensor(probe), training=False))
     parent = targets[0].parent
     parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".xferclass-export-", dir=parent))
@@ -520,15 +635,13 @@ def export(
         what += f" (quantize={quantize!r})"
     try:
         try:
-            with portable_constants(model):
-                if format == "saved_model":
-                    _write_saved_model(model, written[0], names)
-                elif format == "litert":
-                    _write_litert(model, written[0], names, quantize, calibration)
-                elif format == "onnx":
-                    _write_onnx(model, written[0], names)
-                else:
-                    _write_openvino(model, written[0], names)
+            backend = keras.backend.backend()
+            if backend != "tensorflow" and format in _TENSORFLOW_FORMATS:
+                _export_in_tensorflow(model, written[0], format, quantize, calibration, scratch)
+            elif backend != "tensorflow" and format == "openvino":
+                _write_openvino_from_onnx(model, written[0], names, scratch)
+            else:
+                _write(model, written[0], format, names, quantize, calibration)
         except (MissingDependencyError, InvalidArgumentError, InvalidArgumentTypeError):
             raise
         except Exception as error:

@@ -11,6 +11,7 @@ import keras
 
 from . import _backbones  # noqa: F401  (registers the built-in backbones)
 from ._args import as_size
+from ._backend import check_training_backend
 from ._errors import (
     InvalidArgumentError,
     InvalidArgumentTypeError,
@@ -189,6 +190,8 @@ def build_classifier(
             f"input_size={input_size!r} is too small for backbone={spec.name!r}, "
             f"which needs at least {spec.min_size}x{spec.min_size}"
         )
+    if strategy is not None:
+        check_training_backend(strategy)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope, _dtype_policy(mixed_precision):
         base = _build_backbone(spec, (size[0], size[1], 3), weights)

@@ -1,0 +1,40 @@
+"""Export a saved model on the TensorFlow backend, for :func:`xferclass.export` on another.
+
+Run as ``python -m xferclass._export_child MODEL TARGET FORMAT QUANTIZE [CALIBRATION.npy]``
+with ``KERAS_BACKEND=tensorflow``; on failure a line of stderr starting with
+:data:`ERROR_PREFIX` says why.
+"""
+
+from __future__ import annotations
+
+import sys
+
+#: Starts the stderr line that carries the child's error.
+ERROR_PREFIX = "xferclass-export-error: "
+
+
+def main(argv: list[str]) -> int:
+    import numpy as np
+
+    from .export import export
+    from .saving import load_model
+
+    model_path, target, format, quantize, *rest = argv
+    calibration = np.load(rest[0]) if rest else None
+    try:
+        export(
+            load_model(model_path),
+            target,
+            format=format,
+            quantize=quantize or None,
+            calibration=calibration,
+        )
+    except Exception as error:  # the parent reports the last line
+        message = f"{type(error).__name__}: {error}".splitlines()[0]
+        print(ERROR_PREFIX + message, file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
