@@ -1,0 +1,123 @@
+"""Run xferclass on one Keras backend and save what came out.
+
+Run by ``tests/test_backends.py`` in subprocesses, because Keras picks its
+backend (``KERAS_BACKEND``) once, when it is first imported.
+
+Usage::
+
+    KERAS_BACKEND=jax python tests/_backend_script.py INITIAL.keras WIDE.keras OUT.npz \
+        [--devices 2]
+
+Each run loads the same initial model (``INITIAL.keras``, written once by the
+test on TensorFlow; ``WIDE.keras`` is another at a larger input, whose last
+feature map is wider than one pixel, for ``explain``) and, on the same batches
+in the same order, trains it with ``fit`` on the feature cache, with
+``fit(cache=False)`` and with ``fine_tune`` and its cut-point cache; then runs
+``predict`` (with and without TTA), ``evaluate_regression_style``, ``explain``,
+and ``export`` to ONNX read back by onnxruntime. ``--devices 2`` trains under
+``keras.distribution.DataParallel`` over two CPU devices (JAX only; ``XLA_FLAGS``
+must ask for them before JAX starts, which the test does). It writes the
+weights, probabilities, losses and heatmaps to ``OUT.npz``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+SIZE = 32
+CLASSES = 3
+TRAIN = 48  # a multiple of BATCH, and BATCH of 2 devices
+BATCH = 8
+EPOCHS = 2
+
+
+def arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose class shows in a bright channel, and one-hot labels."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % CLASSES)
+    images = rng.uniform(0, 120, (n, SIZE, SIZE, 3)).astype("float32")
+    for k in range(CLASSES):
+        images[labels == k, :, :, k] += 130.0
+    return images, np.eye(CLASSES, dtype="float32")[labels]
+
+
+def main(initial: str, wide: str, out: str, devices: int) -> None:
+    import keras
+    import tensorflow as tf
+
+    if devices > 1:
+        import jax
+
+        found = jax.devices("cpu")
+        assert len(found) == devices, f"asked for {devices} CPU devices, JAX has {len(found)}"
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=found))
+
+    import xferclass
+
+    x_train, y_train = arrays(TRAIN, seed=0)
+    x_val, y_val = arrays(16, seed=1)
+    train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).batch(BATCH)
+    validation = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(BATCH)
+    result: dict[str, Any] = {"backend": keras.backend.backend(), "devices": devices}
+
+    for tag in ("cache", "nocache", "finetune"):
+        model = xferclass.load_model(initial)
+        if tag == "finetune":
+            history = xferclass.fine_tune(
+                model, train, validation, head_epochs=1, fine_tune_epochs=1, unfreeze=6,
+                head_learning_rate=0.01, learning_rate=1e-4, verbose=0, seed=0,
+            )  # fmt: skip
+        else:
+            history = xferclass.fit(
+                model, train, validation if tag == "cache" else None, epochs=EPOCHS,
+                learning_rate=0.01, cache=tag == "cache", verbose=0, seed=0,
+                restore_best=False,
+            )  # fmt: skip
+        for k, weight in enumerate(model.trainable_weights):
+            result[f"{tag}_trained_{k}"] = keras.ops.convert_to_numpy(weight.value)
+        sharding = getattr(model.trainable_weights[0].value, "sharding", None)
+        result[f"{tag}_weight_devices"] = len(sharding.device_set) if sharding else 1
+        result[f"{tag}_predictions"] = keras.ops.convert_to_numpy(model(x_train, training=False))
+        for key in ("loss", "val_loss"):
+            if key in history.history:
+                result[f"{tag}_{key}"] = np.asarray(history.history[key])
+
+    model = xferclass.load_model(initial)
+    xferclass.fit(model, train, epochs=EPOCHS, learning_rate=0.01, verbose=0, seed=0)
+    result["predict"] = xferclass.predict(model, x_train, batch_size=BATCH).probabilities
+    result["predict_flip"] = xferclass.predict(
+        model, x_train, batch_size=BATCH, tta="flip"
+    ).probabilities
+    scores = xferclass.evaluate_regression_style(model, validation)
+    result["evaluate"] = np.array([scores[k] for k in ("mae", "mse", "rmse", "r2")])
+    result["heatmaps"] = xferclass.explain(xferclass.load_model(wide), x_train[:4])
+    with tempfile.TemporaryDirectory() as folder:
+        file = Path(folder) / "model.onnx"
+        xferclass.export(model, file, format="onnx")
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        result["onnx"] = session.run(None, {name: x_train[:8]})[0]
+    np.savez(out, **result)
+    print(f"wrote {out}", flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("initial")
+    parser.add_argument("wide")
+    parser.add_argument("out")
+    parser.add_argument("--devices", type=int, default=1)
+    args = parser.parse_args()
+    main(args.initial, args.wide, args.out, args.devices)
+    sys.exit(0)
