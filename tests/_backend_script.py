@@ -108,6 +108,30 @@ def main(initial: str, wide: str, out: str, devices: int) -> None:
         session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         result["onnx"] = session.run(None, {name: x_train[:8]})[0]
+        # The command line, on this backend: predict --json on image files.
+        import contextlib
+        import io
+        import json
+
+        from PIL import Image
+
+        from xferclass.cli import main as cli
+
+        saved = Path(folder) / "model.keras"
+        xferclass.save_model(model, saved)
+        files = []
+        for i, pixels in enumerate(x_train[:3]):
+            files.append(str(Path(folder) / f"image{i}.png"))
+            Image.fromarray(pixels.round().clip(0, 255).astype("uint8")).save(files[-1])
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert cli(["predict", str(saved), *files, "--top", "3", "--json"]) == 0
+        rows = json.loads(printed.getvalue())
+        result["cli_probabilities"] = np.array(
+            [[dict((t["class"], t["probability"]) for t in row["top"])[c] for c in "012"]
+             for row in rows]
+        )  # fmt: skip
+        result["cli_reference"] = xferclass.predict(model, files).probabilities
     np.savez(out, **result)
     print(f"wrote {out}", flush=True)
 

@@ -191,6 +191,15 @@ def test_onnx_export_runs_like_the_model(runs: dict[str, Run], backend: str) -> 
     np.testing.assert_allclose(got["onnx"], got["predict"][:8], rtol=0, atol=ONE_PASS)
 
 
+@pytest.mark.parametrize("backend", ("tensorflow", *OTHER_BACKENDS))
+def test_command_line_predicts_on_the_backend(runs: dict[str, Run], backend: str) -> None:
+    got = _need(runs, backend).result()
+    assert got["cli_probabilities"].shape == (3, 3)
+    np.testing.assert_allclose(got["cli_probabilities"], got["cli_reference"], rtol=0, atol=1e-6)
+    want = runs["tensorflow"].result()
+    np.testing.assert_allclose(got["cli_probabilities"], want["cli_probabilities"], atol=AGREE)
+
+
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_grad_cam_matches_tensorflow(runs: dict[str, Run], backend: str) -> None:
     got = _need(runs, backend).result()["heatmaps"]
