@@ -132,6 +132,16 @@ def main(initial: str, wide: str, out: str, devices: int) -> None:
              for row in rows]
         )  # fmt: skip
         result["cli_reference"] = xferclass.predict(model, files).probabilities
+        # The automatic recipe on a small folder, with the tests' tiny backbone.
+        import helpers  # noqa: F401 (registers the "test_tiny" backbone)
+        from conftest import make_shape_dataset
+
+        root = make_shape_dataset(Path(folder) / "shapes", per_class=10)
+        auto = xferclass.train_auto(root, budget="40s", backbone="test_tiny", weights=None, seed=0)
+        result["auto_floor"] = json.dumps(auto.report["floor"])
+        result["auto_predict"] = xferclass.predict(
+            auto.model, sorted(str(f) for f in root.rglob("*.png"))
+        ).probabilities
     np.savez(out, **result)
     print(f"wrote {out}", flush=True)
 

@@ -12,6 +12,7 @@ command that runs them before a release).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -198,6 +199,16 @@ def test_command_line_predicts_on_the_backend(runs: dict[str, Run], backend: str
     np.testing.assert_allclose(got["cli_probabilities"], got["cli_reference"], rtol=0, atol=1e-6)
     want = runs["tensorflow"].result()
     np.testing.assert_allclose(got["cli_probabilities"], want["cli_probabilities"], atol=AGREE)
+
+
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_the_automatic_recipe_runs_on_the_backend(runs: dict[str, Run], backend: str) -> None:
+    got = _need(runs, backend).result()
+    want = runs["tensorflow"].result()
+    assert json.loads(str(got["auto_floor"])) == json.loads(str(want["auto_floor"]))
+    probabilities = got["auto_predict"]
+    assert probabilities.shape == (15, 3)  # the PNG half of 3 x 10 images
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
