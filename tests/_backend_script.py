@@ -108,6 +108,15 @@ def main(initial: str, wide: str, out: str, devices: int) -> None:
         session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         result["onnx"] = session.run(None, {name: x_train[:8]})[0]
+        # The other formats: SavedModel and LiteRT are written by a TensorFlow process
+        # off TensorFlow, OpenVINO from the ONNX file; export checks each against the
+        # model in this process before it delivers it.
+        written = []
+        for format, target in (("saved_model", "saved"), ("litert", "model.tflite"),
+                               ("openvino", "model.xml")):  # fmt: skip
+            paths = xferclass.export(model, Path(folder) / target, format=format)
+            written.append(f"{format}:{len(paths)}:{all(p.exists() for p in paths)}")
+        result["formats"] = np.array(written)
         # The command line, on this backend: predict --json on image files.
         import contextlib
         import io

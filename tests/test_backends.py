@@ -193,6 +193,12 @@ def test_onnx_export_runs_like_the_model(runs: dict[str, Run], backend: str) -> 
 
 
 @pytest.mark.parametrize("backend", ("tensorflow", *OTHER_BACKENDS))
+def test_every_export_format_is_written_and_checked(runs: dict[str, Run], backend: str) -> None:
+    got = _need(runs, backend).result()
+    assert list(got["formats"]) == ["saved_model:1:True", "litert:1:True", "openvino:2:True"]
+
+
+@pytest.mark.parametrize("backend", ("tensorflow", *OTHER_BACKENDS))
 def test_command_line_predicts_on_the_backend(runs: dict[str, Run], backend: str) -> None:
     got = _need(runs, backend).result()
     assert got["cli_probabilities"].shape == (3, 3)
@@ -282,3 +288,15 @@ def test_jax_refuses_a_tf_distribute_strategy_and_names_the_missing_onnx_convert
     assert "runs on the TensorFlow backend only, not on 'jax'" in lines["STRATEGY"]
     assert "keras.distribution.DataParallel" in lines["STRATEGY"]
     assert "jax2onnx" in lines["MISSING"] and 'pip install "xferclass[jax]"' in lines["MISSING"]
+
+
+def test_a_backend_whose_package_is_missing_is_named_with_its_extra() -> None:
+    missing = next((b for b in OTHER_BACKENDS if not installed(b)), None)
+    if missing is None:
+        pytest.skip("jax and torch are both installed: no backend package is missing")
+    done = _python("import xferclass", missing)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"xferclass._errors.MissingDependencyError: KERAS_BACKEND={missing} needs {missing}, "
+        f'which is not installed; pip install "xferclass[{missing}]"'
+    )

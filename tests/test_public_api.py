@@ -26,7 +26,7 @@ PUBLIC = {
     # errors
     "XferclassError", "BackboneNotFoundError", "DatasetError", "WeightsUnavailableError",
     "ModelFileError", "TrainingError", "InvalidArgumentError", "InvalidArgumentTypeError",
-    "MissingDependencyError", "ExportError", "FallbackWarning",
+    "MissingDependencyError", "ExportError", "UnsupportedBackendError", "FallbackWarning",
     "__version__",
 }  # fmt: skip
 
@@ -49,11 +49,12 @@ def test_errors_share_one_base_and_the_builtin_they_stand_for() -> None:
     assert issubclass(xferclass.InvalidArgumentError, ValueError)
     assert issubclass(xferclass.InvalidArgumentTypeError, TypeError)
     assert issubclass(xferclass.MissingDependencyError, ImportError)
+    assert issubclass(xferclass.UnsupportedBackendError, RuntimeError)
     for error in (
         xferclass.BackboneNotFoundError, xferclass.DatasetError, xferclass.ModelFileError,
         xferclass.WeightsUnavailableError, xferclass.TrainingError,
         xferclass.InvalidArgumentError, xferclass.InvalidArgumentTypeError,
-        xferclass.MissingDependencyError, xferclass.ExportError,
+        xferclass.MissingDependencyError, xferclass.ExportError, xferclass.UnsupportedBackendError,
     ):  # fmt: skip
         assert issubclass(error, xferclass.XferclassError)
 

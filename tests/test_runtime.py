@@ -437,7 +437,7 @@ def test_auto_keeps_its_choice_on_disk_for_the_next_run(
     record = json.loads(path.with_suffix(".auto.json").read_text())
     (machine,) = record
     assert machine == _runtime._machine()
-    assert machine.endswith(f" / {_runtime._threads()} threads")
+    assert machine.endswith(f" / {_runtime._threads()} threads / {keras.backend.backend()}")
     assert record[machine]["engine"] == forward.engine
     rates = record[machine]["images_per_s"]
     assert set(rates) == {"keras", *_runtime.available_runtimes()}
@@ -465,7 +465,8 @@ def test_auto_times_again_when_the_kept_choice_does_not_apply(
     sub = _extractor(tiny_model())
     path = _runtime.convert_to_onnx(sub)
     record = path.with_suffix(".auto.json")
-    machine = _runtime._machine() if damage != "another machine" else "another CPU / 64 threads"
+    other = "another CPU / 64 threads / tensorflow"
+    machine = _runtime._machine() if damage != "another machine" else other
     engine = "tensorrt" if damage == "unknown engine" else "keras"
     record.write_text(
         "{not json" if damage == "corrupt" else json.dumps({machine: {"engine": engine}})

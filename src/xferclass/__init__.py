@@ -9,6 +9,7 @@ Examples:
 
 from __future__ import annotations
 
+from . import _backend  # noqa: F401 (first: names a missing backend package's extra)
 from ._errors import (
     BackboneNotFoundError,
     DatasetError,

@@ -6,13 +6,40 @@ tf.data stays the input pipeline on all three, and TensorFlow stays a dependency
 
 from __future__ import annotations
 
+import importlib
+import os
 from typing import Any
 
-import keras
+from ._errors import MissingDependencyError, UnsupportedBackendError
 
-from ._errors import UnsupportedBackendError
+__all__ = ["TRAINING_BACKENDS", "check_training_backend", "import_keras"]
 
-__all__ = ["TRAINING_BACKENDS", "check_training_backend"]
+#: The environment as it was before xferclass imported Keras and its backend, which
+#: set variables of their own (PyTorch's OpenMP settings, for one); a child process on
+#: another backend starts from this (see :func:`xferclass.export`).
+STARTING_ENVIRONMENT = dict(os.environ)
+#: The extra that installs each backend's package.
+_EXTRAS = {"jax": "jax", "jaxlib": "jax", "torch": "torch"}
+
+
+def import_keras() -> None:
+    """Import Keras, or say in one line which extra the chosen backend needs.
+
+    Keras imports its backend's package when it is first imported; a missing one
+    surfaces as a bare ``ModuleNotFoundError`` from deep inside Keras.
+    """
+    try:
+        importlib.import_module("keras")
+    except ModuleNotFoundError as error:
+        root = (error.name or "").split(".")[0]
+        if root not in _EXTRAS:
+            raise
+        backend = os.environ.get("KERAS_BACKEND", "")
+        raise MissingDependencyError(
+            f"KERAS_BACKEND={backend} needs {root}, which is not installed; "
+            f'pip install "xferclass[{_EXTRAS[root]}]"'
+        ) from None
+
 
 #: The Keras backends that train; Keras's NumPy and OpenVINO backends run inference only.
 TRAINING_BACKENDS = ("tensorflow", "jax", "torch")
@@ -21,6 +48,8 @@ TRAINING_BACKENDS = ("tensorflow", "jax", "torch")
 def check_training_backend(strategy: Any = None) -> None:
     """Raise :class:`UnsupportedBackendError` when this Keras backend cannot train, or
     cannot take ``strategy`` (a tf.distribute strategy runs on TensorFlow only)."""
+    import keras
+
     backend = keras.backend.backend()
     if backend not in TRAINING_BACKENDS:
         raise UnsupportedBackendError(
@@ -33,3 +62,6 @@ def check_training_backend(strategy: Any = None) -> None:
             f"only, not on {backend!r}; on JAX, set keras.distribution.DataParallel() with "
             "keras.distribution.set_distribution before building the model instead"
         )
+
+
+import_keras()

@@ -2,28 +2,30 @@
 
 Run as ``python -m xferclass._export_child MODEL TARGET FORMAT QUANTIZE [CALIBRATION.npy]``
 with ``KERAS_BACKEND=tensorflow``; on failure a line of stderr starting with
-:data:`ERROR_PREFIX` says why.
+:data:`xferclass.export.ERROR_PREFIX` says why.
 """
 
 from __future__ import annotations
 
 import sys
 
-#: Starts the stderr line that carries the child's error.
-ERROR_PREFIX = "xferclass-export-error: "
-
 
 def main(argv: list[str]) -> int:
+    # A model compiled on PyTorch names PyTorch's optimizer class, and importing torch
+    # in a process that has loaded TensorFlow can segfault (triton's libraries against
+    # TensorFlow's). Exporting needs no optimizer: the model loads uncompiled, and
+    # torch is kept out.
+    sys.modules["torch"] = None  # type: ignore[assignment]
     import numpy as np
 
-    from .export import export
+    from .export import ERROR_PREFIX, export
     from .saving import load_model
 
     model_path, target, format, quantize, *rest = argv
     calibration = np.load(rest[0]) if rest else None
     try:
         export(
-            load_model(model_path),
+            load_model(model_path, compile=False),
             target,
             format=format,
             quantize=quantize or None,

@@ -195,7 +195,12 @@ def model_key(model: keras.Model) -> str:
         digest.update(array.tobytes())
     import tf2onnx
 
-    digest.update(f"keras={keras.__version__};tf2onnx={tf2onnx.__version__}".encode())
+    # The Keras backend too: it converts (tf2onnx, jax2onnx, torch.onnx) and it is what
+    # the runtimes are timed against, so its choice is remembered apart.
+    digest.update(
+        f"keras={keras.__version__};tf2onnx={tf2onnx.__version__};"
+        f"backend={keras.backend.backend()}".encode()
+    )
     shape = model.input_shape if isinstance(model.input_shape, tuple) else model.input_shape[0]
     size = "x".join(str(side) for side in shape[1:3]) if len(shape) == 4 else "any"
     cut = "+".join(_output_names(model))
@@ -629,7 +634,9 @@ def _update_machine_record(**values: float) -> None:
 
 
 def _machine() -> str:
-    """What the speed of a frozen pass depends on besides the model: CPU model and threads."""
+    """What the speed of a frozen pass depends on besides the model: CPU model, threads and
+    the Keras backend (XLA's CPU kernels for depthwise convolutions, for one, are far
+    slower than TensorFlow's)."""
     import platform
 
     name = platform.processor() or platform.machine()
@@ -638,7 +645,7 @@ def _machine() -> str:
             if line.startswith("model name"):
                 name = line.split(":", 1)[1].strip()
                 break
-    return f"{name} / {_threads()} threads"
+    return f"{name} / {_threads()} threads / {keras.backend.backend()}"
 
 
 def _record_path(path: Path) -> Path:

@@ -69,6 +69,8 @@ _REQUIREMENTS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+#: Starts the stderr line that carries the error of :mod:`xferclass._export_child`.
+ERROR_PREFIX = "xferclass-export-error: "
 #: Formats that Keras writes only from the TensorFlow backend; on another backend
 #: :func:`export` writes them from a TensorFlow process (see :func:`_export_in_tensorflow`).
 _TENSORFLOW_FORMATS = ("saved_model", "litert")
@@ -434,6 +436,7 @@ def _export_in_tensorflow(
     import subprocess
     import sys
 
+    from ._backend import STARTING_ENVIRONMENT
     from ._checkpoint import save_model
 
     saved = scratch / "model.keras"
@@ -449,19 +452,18 @@ def _export_in_tensorflow(
     )
     done = subprocess.run(
         [sys.executable, "-m", "xferclass._export_child", *arguments],
-        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+        env={**STARTING_ENVIRONMENT, "KERAS_BACKEND": "tensorflow"},
         capture_output=True,
         text=True,
         check=False,
     )
     if done.returncode != 0:
-        from ._export_child import ERROR_PREFIX
-
         said = [line for line in done.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
         raise ExportError(
             said[-1][len(ERROR_PREFIX) :]
             if said
-            else f"the TensorFlow process exited with status {done.returncode}"
+            else f"the TensorFlow process exited with status {done.returncode}: "
+            + " | ".join(done.stderr.strip().splitlines()[-3:])
         )
 
 
