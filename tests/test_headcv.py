@@ -215,3 +215,23 @@ def test_the_margin_is_the_standard_error_of_the_paired_difference() -> None:
     expected = np.std(difference, ddof=1) / math.sqrt(200)
     assert _paired_se(labels, better, floor) == pytest.approx(expected)
     assert _paired_se(labels, floor, floor) == 0.0
+
+
+@pytest.mark.parametrize("heads", [1, 30])
+def test_each_stacked_head_starts_as_a_dense_layer_would(heads: int) -> None:
+    """Glorot uniform per head, whatever the size of the stack: limit sqrt(6 / (in + out))."""
+    import keras
+
+    model = _headcv._stacked_model(heads, dim=64, units=8, classes=3, seed=0)
+    first = keras.ops.convert_to_numpy(model.layers[1].kernel)
+    assert first.shape == (heads, 64, 8)
+    limit = math.sqrt(6.0 / (64 + 8))
+    dense = keras.layers.Dense(8)
+    dense.build((None, 64))
+    reference = keras.ops.convert_to_numpy(dense.kernel)
+    assert np.abs(first).max() <= limit and np.abs(reference).max() <= limit
+    # A uniform on [-limit, limit] has sd limit / sqrt(3); over 512 or more draws the
+    # sample sd is within 10 % of it with overwhelming probability (its relative sd is
+    # about 1 / sqrt(2.5 n), under 2 % here).
+    for weights in (first, reference):
+        assert abs(weights.std() / (limit / math.sqrt(3)) - 1) < 0.1

@@ -131,9 +131,13 @@ def _stacked_model(heads: int, dim: int, units: int, classes: int, seed: int) ->
 
         def build(self, shape: Any) -> None:
             fan_in = int(shape[-1])
+            # Glorot uniform per head, as keras.layers.Dense draws it: GlorotUniform on
+            # the (heads, fan_in, units) tensor would count the heads as a receptive
+            # field and shrink every head's weights by sqrt(heads).
+            limit = math.sqrt(6.0 / (fan_in + self.units))
             self.kernel = self.add_weight(
                 shape=(self.heads, fan_in, self.units),
-                initializer=keras.initializers.GlorotUniform(seed=self.seed),
+                initializer=keras.initializers.RandomUniform(-limit, limit, seed=self.seed),
                 name="kernel",
             )
             self.bias = self.add_weight(shape=(self.heads, self.units), initializer="zeros",
