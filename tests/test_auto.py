@@ -324,3 +324,10 @@ def test_the_floor_is_lite0_whatever_one_timed_batch_said() -> None:
     assert floor_of({"efficientnet_lite2": 0.01}, native, {}) == ("efficientnet_lite2", 260)
     assert floor_of({"other": 0.01, "x": 0.02}, {**native, "x": 64}, {}) == ("other", 128)
     assert floor_of(noisy, native, {"size": 192}) == ("efficientnet_lite0", 192)
+    # Without a Lite backbone, a load-independent cost decides over a timing that a busy
+    # machine inverted (the same network at 48 px timed faster than at 32 px).
+    inverted = {"tiny": 0.02, "tiny_wide": 0.01}
+    sides = {"tiny": 32, "tiny_wide": 48}
+    cost = {name: 1000 * side**2 for name, side in sides.items()}
+    assert floor_of(inverted, sides, {}, cost) == ("tiny", 32)
+    assert floor_of(inverted, sides, {}) == ("tiny_wide", 48)

@@ -38,17 +38,24 @@ def round32(value: float) -> int:
 
 
 def floor_of(
-    seconds_per_image: Mapping[str, float], native: Mapping[str, int], fixed: Mapping[str, Any]
+    seconds_per_image: Mapping[str, float],
+    native: Mapping[str, int],
+    fixed: Mapping[str, Any],
+    cost: Mapping[str, float] | None = None,
 ) -> tuple[str, int]:
     """The floor's backbone and size: the cheapest backbone at its native size.
 
-    Among the EfficientNet-Lite family the cost is known (Lite0 < Lite1 < Lite2), so
-    the floor does not hang on one timed batch, which a busy machine can invert; other
-    backbones are ranked by their timing.
+    Among the EfficientNet-Lite family the cost is known (Lite0 < Lite1 < Lite2).
+    Other backbones are ranked by ``cost`` when given (a measure that does not depend
+    on the machine's load, such as parameters times input pixels), else by their
+    timing. Either way the floor does not hang on one timed batch, which a busy
+    machine can invert.
     """
     known = [name for name in reversed(PREFERENCE) if name in seconds_per_image]
     if known:
         name = known[0]
+    elif cost is not None:
+        name = min(seconds_per_image, key=lambda n: (cost[n], n))
     else:
         name = min(seconds_per_image, key=lambda n: (seconds_per_image[n], n))
     return name, int(fixed.get("size", native[name]))

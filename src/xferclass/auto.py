@@ -922,7 +922,9 @@ def _setup(
     builder = _Builder(len(images.class_names), weights, 128)
     native = {name: int(get_backbone(name).default_size[0]) for name in candidates}
     timed = _time_backbones(builder, images, candidates, native, clock, 0.05 * seconds, notes)
-    floor_pair = floor_of(timed, native, fixed)
+    # Parameters times input pixels: a cost of each timed backbone that load cannot invert.
+    cost = {n: builder.extractor(n, native[n]).count_params() * native[n] ** 2 for n in timed}
+    floor_pair = floor_of(timed, native, fixed, cost)
     floor = Choice(*floor_pair, "plain", "none", 10, "none")
     deadline = started + seconds * (1 - SAFETY) - SAVE_SECONDS - 5.0
     search = Search(
