@@ -33,21 +33,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-SIZE = 32
-CLASSES = 3
-TRAIN = 48  # a multiple of BATCH, and BATCH of 2 devices
-BATCH = 8
-EPOCHS = 2
-
-
-def arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images whose class shows in a bright channel, and one-hot labels."""
-    rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(n) % CLASSES)
-    images = rng.uniform(0, 120, (n, SIZE, SIZE, 3)).astype("float32")
-    for k in range(CLASSES):
-        images[labels == k, :, :, k] += 130.0
-    return images, np.eye(CLASSES, dtype="float32")[labels]
+# The same images, labels and batches as the tf.distribute tests.
+from _distribute_script import BATCH, EPOCHS, TRAIN, arrays  # noqa: E402
 
 
 def main(initial: str, wide: str, out: str, devices: int) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import xferclass
+from test_distribute import relative_distance, trained
 
 SCRIPT = Path(__file__).with_name("_backend_script.py")
 # Seconds a run may take before it is killed: an idle 2-core machine needs about two
@@ -131,19 +132,6 @@ def _need(runs: dict[str, Run], name: str) -> Run:
         backend = name.split("_")[0]
         pytest.skip(f"{backend} is not installed (pip install 'xferclass[{backend}]')")
     return runs[name]
-
-
-def trained(result: Any, tag: str) -> list[np.ndarray]:
-    count = sum(key.startswith(f"{tag}_trained_") for key in result.files)
-    return [result[f"{tag}_trained_{k}"] for k in range(count)]
-
-
-def relative_distance(got: list[np.ndarray], want: list[np.ndarray]) -> float:
-    """``||got - want|| / ||want||`` over all the arrays as one vector."""
-    assert [g.shape for g in got] == [w.shape for w in want]
-    difference = sum(float(np.sum((g.astype(np.float64) - w) ** 2)) for g, w in zip(got, want))
-    size = sum(float(np.sum(w.astype(np.float64) ** 2)) for w in want)
-    return float(np.sqrt(difference / size))
 
 
 def assert_same_training(got: Any, want: Any, tag: str) -> None:
