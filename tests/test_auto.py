@@ -61,9 +61,17 @@ def test_train_auto_returns_a_measured_choice_and_saves_its_report(tmp_path: Pat
     # The floor runs first, then the views; every one of them was measured.
     kinds = [entry["experiment"] for entry in report["experiments"]]
     assert kinds[0] == "floor" and "views" in kinds
+    # Right after the floor, more heads of the floor's own recipe, averaged.
+    assert (
+        kinds[1] == "heads"
+        and "of test_tiny 32 px, train views plain, class weights none"
+        in report["experiments"][1]["why"]
+    )
     assert report["floor"] == {"backbone": "test_tiny", "size": 32, "train_views": "plain",
-                               "class_weight": "none", "epochs": 10, "tta": "none"}  # fmt: skip
+                               "class_weight": "none", "epochs": 10, "tta": "none",
+                               "heads": 1}  # fmt: skip
     assert "class weights (balanced, none, sqrt)" in report["measured"]
+    assert "heads averaged (1, 5)" in report["measured"]
     rows = report["candidates"]
     assert sum(row["chosen"] for row in rows) == 1 and sum(row["floor"] for row in rows) == 1
     estimate = report["estimate"]
@@ -145,8 +153,10 @@ def test_train_auto_takes_a_validation_folder_into_the_folds_and_keeps_overrides
     assert report["data"]["validation_given"] is True
     assert report["data"]["train_images"] == 27 and report["data"]["validation_images"] == 9
     assert report["metric"] == "macro_f1" and report["estimate"]["metric"] == "macro_f1"
-    # Only the caller's choices and the floor were candidates.
-    assert [e["experiment"] for e in report["experiments"]] == ["floor"]
+    # Only the caller's choices and the floor were candidates; only the caller's choice
+    # got more heads.
+    assert [e["experiment"] for e in report["experiments"]] == ["floor", "heads"]
+    assert "class weights sqrt, 3 epochs" in report["experiments"][1]["why"]
     choice = report["choice"]
     assert choice == report["floor"] or (
         choice["epochs"] == 3 and choice["class_weight"] == "sqrt"

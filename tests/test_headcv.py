@@ -4,8 +4,10 @@ and the selection with its held-out estimate and the floor rule."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,8 +120,8 @@ def test_the_final_head_inside_the_classifier_predicts_what_was_measured() -> No
     pooled = keras.Model(model.input, model.get_layer(POOL).output)
     features = FeatureSet("test_tiny", 32, {"plain": np.asarray(pooled.predict(images, verbose=0))})
     choice = Choice("test_tiny", 32, "plain", "balanced", 3, "none")
-    head = train_final_head(features, labels, 3, choice, units=128, learning_rate=1e-3,
-                            batch_size=8, seed=0)  # fmt: skip
+    (head,) = train_final_head(features, labels, 3, choice, units=128, learning_rate=1e-3,
+                               batch_size=8, seed=0)  # fmt: skip
     model.get_layer(HEAD_DENSE).set_weights(head[:2])
     model.get_layer(PREDICTIONS).set_weights(head[2:])
     hidden = np.maximum(features.views["plain"] @ head[0] + head[1], 0.0)
@@ -127,6 +129,94 @@ def test_the_final_head_inside_the_classifier_predicts_what_was_measured() -> No
     expected = np.exp(logits - logits.max(1, keepdims=True))
     expected /= expected.sum(1, keepdims=True)
     np.testing.assert_allclose(model.predict(images, verbose=0), expected, atol=1e-4)
+
+
+def _softmax_head(x: np.ndarray, head: list[np.ndarray]) -> np.ndarray:
+    logits = np.maximum(x @ head[0] + head[1], 0.0) @ head[2] + head[3]
+    found = np.exp(logits - logits.max(1, keepdims=True))
+    return found / found.sum(1, keepdims=True)
+
+
+def test_averaged_heads_run_the_backbone_once_and_predict_the_mean_of_their_heads(
+    tmp_path: Path,
+) -> None:
+    import keras
+
+    from xferclass._auto_ensemble import build_head_average
+    from xferclass.models import POOL
+
+    images, onehot = tiny_arrays(30)
+    labels = onehot.argmax(1)
+    model = xferclass.build_classifier("test_tiny", num_classes=3, weights=None, input_size=32)
+    pooled = keras.Model(model.input, model.get_layer(POOL).output)
+    x = np.asarray(pooled.predict(images, verbose=0))
+    features = FeatureSet("test_tiny", 32, {"plain": x})
+    choice = Choice("test_tiny", 32, "plain", "none", 3, "none", heads=4)
+    heads = train_final_head(features, labels, 3, choice, units=16, learning_rate=1e-2,
+                             batch_size=8, seed=0)  # fmt: skip
+    assert len(heads) == 4 and not np.allclose(heads[0][0], heads[1][0])
+    average = build_head_average(model, heads)
+    expected = np.mean([_softmax_head(x, head) for head in heads], axis=0)
+    np.testing.assert_allclose(average.predict(images, verbose=0), expected, atol=1e-4)
+    backbones = [layer for layer in average.layers if layer.name == "backbone"]
+    assert len(backbones) == 1 and average.output_shape == (None, 3)
+    xferclass.save_model(average, tmp_path / "heads.keras")
+    loaded = xferclass.load_model(tmp_path / "heads.keras")
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), expected, atol=1e-4)
+
+
+def _random_search(rows: int, seed: int) -> tuple[Search, FeatureSet]:
+    """A search over features and labels that are pure noise: nothing can be learnt."""
+    from xferclass._auto_features import Images
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, rows)
+    images = Images(tuple(f"{i}.png" for i in range(rows)), labels, ("a", "b", "c"),
+                    ("train",) * rows)  # fmt: skip
+    fold = _headcv.stratified_folds(labels, 3, seed)
+    search = Search(images, fold, "accuracy", extractor=lambda n, s: None, clock=lambda: 0.0,
+                    deadline=1e9, units=64, learning_rate=1e-2, passes=(20,))  # fmt: skip
+    features = FeatureSet("b0", 32, {"plain": rng.normal(size=(rows, 32)).astype(np.float32)})
+    search.features[("b0", 32)] = features
+    return search, features
+
+
+def test_averaged_heads_are_scored_only_on_images_none_of_their_heads_trained_on() -> None:
+    search, features = _random_search(180, seed=1)
+    labels = search.images.labels
+    search.oof.update(search._compare(features, "plain", ("none",)))
+    single = Choice("b0", 32, "plain", "none", 20, "none")
+    search.average_heads(single)
+    averaged = dataclasses.replace(single, heads=5)
+    assert set(search.oof) == {single, averaged}
+    assert search.log[-1]["experiment"] == "heads" and search.log[-1]["caching_s"] == 0.0
+    probabilities = search.oof[averaged]
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-5)
+    assert not np.allclose(probabilities, search.oof[single])
+    # The new heads memorise their training rows (so a leak would show) ...
+    (head, *_) = train_final_head(features, labels, 3, single, units=64, learning_rate=1e-2,
+                                  batch_size=32, seed=0)  # fmt: skip
+    assert _headcv.score("accuracy", labels, _softmax_head(features.views["plain"], head)) > 0.8
+    # ... yet out of fold they are at chance (1/3; sd of 180 guesses is 0.035): every head
+    # of every fold saw only the other folds.
+    assert _headcv.score("accuracy", labels, probabilities) < 0.5
+
+
+def test_averaged_heads_that_do_not_fit_are_listed_as_skipped() -> None:
+    from xferclass.auto import _average_heads, _Builder
+
+    search, features = _random_search(60, seed=2)
+    search.oof.update(search._compare(features, "plain", ("none",)))
+    floor = Choice("b0", 32, "plain", "none", 20, "none")
+    search.deadline, search.cv_cost = 1.0, 1.0  # hours of work, one second left
+    skipped: list[str] = []
+    builder = _Builder(3, None, 64)
+    for _ in range(2):
+        _average_heads(search, builder, floor, {}, skipped, after_floor=True)
+    assert (
+        len(skipped) == 1 and "5 heads of b0 32 px" in skipped[0] and "1 s were left" in skipped[0]
+    )
+    assert all(c.heads == 1 for c in search.oof)
 
 
 # --------------------------------------------------------------------------- selection

@@ -8,6 +8,11 @@ is returned as one Keras model, image in, class probabilities out: a
 the pixels as they are), each member at its own input size, and the mean of
 their probabilities. ``save_model``, ``predict``, TTA and ``export`` take it as
 they take any classifier.
+
+An averaged-heads choice is cheaper still: several heads of one training recipe,
+each from its own initial weights, on one backbone. Its model
+(:func:`build_head_average`) runs the backbone once and averages the heads'
+probabilities.
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ import numpy as np
 from . import _headcv
 from ._auto_search import Choice, as_mapping
 
-__all__ = ["MAX_MEMBERS", "Ensemble", "build_ensemble", "ensemble_candidates"]
+__all__ = [
+    "MAX_MEMBERS",
+    "Ensemble",
+    "build_ensemble",
+    "build_head_average",
+    "ensemble_candidates",
+]
 
 #: Most models averaged.
 MAX_MEMBERS = 3
@@ -97,3 +108,32 @@ def build_ensemble(models: Sequence[Any], class_names: Sequence[str]) -> Any:
         outputs.append(member(y))
     average = keras.layers.Average(name="average", dtype="float32")(outputs)
     return keras.Model(inputs, average, name="ensemble_classifier")
+
+
+def build_head_average(classifier: Any, heads: Sequence[Sequence[np.ndarray]]) -> Any:
+    """``classifier`` (from ``build_classifier``) with ``heads`` on its pooled features, each
+    given as a head's weights (Dense(units, relu) then the softmax Dense, or the softmax
+    Dense alone), and the mean of their probabilities as its output. The backbone runs once.
+    """
+    import keras
+
+    from .models import POOL
+
+    pool = classifier.get_layer(POOL).output
+    outputs, layers = [], []
+    for i, weights in enumerate(heads):
+        x = pool
+        if len(weights) == 4:
+            hidden = keras.layers.Dense(int(weights[0].shape[1]), activation="relu",
+                                        name=f"head_dense_{i}")  # fmt: skip
+            x = hidden(x)
+            layers.append((hidden, weights[:2]))
+        out = keras.layers.Dense(int(weights[-1].shape[0]), activation="softmax",
+                                 dtype="float32", name=f"predictions_{i}")  # fmt: skip
+        outputs.append(out(x))
+        layers.append((out, weights[-2:]))
+    for layer, values in layers:
+        layer.set_weights(list(values))
+    average = keras.layers.Average(name="average", dtype="float32")(outputs)
+    return keras.Model(classifier.input, average,
+                       name=f"{classifier.name}_{len(heads)}_heads")  # fmt: skip

@@ -107,9 +107,9 @@ def _fine_tuned_model(
     labels = images.labels[rows]
     part = FeatureSet(features.backbone, features.size,
                       {view: values[rows] for view, values in features.views.items()})  # fmt: skip
-    head = train_final_head(part, labels, classes, choice, units=128,
-                            learning_rate=search.learning_rate,
-                            batch_size=search.batch_size, seed=search.seed)  # fmt: skip
+    (head,) = train_final_head(part, labels, classes, choice.single(), units=128,
+                               learning_rate=search.learning_rate,
+                               batch_size=search.batch_size, seed=search.seed)  # fmt: skip
     model = build()
     model.get_layer(HEAD_DENSE).set_weights(head[:2])
     model.get_layer(PREDICTIONS).set_weights(head[2:])

@@ -10,6 +10,7 @@ estimated to take, from what the earlier ones measured, is left in the budget.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from ._auto_features import FeatureSet, Images, extract
 from ._log import logger
 from ._tta import VIEWS
 
-__all__ = ["Choice", "Experiment", "Search", "VIEW_SETS"]
+__all__ = ["HEADS", "Choice", "Experiment", "Search", "VIEW_SETS"]
 
 #: Views each training-view choice shows the head, and each TTA choice averages.
 VIEW_SETS: dict[str, tuple[str, ...]] = {
@@ -36,6 +37,11 @@ TTA_OF = {"plain": "none", "flip": "flip", "rotations": "rotations"}
 
 #: Passes over the images a head may train for; ``fit``'s default (10) among them.
 PASSES = (5, 10, 15)
+
+#: Heads, each drawn from its own initial weights, whose probabilities an averaged-heads
+#: choice averages. On cached features one head's score moves by several points with
+#: its seed alone; the mean of a few heads' probabilities moves much less.
+HEADS = 5
 
 #: Seconds per (head x row x pass x feature) of the stacked heads before the
 #: first comparison measures it: 3.5e-8 was measured on 2 cores.
@@ -54,6 +60,8 @@ class Choice:
         epochs: Epochs of the head; an epoch shows every image once in each
             of its training views.
         tta: ``"none"``, ``"flip"`` or ``"rotations"``.
+        heads: Heads trained alike from different initial weights whose
+            probabilities are averaged (1: one head).
     """
 
     backbone: str
@@ -62,13 +70,19 @@ class Choice:
     class_weight: str
     epochs: int
     tta: str
+    heads: int = 1
 
     def label(self) -> str:
-        """One line: backbone, size, training views, class weights, epochs and TTA."""
+        """One line: backbone, size, training views, class weights, epochs, TTA and heads."""
+        heads = f", {self.heads} heads averaged" if self.heads > 1 else ""
         return (
             f"{self.backbone} {self.size} px, train views {self.train_views}, class weights "
-            f"{self.class_weight}, {self.epochs} epochs, TTA {self.tta}"
+            f"{self.class_weight}, {self.epochs} epochs, TTA {self.tta}{heads}"
         )
+
+    def single(self) -> Choice:
+        """The same choice with one head."""
+        return dataclasses.replace(self, heads=1)
 
 
 @dataclass(frozen=True)
@@ -76,7 +90,8 @@ class Experiment:
     """A caching pass and the comparison on it.
 
     Attributes:
-        kind: ``"floor"``, ``"views"`` or ``"backbone"``.
+        kind: ``"floor"``, ``"views"``, ``"backbone"`` or ``"heads"`` (more heads of one
+            training recipe, on features already cached: no pass).
         backbone: Registry name.
         size: Input side.
         views: Views to cache (those already cached are reused).
@@ -132,6 +147,7 @@ class Search:
     cv_cost: float = CV_COST_PRIOR
     pass_cost: dict[tuple[str, int], float] = field(default_factory=dict)
     done: set[Experiment] = field(default_factory=set)
+    averaged: set[tuple[str, int, str, str]] = field(default_factory=set)
 
     # ----------------------------------------------------------------- estimates
 
@@ -144,6 +160,13 @@ class Search:
             views = len(VIEW_SETS[name])
             total += heads * rows * views * max(self.epoch_choices(views)) * dim
         return total * self.cv_cost
+
+    def heads_seconds(self, choice: Choice, dim: int) -> float:
+        """Estimated seconds to train :data:`HEADS` - 1 more heads of ``choice`` per fold."""
+        heads = (HEADS - 1) * int(self.fold.max() + 1)
+        views = len(VIEW_SETS[choice.train_views])
+        passes = max(self.epoch_choices(views))
+        return heads * len(self.images.paths) * views * passes * dim * self.cv_cost
 
     def epoch_choices(self, views: int) -> tuple[int, ...]:
         """Epochs compared for heads trained on ``views`` views (the floor's 10 on plain)."""
@@ -201,6 +224,59 @@ class Search:
             entry["best_score"],
         )  # fmt: skip
 
+    def average_heads(self, choice: Choice) -> None:
+        """Train :data:`HEADS` - 1 more heads of ``choice``'s recipe per fold, each from
+        its own initial weights, and add the averaged-heads choices: for every epoch and
+        TTA compared, the mean of the out-of-fold probabilities of the one head already
+        measured and of the new ones."""
+        start = self.clock()
+        features = self.features[(choice.backbone, choice.size)]
+        labels, fold = self.images.labels, self.fold
+        classes = len(self.images.class_names)
+        folds = int(fold.max() + 1)
+        weights = _headcv.class_weight_vector(labels, classes, choice.class_weight)
+        rows = [np.where(fold != j, weights[labels], 0.0)
+                for _ in range(HEADS - 1) for j in range(folds)]  # fmt: skip
+        views = VIEW_SETS[choice.train_views]
+        tta = {TTA_OF[s]: VIEW_SETS[s] for s in TTA_OF
+               if all(v in features.views for v in VIEW_SETS[s])}  # fmt: skip
+        choices = self.epoch_choices(len(views))
+        result = _headcv.train_stacked_heads(
+            features.views, labels, np.stack(rows), train_views=views, eval_sets=tta,
+            classes=classes, epochs=max(choices), units=self.units,
+            learning_rate=self.learning_rate, batch_size=self.batch_size,
+            seed=self.seed + 1, record_epochs=choices,
+        )  # fmt: skip
+        found: dict[Choice, np.ndarray] = {}
+        for epoch in choices:
+            for name in tta:
+                one = dataclasses.replace(choice, epochs=epoch, tta=name, heads=1)
+                if one not in self.oof:
+                    continue
+                total = self.oof[one].copy()
+                for h in range(HEADS - 1):
+                    for j in range(folds):
+                        held = fold == j
+                        total[held] += result.probabilities[epoch][h * folds + j][name][held]
+                found[dataclasses.replace(one, heads=HEADS)] = total / HEADS
+        self.oof.update(found)
+        self.averaged.add((choice.backbone, choice.size, choice.train_views, choice.class_weight))
+        spent = self.clock() - start
+        for averaged in found:
+            self.seconds[averaged] = round(self.seconds.get(averaged.single(), 0.0) + spent, 1)
+        best = max(found, key=lambda c: _headcv.score(self.metric, labels, found[c]))
+        entry = {
+            "experiment": "heads", "backbone": choice.backbone, "size": choice.size,
+            "views_cached": sorted(features.views), "caching_s": 0.0,
+            "comparison_s": round(spent, 1), "choices_compared": len(found),
+            "best": best.label(),
+            "best_score": round(_headcv.score(self.metric, labels, found[best]), 4),
+            "why": f"{HEADS} heads of {choice.single().label()}, averaged",
+        }  # fmt: skip
+        self.log.append(entry)
+        logger.info("heads: %s (%d choices compared in %.0f s): best %s = %.4f", entry["why"],
+                    len(found), spent, self.metric, entry["best_score"])  # fmt: skip
+
     def _compare(
         self, features: FeatureSet, train_views: str, class_weights: Sequence[str]
     ) -> dict[Choice, np.ndarray]:
@@ -256,16 +332,17 @@ def train_final_head(
     learning_rate: float,
     batch_size: int,
     seed: int,
-) -> list[np.ndarray]:
-    """The head of ``choice`` trained on every image, as the comparison trained each fold's."""
+) -> list[list[np.ndarray]]:
+    """The ``choice.heads`` heads of ``choice`` trained on every image, as the comparison
+    trained each fold's (one stack, each head from its own initial weights)."""
     views = VIEW_SETS[choice.train_views]
     weights = _headcv.class_weight_vector(labels, classes, choice.class_weight)[labels]
     result = _headcv.train_stacked_heads(
-        features.views, labels, weights[None, :], train_views=views, eval_sets={},
-        classes=classes, epochs=choice.epochs, units=units, learning_rate=learning_rate,
-        batch_size=batch_size, seed=seed,
+        features.views, labels, np.tile(weights, (choice.heads, 1)), train_views=views,
+        eval_sets={}, classes=classes, epochs=choice.epochs, units=units,
+        learning_rate=learning_rate, batch_size=batch_size, seed=seed,
     )  # fmt: skip
-    return _headcv.head_weights(result.weights, 0)
+    return [_headcv.head_weights(result.weights, h) for h in range(choice.heads)]
 
 
 def choice_table(
@@ -284,7 +361,7 @@ def choice_table(
     best: dict[Any, Any] = {}
     for choice, value in selection.scores.items():
         key = (
-            (choice.backbone, choice.size, choice.train_views)
+            (choice.backbone, choice.size, choice.train_views, choice.heads)
             if isinstance(choice, Choice)
             else "average"
         )
@@ -329,4 +406,5 @@ def as_mapping(choice: Choice) -> Mapping[str, Any]:
     return {
         "backbone": choice.backbone, "size": choice.size, "train_views": choice.train_views,
         "class_weight": choice.class_weight, "epochs": choice.epochs, "tta": choice.tta,
+        "heads": choice.heads,
     }  # fmt: skip

@@ -28,7 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from ._auto_ensemble import MAX_MEMBERS, Ensemble, build_ensemble, ensemble_candidates
+from ._auto_ensemble import (
+    MAX_MEMBERS,
+    Ensemble,
+    build_ensemble,
+    build_head_average,
+    ensemble_candidates,
+)
 from ._auto_plan import (
     PREFERENCE,
     SCALES,
@@ -38,7 +44,14 @@ from ._auto_plan import (
     view_experiments,
 )
 from ._auto_report import format_report, read_report, store_report
-from ._auto_search import Choice, Search, as_mapping, choice_table, train_final_head
+from ._auto_search import (
+    HEADS,
+    Choice,
+    Search,
+    as_mapping,
+    choice_table,
+    train_final_head,
+)
 from ._errors import InvalidArgumentError, InvalidArgumentTypeError
 from ._headcv import METRICS, stratified_folds
 from ._log import logger
@@ -196,6 +209,8 @@ class AutoPlan:
         members: For an average of models, each member's choice (``backbone`` then
             joins their names with " + " and ``input_size`` is the largest of their sizes,
             the input size of the averaged model).
+        heads: Heads on the backbone, trained alike from different initial weights,
+            whose probabilities the model averages (1: one head).
     """
 
     backbone: str
@@ -210,6 +225,7 @@ class AutoPlan:
     head_learning_rate: float = 1e-3
     reasons: dict[str, str] = field(default_factory=dict, compare=False)
     members: list[dict[str, Any]] = field(default_factory=list, compare=False)
+    heads: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON-ready data."""
@@ -502,8 +518,41 @@ def _run_search(
             continue
         search.run(experiment, f"{label}, views {', '.join(experiment.views)}")
         search.done.add(experiment)
+        _average_heads(search, builder, floor, fixed, skipped, after_floor=step == 0)
         _forget(search, builder, floor)
     return skipped
+
+
+def _average_heads(
+    search: Search, builder: _Builder, floor: Choice, fixed: Mapping[str, Any],
+    skipped: list[str], *, after_floor: bool,
+) -> None:  # fmt: skip
+    """More heads of the best single-head recipe so far (and, after the floor's experiment,
+    of the floor's own recipe), averaged, while they fit: a candidate like any other."""
+    singles = [c for c in search.oof if c.heads == 1 and _allowed(c, fixed)]
+    if not singles:
+        return
+    best = max(singles, key=lambda c: (_score(search, c), c == floor))
+    wanted = [floor, best] if after_floor and _allowed(floor, fixed) else [best]
+    for choice in dict.fromkeys(wanted):
+        key = (choice.backbone, choice.size, choice.train_views, choice.class_weight)
+        if key in search.averaged or (choice.backbone, choice.size) not in search.features:
+            continue
+        need = search.heads_seconds(choice, builder.dim(choice.backbone))
+        left = search.deadline - search.clock()
+        if need > left:
+            note = f"{HEADS} heads of {choice.label()}: needs about {need:.0f} s"
+            if not any(line.startswith(note) for line in skipped):
+                skipped.append(f"{note}, {max(0.0, left):.0f} s were left")
+            continue
+        search.average_heads(choice)
+
+
+def _allowed(choice: Choice, fixed: Mapping[str, Any]) -> bool:
+    """Whether ``choice`` keeps the epochs and training views the caller fixed."""
+    if "head_epochs" in fixed and choice.epochs != int(fixed["head_epochs"]):
+        return False
+    return "augment" not in fixed or choice.train_views == (fixed["augment"] or "plain")
 
 
 def _score(search: Search, choice: Choice) -> float:
@@ -541,14 +590,9 @@ def _decide(search: Search, floor: Choice, fixed: Mapping[str, Any]) -> tuple[An
     """The choice to return and its held-out estimate: the floor unless something beat it."""
     from ._headcv import score, select
 
-    def allowed(c: Choice) -> bool:
-        if "head_epochs" in fixed and c.epochs != int(fixed["head_epochs"]):
-            return False
-        if "augment" in fixed and c.train_views != (fixed["augment"] or "plain"):
-            return False
-        return True
-
-    pool: dict[Any, np.ndarray] = {c: p for c, p in search.oof.items() if c == floor or allowed(c)}
+    pool: dict[Any, np.ndarray] = {
+        c: p for c, p in search.oof.items() if c == floor or _allowed(c, fixed)
+    }
     # An average's members need their features for the final heads: pairs still cached.
     singles = {c: p for c, p in pool.items() if (c.backbone, c.size) in search.features}
     pool.update(ensemble_candidates(singles, search.images.labels, search.metric))
@@ -607,13 +651,15 @@ def _final_model(
 
     labels = search.images.labels
     features = search.features[(choice.backbone, choice.size)]
-    head = train_final_head(
+    heads = train_final_head(
         features, labels, len(search.images.class_names), choice, units=builder.units,
         learning_rate=search.learning_rate, batch_size=batch_size, seed=seed,
     )  # fmt: skip
     model = builder.classifier(choice.backbone, choice.size)
-    model.get_layer(HEAD_DENSE).set_weights(head[:2])
-    model.get_layer(PREDICTIONS).set_weights(head[2:])
+    model.get_layer(HEAD_DENSE).set_weights(heads[0][:2])
+    model.get_layer(PREDICTIONS).set_weights(heads[0][2:])
+    if len(heads) > 1:
+        model = build_head_average(model, heads)
     store_class_names(model, search.images.class_names)
     return model
 
@@ -639,7 +685,7 @@ def _plan(
         floor=choice == floor and not fine.get("wins"),
         fine_tune_epochs=int(fine["epochs"]) if fine.get("wins") else 0,
         unfreeze=0.15 if fine.get("wins") else 0.0,
-        head_learning_rate=lr, reasons={"choice": decision["why"]},
+        head_learning_rate=lr, reasons={"choice": decision["why"]}, heads=choice.heads,
     )  # fmt: skip
 
 
@@ -656,6 +702,7 @@ def _measured(
         f"test-time views ({', '.join(sorted(tta))})",
         f"head epochs ({', '.join(map(str, sorted({c.epochs for c in search.oof})))})",
         f"backbone and input size ({'; '.join(pairs)})",
+        f"heads averaged ({', '.join(map(str, sorted({c.heads for c in search.oof})))})",
     ]
     if fine.get("measured"):
         measured.append(f"fine-tuning the top 15 % for {fine['epochs']} epochs (on one fold)")
@@ -835,6 +882,7 @@ def _search_then_fine_tune(
     fine: dict[str, Any] = {"measured": False}
     # Fine-tuning starts from the best single choice, and must beat what would be returned.
     base = choice if isinstance(choice, Choice) else _best_single(search, decision["pool"])
+    base = base.single()  # fine-tuning trains one head
     cost = _pass_cost(search, base.backbone, base.size, timed, native)
     folds = int(search.fold.max() + 1)
     epochs = plan_epochs(end - search.clock(), len(search.images.paths), folds, cost)
