@@ -88,6 +88,8 @@ def run_auto(root: Path, seed: int, budget: str, metric: str) -> dict[str, Any]:
         "beats_floor": report["estimate"]["beats_floor"],
         "estimate": report["estimate"],
         "experiments": len(report["experiments"]),
+        "experiment_kinds": [entry["experiment"] for entry in report["experiments"]],
+        "fine_tuned": bool(report["fine_tune"].get("wins")),
         "skipped": len(report["skipped"]),
         "test": _scores(
             result.model,
