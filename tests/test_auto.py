@@ -135,6 +135,32 @@ def test_train_auto_compares_backbones_sizes_and_their_averages(tmp_path: Path) 
     assert report["estimate"]["value"] >= report["estimate"]["floor_value"]
 
 
+def test_the_frozen_search_goes_on_when_fine_tuning_is_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xferclass import _auto_finetune
+
+    root = make_shape_dataset(tmp_path / "data", per_class=10)
+    measured: list[str] = []
+
+    def losing(search: object, choice: object, epochs: int, *args: object, **kw: object) -> tuple:
+        measured.append(str(choice))
+        result = _auto_finetune.FineTuned(epochs=epochs, score=0.5, frozen_score=0.6,
+                                          standard_error=0.05, images=6, seconds=0.1,
+                                          wins=False)  # fmt: skip
+        return result, lambda: pytest.fail("a fine-tuning that lost is never built")
+
+    monkeypatch.setattr(_auto_finetune, "run_fine_tune", losing)
+    # The frozen search gets no share before fine-tuning: only the floor runs first.
+    monkeypatch.setattr(auto, "FROZEN_SHARE", 0.0)
+    result = xferclass.train_auto(root, budget=150, backbone="test_tiny", weights=None)
+    report = result.report
+    assert len(measured) == 1 and report["fine_tune"]["measured"] is True
+    assert report["fine_tune"]["wins"] is False and result.plan.fine_tune_epochs == 0
+    kinds = [entry["experiment"] for entry in report["experiments"]]
+    assert kinds[0] == "floor" and "views" in kinds  # run after fine-tuning lost
+
+
 def test_train_auto_takes_a_validation_folder_into_the_folds_and_keeps_overrides(
     tmp_path: Path,
 ) -> None:

@@ -868,7 +868,8 @@ def _search_then_fine_tune(
     setup: Mapping[str, Any], fixed: Mapping[str, Any], frozen_deadline: float
 ) -> dict[str, Any]:
     """The frozen search up to ``frozen_deadline``, then fine-tuning measured on the
-    frozen choice when it fits, else the frozen search to the end of the budget."""
+    frozen choice when it fits; the frozen search goes on to the end of the budget when
+    fine-tuning does not fit or is not kept."""
     from ._auto_finetune import plan_epochs, run_fine_tune
     from .models import build_classifier
 
@@ -910,6 +911,10 @@ def _search_then_fine_tune(
             decision = _fine_tune_decision(decision, result, base)
             return {"choice": base, "decision": decision, "fine_tune": fine,
                     "skipped": skipped, "fine_tuned": final}  # fmt: skip
+        # Not kept: the time it would have had on every image goes to the frozen search.
+        search.deadline = end
+        skipped = _run_search(search, builder, timed, native, floor, fixed, end)
+        choice, decision = _decide(search, floor, fixed)
     return {"choice": choice, "decision": decision, "fine_tune": fine, "skipped": skipped}
 
 
