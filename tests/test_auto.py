@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -135,30 +136,53 @@ def test_train_auto_compares_backbones_sizes_and_their_averages(tmp_path: Path) 
     assert report["estimate"]["value"] >= report["estimate"]["floor_value"]
 
 
+def _losing_fine_tune(calls: list[list[str]]) -> Any:
+    """A stand-in for ``run_fine_tune`` that records the experiments run so far and loses."""
+    from xferclass import _auto_finetune
+
+    def run(search: Any, choice: Any, epochs: int, *args: object, **kw: object) -> tuple:
+        calls.append([entry["experiment"] for entry in search.log])
+        result = _auto_finetune.FineTuned(epochs=epochs, score=0.5, frozen_score=0.6,
+                                          standard_error=0.05, images=6, seconds=0.1,
+                                          wins=False)  # fmt: skip
+        return result, lambda: pytest.fail("a fine-tuning that lost is never built")
+
+    return run
+
+
 def test_the_frozen_search_goes_on_when_fine_tuning_is_not_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from xferclass import _auto_finetune
 
     root = make_shape_dataset(tmp_path / "data", per_class=10)
-    measured: list[str] = []
-
-    def losing(search: object, choice: object, epochs: int, *args: object, **kw: object) -> tuple:
-        measured.append(str(choice))
-        result = _auto_finetune.FineTuned(epochs=epochs, score=0.5, frozen_score=0.6,
-                                          standard_error=0.05, images=6, seconds=0.1,
-                                          wins=False)  # fmt: skip
-        return result, lambda: pytest.fail("a fine-tuning that lost is never built")
-
-    monkeypatch.setattr(_auto_finetune, "run_fine_tune", losing)
-    # The frozen search gets no share before fine-tuning: only the floor runs first.
+    calls: list[list[str]] = []
+    monkeypatch.setattr(_auto_finetune, "run_fine_tune", _losing_fine_tune(calls))
+    # No share of the budget is kept for the frozen search before fine-tuning, and
+    # fine-tuning is estimated to need all the time there is: only the floor runs first.
     monkeypatch.setattr(auto, "FROZEN_SHARE", 0.0)
+    monkeypatch.setattr(_auto_finetune, "fine_tune_seconds", lambda *args: 1e6)
+    monkeypatch.setattr(_auto_finetune, "plan_epochs", lambda *args: 3)
     result = xferclass.train_auto(root, budget=150, backbone="test_tiny", weights=None)
     report = result.report
-    assert len(measured) == 1 and report["fine_tune"]["measured"] is True
+    assert calls == [["floor"]] and report["fine_tune"]["measured"] is True
     assert report["fine_tune"]["wins"] is False and result.plan.fine_tune_epochs == 0
     kinds = [entry["experiment"] for entry in report["experiments"]]
     assert kinds[0] == "floor" and "views" in kinds  # run after fine-tuning lost
+
+
+def test_the_frozen_search_gets_the_time_fine_tuning_will_not_need(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xferclass import _auto_finetune
+
+    root = make_shape_dataset(tmp_path / "data", per_class=10)
+    calls: list[list[str]] = []
+    monkeypatch.setattr(_auto_finetune, "run_fine_tune", _losing_fine_tune(calls))
+    monkeypatch.setattr(auto, "FROZEN_SHARE", 0.0)
+    # Fine-tuning 30 tiny images is estimated at seconds: the views run before it.
+    xferclass.train_auto(root, budget=150, backbone="test_tiny", weights=None)
+    assert len(calls) == 1 and calls[0][0] == "floor" and "views" in calls[0]
 
 
 def test_train_auto_takes_a_validation_folder_into_the_folds_and_keeps_overrides(

@@ -94,9 +94,15 @@ OVERRIDABLE = (
 #: (it is refused beyond: the budget is plainly too small).
 FLOOR_SLACK = 2.0
 
-#: Share of the budget the frozen search may use before fine-tuning is measured;
-#: when fine-tuning does not fit after it, the search goes on to the end.
+#: Share of the budget the frozen search may use at least before fine-tuning is
+#: measured (more when fine-tuning, at its most epochs, is estimated to need less than
+#: the rest); when fine-tuning does not fit after it, or is not kept, the search goes on
+#: to the end.
 FROZEN_SHARE = 0.5
+
+#: Fine-tuning's estimated time is multiplied by this when the frozen search's time is
+#: set from it: estimates on a busy machine are rough.
+FINE_TUNE_SLACK = 1.25
 
 _UNITS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "m": 60, "min": 60,
           "mins": 60, "minute": 60, "minutes": 60, "h": 3600, "hr": 3600, "hour": 3600,
@@ -483,14 +489,17 @@ def _pass_cost(
 def _run_search(
     search: Search, builder: _Builder, timed: Mapping[str, float], native: Mapping[str, int],
     floor: Choice, fixed: Mapping[str, Any], hard_deadline: float,
+    until: Callable[[], float] | None = None,
 ) -> list[str]:  # fmt: skip
     """Run the floor, then every experiment that fits and has not run yet; returns what
     was skipped and why. The floor must fit before ``hard_deadline``, the others before
-    ``search.deadline``."""
+    ``search.deadline`` (set from ``until()`` before each one when given)."""
     skipped: list[str] = []
     queue = view_experiments((floor.backbone, floor.size), fixed)
     pairs = backbone_queue(timed, native, (floor.backbone, floor.size), fixed)
     for step in range(len(queue) + len(pairs)):
+        if until is not None:
+            search.deadline = until()
         if step < len(queue):
             experiment = queue[step]
         else:
@@ -870,22 +879,35 @@ def _search_then_fine_tune(
     """The frozen search up to ``frozen_deadline``, then fine-tuning measured on the
     frozen choice when it fits; the frozen search goes on to the end of the budget when
     fine-tuning does not fit or is not kept."""
-    from ._auto_finetune import plan_epochs, run_fine_tune
+    from ._auto_finetune import MAX_EPOCHS, fine_tune_seconds, plan_epochs, run_fine_tune
     from .models import build_classifier
 
     search, builder, floor = setup["search"], setup["builder"], setup["floor"]
     timed, native = setup["timed"], setup["native"]
     end = search.deadline
     wanted = int(fixed.get("fine_tune_epochs", -1))
-    search.deadline = min(end, frozen_deadline) if wanted != 0 else end
-    skipped = _run_search(search, builder, timed, native, floor, fixed, end)
+    folds = int(search.fold.max() + 1)
+
+    def frozen_until() -> float:
+        """``frozen_deadline``, or later: all the time that fine-tuning the best single
+        choice so far, for its most epochs, is not estimated to need."""
+        singles = [c for c in search.oof if c.heads == 1 and _allowed(c, fixed)]
+        if wanted == 0 or not singles:
+            return end if wanted == 0 else min(end, frozen_deadline)
+        best = max(singles, key=lambda c: _score(search, c))
+        cost = _pass_cost(search, best.backbone, best.size, timed, native)
+        most = min(MAX_EPOCHS, wanted) if wanted > 0 else MAX_EPOCHS
+        need = FINE_TUNE_SLACK * fine_tune_seconds(most, len(search.images.paths), folds, cost)
+        return min(end, max(frozen_deadline, end - need))
+
+    search.deadline = frozen_until()
+    skipped = _run_search(search, builder, timed, native, floor, fixed, end, frozen_until)
     choice, decision = _decide(search, floor, fixed)
     fine: dict[str, Any] = {"measured": False}
     # Fine-tuning starts from the best single choice, and must beat what would be returned.
     base = choice if isinstance(choice, Choice) else _best_single(search, decision["pool"])
     base = base.single()  # fine-tuning trains one head
     cost = _pass_cost(search, base.backbone, base.size, timed, native)
-    folds = int(search.fold.max() + 1)
     epochs = plan_epochs(end - search.clock(), len(search.images.paths), folds, cost)
     epochs = min(epochs, wanted) if wanted > 0 and epochs else epochs
     if wanted == 0:
