@@ -81,3 +81,26 @@ def test_the_averaged_model_exports_and_its_artifacts_verify(tmp_path: Path, fmt
     target = {"saved_model": "sm", "onnx": "m.onnx", "openvino": "m.xml", "litert": "m.tflite"}
     written = xferclass.export(model, tmp_path / target[fmt], format=fmt)
     assert written and all(Path(p).exists() for p in written)
+
+
+def _heads_average() -> keras.Model:
+    from xferclass._auto_ensemble import build_head_average
+
+    classifier = _member(4, 32)
+    rng = np.random.default_rng(0)
+    dim = int(classifier.get_layer("pool").output.shape[-1])
+    heads = [
+        [rng.normal(size=(dim, 8)) * 0.3, rng.normal(size=8) * 0.1,
+         rng.normal(size=(8, 3)) * 0.3, rng.normal(size=3) * 0.1]
+        for _ in range(3)
+    ]  # fmt: skip
+    return build_head_average(classifier, heads)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["saved_model", "onnx", "openvino", "litert"])
+def test_averaged_heads_export_and_their_artifacts_verify(tmp_path: Path, fmt: str) -> None:
+    model = _heads_average()
+    target = {"saved_model": "sm", "onnx": "m.onnx", "openvino": "m.xml", "litert": "m.tflite"}
+    written = xferclass.export(model, tmp_path / target[fmt], format=fmt)
+    assert written and all(Path(p).exists() for p in written)
