@@ -136,9 +136,15 @@ def test_train_auto_compares_backbones_sizes_and_their_averages(tmp_path: Path) 
     assert report["estimate"]["value"] >= report["estimate"]["floor_value"]
 
 
-def _losing_fine_tune(calls: list[list[str]]) -> Any:
-    """A stand-in for ``run_fine_tune`` that records the experiments run so far and loses."""
+def _with_losing_fine_tune(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, list[list[str]]]:
+    """Shapes to train on, with ``run_fine_tune`` replaced by a stand-in that records the
+    experiments run so far and loses, and no share of the budget kept for the frozen
+    search before fine-tuning; returns the folder and the record."""
     from xferclass import _auto_finetune
+
+    calls: list[list[str]] = []
 
     def run(search: Any, choice: Any, epochs: int, *args: object, **kw: object) -> tuple:
         calls.append([entry["experiment"] for entry in search.log])
@@ -147,7 +153,9 @@ def _losing_fine_tune(calls: list[list[str]]) -> Any:
                                           wins=False)  # fmt: skip
         return result, lambda: pytest.fail("a fine-tuning that lost is never built")
 
-    return run
+    monkeypatch.setattr(_auto_finetune, "run_fine_tune", run)
+    monkeypatch.setattr(auto, "FROZEN_SHARE", 0.0)
+    return make_shape_dataset(tmp_path / "data", per_class=10), calls
 
 
 def test_the_frozen_search_goes_on_when_fine_tuning_is_not_kept(
@@ -155,12 +163,8 @@ def test_the_frozen_search_goes_on_when_fine_tuning_is_not_kept(
 ) -> None:
     from xferclass import _auto_finetune
 
-    root = make_shape_dataset(tmp_path / "data", per_class=10)
-    calls: list[list[str]] = []
-    monkeypatch.setattr(_auto_finetune, "run_fine_tune", _losing_fine_tune(calls))
-    # No share of the budget is kept for the frozen search before fine-tuning, and
-    # fine-tuning is estimated to need all the time there is: only the floor runs first.
-    monkeypatch.setattr(auto, "FROZEN_SHARE", 0.0)
+    root, calls = _with_losing_fine_tune(tmp_path, monkeypatch)
+    # Fine-tuning is estimated to need all the time there is: only the floor runs first.
     monkeypatch.setattr(_auto_finetune, "fine_tune_seconds", lambda *args: 1e6)
     monkeypatch.setattr(_auto_finetune, "plan_epochs", lambda *args: 3)
     result = xferclass.train_auto(root, budget=150, backbone="test_tiny", weights=None)
@@ -174,12 +178,7 @@ def test_the_frozen_search_goes_on_when_fine_tuning_is_not_kept(
 def test_the_frozen_search_gets_the_time_fine_tuning_will_not_need(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xferclass import _auto_finetune
-
-    root = make_shape_dataset(tmp_path / "data", per_class=10)
-    calls: list[list[str]] = []
-    monkeypatch.setattr(_auto_finetune, "run_fine_tune", _losing_fine_tune(calls))
-    monkeypatch.setattr(auto, "FROZEN_SHARE", 0.0)
+    root, calls = _with_losing_fine_tune(tmp_path, monkeypatch)
     # Fine-tuning 30 tiny images is estimated at seconds: the views run before it.
     xferclass.train_auto(root, budget=150, backbone="test_tiny", weights=None)
     assert len(calls) == 1 and calls[0][0] == "floor" and "views" in calls[0]

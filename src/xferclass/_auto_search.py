@@ -238,8 +238,7 @@ class Search:
         rows = [np.where(fold != j, weights[labels], 0.0)
                 for _ in range(HEADS - 1) for j in range(folds)]  # fmt: skip
         views = VIEW_SETS[choice.train_views]
-        tta = {TTA_OF[s]: VIEW_SETS[s] for s in TTA_OF
-               if all(v in features.views for v in VIEW_SETS[s])}  # fmt: skip
+        tta = _tta_sets(features)
         choices = self.epoch_choices(len(views))
         result = _headcv.train_stacked_heads(
             features.views, labels, np.stack(rows), train_views=views, eval_sets=tta,
@@ -291,11 +290,7 @@ class Search:
                 weights = _headcv.class_weight_vector(labels[train], classes, kind)
                 rows.append(np.where(train, weights[labels], 0.0))
         views = VIEW_SETS[train_views]
-        tta = {
-            name: VIEW_SETS[source]
-            for source, name in TTA_OF.items()
-            if all(v in features.views for v in VIEW_SETS[source])
-        }
+        tta = _tta_sets(features)
         choices = self.epoch_choices(len(views))
         epochs = max(choices)
         result = _headcv.train_stacked_heads(
@@ -320,6 +315,12 @@ class Search:
     def selection(self, prefer: Sequence[Choice]) -> _headcv.Selection:
         """The best choice measured so far, with its honest estimate."""
         return _headcv.select(self.oof, self.images.labels, self.fold, self.metric, prefer=prefer)
+
+
+def _tta_sets(features: FeatureSet) -> dict[str, tuple[str, ...]]:
+    """The TTA choices whose views are all cached in ``features``, with their views."""
+    return {name: VIEW_SETS[source] for source, name in TTA_OF.items()
+            if all(v in features.views for v in VIEW_SETS[source])}  # fmt: skip
 
 
 def train_final_head(

@@ -538,10 +538,9 @@ def _average_heads(
 ) -> None:  # fmt: skip
     """More heads of the best single-head recipe so far (and, after the floor's experiment,
     of the floor's own recipe), averaged, while they fit: a candidate like any other."""
-    singles = [c for c in search.oof if c.heads == 1 and _allowed(c, fixed)]
-    if not singles:
+    best = _best_allowed(search, fixed, floor)
+    if best is None:
         return
-    best = max(singles, key=lambda c: (_score(search, c), c == floor))
     wanted = [floor, best] if after_floor and _allowed(floor, fixed) else [best]
     for choice in dict.fromkeys(wanted):
         key = (choice.backbone, choice.size, choice.train_views, choice.class_weight)
@@ -555,6 +554,15 @@ def _average_heads(
                 skipped.append(f"{note}, {max(0.0, left):.0f} s were left")
             continue
         search.average_heads(choice)
+
+
+def _best_allowed(
+    search: Search, fixed: Mapping[str, Any], tie: Choice | None = None
+) -> Choice | None:
+    """The best-scoring single-head choice the caller's fixed choices allow (``tie`` wins
+    ties); None before any."""
+    singles = [c for c in search.oof if c.heads == 1 and _allowed(c, fixed)]
+    return max(singles, key=lambda c: (_score(search, c), c == tie)) if singles else None
 
 
 def _allowed(choice: Choice, fixed: Mapping[str, Any]) -> bool:
@@ -891,10 +899,9 @@ def _search_then_fine_tune(
     def frozen_until() -> float:
         """``frozen_deadline``, or later: all the time that fine-tuning the best single
         choice so far, for its most epochs, is not estimated to need."""
-        singles = [c for c in search.oof if c.heads == 1 and _allowed(c, fixed)]
-        if wanted == 0 or not singles:
+        best = _best_allowed(search, fixed)
+        if wanted == 0 or best is None:
             return end if wanted == 0 else min(end, frozen_deadline)
-        best = max(singles, key=lambda c: _score(search, c))
         cost = _pass_cost(search, best.backbone, best.size, timed, native)
         most = min(MAX_EPOCHS, wanted) if wanted > 0 else MAX_EPOCHS
         need = FINE_TUNE_SLACK * fine_tune_seconds(most, len(search.images.paths), folds, cost)
