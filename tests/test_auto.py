@@ -184,6 +184,108 @@ def test_the_frozen_search_gets_the_time_fine_tuning_will_not_need(
     assert len(calls) == 1 and calls[0][0] == "floor" and "views" in calls[0]
 
 
+def _fine_tuning_that_wins(monkeypatch: pytest.MonkeyPatch, deeper_wins: bool) -> list[Any]:
+    """Fine-tuning as it runs, except that the first depth is always kept and the deeper
+    one is kept when ``deeper_wins``; returns the list each result is appended to."""
+    import dataclasses
+
+    from xferclass import _auto_finetune
+
+    results: list[Any] = []
+    compare = _auto_finetune._compare
+
+    def forced(*args: Any) -> Any:
+        result = compare(*args)
+        first = result.unfreeze == _auto_finetune.UNFREEZE
+        results.append(dataclasses.replace(result, wins=first or deeper_wins))
+        return results[-1]
+
+    monkeypatch.setattr(_auto_finetune, "_compare", forced)
+    monkeypatch.setattr(_auto_finetune, "plan_epochs", lambda *args: 3)
+    monkeypatch.setattr(auto, "FROZEN_SHARE", 0.0)
+    return results
+
+
+def _trainable_backbone_layers(model: Any) -> int:
+    from xferclass.models import split_classifier
+
+    layers = split_classifier(model).backbone.layers
+    return sum(layer.trainable for layer in layers if layer.weights)
+
+
+def _top_layers(model: Any, fraction: float) -> int:
+    """Layers with weights, BatchNorm aside, in the top ``fraction`` of the backbone's."""
+    import math
+
+    import keras
+
+    from xferclass.models import split_classifier
+
+    layers = split_classifier(model).backbone.layers
+    top = layers[len(layers) - math.ceil(fraction * len(layers)) :]
+    return sum(bool(layer.weights) and not isinstance(layer, keras.layers.BatchNormalization)
+               for layer in top)  # fmt: skip
+
+
+@pytest.mark.parametrize("deeper_wins", [True, False])
+def test_fine_tuning_depth_is_measured_against_the_shallower_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deeper_wins: bool
+) -> None:
+    from xferclass import _auto_finetune
+
+    results = _fine_tuning_that_wins(monkeypatch, deeper_wins)
+    root = make_shape_dataset(tmp_path / "data", per_class=10)
+    result = xferclass.train_auto(root, budget=150, backbone="test_tiny", weights=None,
+                                  overrides={"head_epochs": 3})  # fmt: skip
+    report, fine = result.report, result.report["fine_tune"]
+    shallow, deeper = results
+    assert (shallow.unfreeze, deeper.unfreeze) == (_auto_finetune.UNFREEZE, _auto_finetune.DEEPER)
+    # The deeper run is scored on the same fold-0 images against the shallower run's
+    # probabilities there, not against the frozen choice.
+    assert deeper.images == shallow.images == fine["images"] == 6
+    assert deeper.frozen_score == shallow.score
+    assert fine["deeper"]["shallow_score"] == round(shallow.score, 4)
+    assert fine["deeper"]["measured"] is True and fine["deeper"]["wins"] is deeper_wins
+    assert "probabilities" not in fine and "probabilities" not in fine["deeper"]
+    assert "fine-tuning depth (top 15%, top 30%; on one fold)" in report["measured"]
+    kept = deeper if deeper_wins else shallow
+    assert result.plan.unfreeze == kept.unfreeze
+    assert result.plan.fine_tune_epochs == kept.epochs
+    assert report["estimate"]["value"] == round(kept.score, 4)
+    assert "a choice of three" in report["estimate"]["how"]  # frozen, top 15 %, top 30 %
+    assert f"top {kept.unfreeze:.0%} fine-tuned" in fine["final"]
+    # The model returned is the one fine-tuned at the depth kept: the top ``unfreeze`` of
+    # its backbone's layers train, BatchNorm aside.
+    assert _trainable_backbone_layers(result.model) == _top_layers(result.model, kept.unfreeze)
+    text = auto.format_report(report)
+    assert f"deeper: top 30%, {deeper.epochs} epochs" in text
+    rows = [row for row in report["candidates"] if "fine-tuned" in row["candidate"]]
+    assert [row["score"] for row in rows] == [round(shallow.score, 4), round(deeper.score, 4)]
+    assert [row["chosen"] for row in rows] == [not deeper_wins, deeper_wins]
+    assert sum(row["chosen"] for row in report["candidates"]) == 1
+
+
+def test_fine_tuning_deeper_is_not_measured_when_it_does_not_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xferclass import _auto_finetune
+
+    results = _fine_tuning_that_wins(monkeypatch, deeper_wins=True)
+    monkeypatch.setattr(_auto_finetune, "deeper_seconds", lambda *args: 1e6)
+    root = make_shape_dataset(tmp_path / "data", per_class=10)
+    result = xferclass.train_auto(root, budget=150, backbone="test_tiny", weights=None,
+                                  overrides={"head_epochs": 3})  # fmt: skip
+    report, fine = result.report, result.report["fine_tune"]
+    assert len(results) == 1 and fine["wins"] is True
+    assert fine["deeper"]["measured"] is False
+    assert "top 30% not measured: it would need about 1000000 s" in fine["deeper"]["reason"]
+    assert any(a.startswith("fine-tuning depth (top 15%; deeper top 30% not measured")
+               for a in report["assumed"])  # fmt: skip
+    assert result.plan.unfreeze == _auto_finetune.UNFREEZE
+    assert "a choice of two" in report["estimate"]["how"]
+    assert "deeper: top 30% not measured" in auto.format_report(report)
+
+
 def test_train_auto_takes_a_validation_folder_into_the_folds_and_keeps_overrides(
     tmp_path: Path,
 ) -> None:

@@ -11,13 +11,20 @@ more than the standard error of the paired difference; the model returned is
 then fine-tuned again on every image, for the same epochs, when the time that
 the experiment measured says it fits, and is the experiment's model otherwise.
 ``fine_tune``'s ``deadline=`` stops either run rather than let it end past the budget.
+
+How deep to fine-tune is measured the same way: once fine-tuning the top
+:data:`UNFREEZE` of the layers has won, and when the time left fits a deeper run on
+the other folds and again on every image (:func:`deeper_seconds`), the top
+:data:`DEEPER` is fine-tuned for the same epochs from the same head and scored on
+fold 0 against the shallower run's probabilities there; it is kept only when it wins
+by more than the standard error of that paired difference.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,8 +35,11 @@ from ._auto_search import Choice, Search, train_final_head
 from ._log import logger
 
 __all__ = [
+    "DEEPER",
     "FINE_TUNE_EPOCH_RATIO",
+    "UNFREEZE",
     "FineTuned",
+    "deeper_seconds",
     "fine_tune_seconds",
     "plan_epochs",
     "run_fine_tune",
@@ -43,6 +53,15 @@ FINE_TUNE_EPOCH_RATIO = 0.33
 
 #: Fraction of the backbone's layers fine-tuning trains (BatchNorm stays frozen).
 UNFREEZE = 0.15
+
+#: The deeper fraction measured against :data:`UNFREEZE` once that has won.
+DEEPER = 0.3
+
+#: Planned seconds of training the deeper fraction, as a multiple of the shallower
+#: run's. An epoch of the top 30 % took 1.75x (Lite0, 224 px) and 2.35x (Lite2, 260 px)
+#: an epoch of the top 15 %, and the pass that caches the cut costs about the same, so
+#: 10 epochs with that pass take about 1.7x and 1.9x (``benchmarks/bench_finetune_depth.py``).
+DEEPER_COST = 2.0
 
 #: Adam's learning rate while fine-tuning.
 LEARNING_RATE = 1e-4
@@ -58,11 +77,17 @@ class FineTuned:
     Attributes:
         epochs: Epochs of fine-tuning.
         score: The fine-tuned model's score on the held-out fold.
-        frozen_score: The frozen choice's out-of-fold score on the same images.
+        frozen_score: The score on the same images of what it was measured against:
+            the frozen choice's out-of-fold probabilities, or for a deeper run, the
+            shallower run's.
         standard_error: Standard error of the paired difference of correctness.
         images: Images in the held-out fold.
         seconds: Seconds the experiment took.
-        wins: Whether fine-tuning is kept.
+        wins: Whether fine-tuning (at this depth) is kept.
+        unfreeze: Fraction of the backbone's layers fine-tuned.
+        trained_seconds: Seconds of those spent training on the other folds.
+        probabilities: The fine-tuned model's probabilities on the held-out fold (not
+            in the report).
     """
 
     epochs: int
@@ -72,11 +97,14 @@ class FineTuned:
     images: int
     seconds: float
     wins: bool
+    unfreeze: float = UNFREEZE
+    trained_seconds: float = 0.0
+    probabilities: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data for the report."""
         return {key: (round(value, 4) if isinstance(value, float) else value)
-                for key, value in self.__dict__.items()}  # fmt: skip
+                for key, value in self.__dict__.items() if key != "probabilities"}  # fmt: skip
 
 
 def plan_epochs(seconds_left: float, images: int, folds: int, pass_seconds: float) -> int:
@@ -107,6 +135,22 @@ def fine_tune_seconds(epochs: int, images: int, folds: int, pass_seconds: float)
     return fixed + epochs * FINE_TUNE_EPOCH_RATIO * pass_seconds * images * (share + 1.0)
 
 
+def deeper_seconds(shallow: FineTuned, folds: int) -> float:
+    """Estimated seconds of fine-tuning :data:`DEEPER` of the layers after ``shallow``
+    (the :data:`UNFREEZE` run) took its time: on the other folds, scored on fold 0,
+    then again on every image.
+
+    Examples:
+        >>> shallow = FineTuned(5, 0.9, 0.8, 0.01, 100, seconds=60.0, wins=True,
+        ...                     trained_seconds=50.0)
+        >>> deeper_seconds(shallow, 5)
+        235.0
+    """
+    share = (folds - 1) / folds
+    scoring = shallow.seconds - shallow.trained_seconds
+    return DEEPER_COST * shallow.trained_seconds * (1.0 + 1.0 / share) + scoring
+
+
 def _subset(images: Images, rows: np.ndarray) -> Images:
     return Images(tuple(np.asarray(images.paths)[rows]), images.labels[rows],
                   images.class_names, tuple(np.asarray(images.given_split)[rows]))  # fmt: skip
@@ -114,10 +158,11 @@ def _subset(images: Images, rows: np.ndarray) -> Images:
 
 def _fine_tuned_model(
     build: Callable[[], Any], features: FeatureSet, images: Images, choice: Choice,
-    epochs: int, *, search: Search, rows: np.ndarray, deadline: float,
+    epochs: int, *, search: Search, rows: np.ndarray, deadline: float, unfreeze: float,
 ) -> tuple[Any, int]:  # fmt: skip
-    """``choice``'s classifier, its head trained on ``rows``' features, then fine-tuned on
-    them until ``deadline`` at most; returns it and the epochs completed."""
+    """``choice``'s classifier, its head trained on ``rows``' features, then its top
+    ``unfreeze`` of the layers fine-tuned on them until ``deadline`` at most; returns it
+    and the epochs completed."""
     from . import training
     from .models import HEAD_DENSE, PREDICTIONS
 
@@ -135,7 +180,7 @@ def _fine_tuned_model(
     dataset = _subset(images, rows).dataset(choice.size, search.batch_size, shuffle=True,
                                             seed=search.seed)  # fmt: skip
     history = training.fine_tune(
-        model, dataset, None, head_epochs=0, fine_tune_epochs=epochs, unfreeze=UNFREEZE,
+        model, dataset, None, head_epochs=0, fine_tune_epochs=epochs, unfreeze=unfreeze,
         learning_rate=LEARNING_RATE,
         class_weight=None if choice.class_weight == "none" else dict(enumerate(weights)),
         verbose=0, seed=search.seed, deadline=_monotonic_deadline(search, deadline),
@@ -152,13 +197,13 @@ def _monotonic_deadline(search: Search, deadline: float) -> float:
 
 def run_fine_tune(
     search: Search, choice: Choice, epochs: int, build: Callable[[], Any], end: float,
-    *, against: np.ndarray | None = None,
+    *, against: np.ndarray | None = None, unfreeze: float = UNFREEZE,
 ) -> tuple[FineTuned, Callable[[], tuple[Any, str]]]:  # fmt: skip
-    """Measure fine-tuning ``choice`` on fold 0, in its share of the time left before
-    ``end``, against the out-of-fold probabilities ``against`` of what would be returned
-    without it (``choice``'s own by default); returns the result and a function that
-    gives the final model and a note (fine-tuned again on every image when that fits
-    before ``end``)."""
+    """Measure fine-tuning the top ``unfreeze`` of ``choice``'s backbone on fold 0, in its
+    share of the time left before ``end``, against the probabilities ``against`` on fold
+    0 of what would be returned without it (``choice``'s own out-of-fold ones by
+    default); returns the result and a function that gives the final model and a note
+    (fine-tuned again on every image when that fits before ``end``)."""
     from .metrics import collect_predictions
 
     start = search.clock()
@@ -168,15 +213,16 @@ def run_fine_tune(
     features = search.features[(choice.backbone, choice.size)]
     model, completed = _fine_tuned_model(
         build, features, images, choice, epochs, search=search, rows=np.flatnonzero(~held),
-        deadline=start + (end - start) * share / (share + 1.0),
+        deadline=start + (end - start) * share / (share + 1.0), unfreeze=unfreeze,
     )  # fmt: skip
     trained = search.clock() - start
     test = _subset(images, np.flatnonzero(held)).dataset(choice.size, search.batch_size)
     tta = False if choice.tta == "none" else choice.tta
     _, probabilities = collect_predictions(model, test, tta=tta)
-    frozen = search.oof[choice] if against is None else against
-    result = _compare(search, choice, held, probabilities, frozen[held], completed,
-                      search.clock() - start)  # fmt: skip
+    frozen = search.oof[choice][held] if against is None else against
+    result = _compare(search, choice, held, probabilities, frozen, completed,
+                      search.clock() - start, unfreeze)  # fmt: skip
+    result.trained_seconds = trained
 
     def final() -> tuple[Any, str]:
         need = trained / share
@@ -186,21 +232,22 @@ def run_fine_tune(
                            f"need about {need:.0f} s, {left:.0f} s were left")  # fmt: skip
         every, done = _fine_tuned_model(
             build, features, images, choice, completed, search=search,
-            rows=np.arange(len(images.paths)), deadline=end,
+            rows=np.arange(len(images.paths)), deadline=end, unfreeze=unfreeze,
         )  # fmt: skip
         if done < completed:
             return model, (f"fine-tuned on the other folds only: again on every image "
                            f"stopped for time after {done} of {completed} epochs")  # fmt: skip
-        return every, f"fine-tuned again on every image for {completed} epochs"
+        return every, (f"top {unfreeze:.0%} fine-tuned again on every image for "
+                       f"{completed} epochs")  # fmt: skip
 
     return result, final
 
 
 def _compare(
     search: Search, choice: Choice, held: np.ndarray, probabilities: np.ndarray,
-    frozen: np.ndarray, epochs: int, seconds: float,
+    frozen: np.ndarray, epochs: int, seconds: float, unfreeze: float,
 ) -> FineTuned:  # fmt: skip
-    """The fine-tuned model against the frozen candidate on the held-out fold."""
+    """The fine-tuned model against what it is measured against on the held-out fold."""
     labels = search.images.labels[held]
     right = (np.argmax(probabilities, 1) == labels).astype(float)
     difference = right - (np.argmax(frozen, 1) == labels).astype(float)
@@ -209,11 +256,13 @@ def _compare(
     frozen_score = _headcv.score(search.metric, labels, frozen)
     result = FineTuned(epochs=epochs, score=score, frozen_score=frozen_score,
                        standard_error=se, images=int(held.sum()), seconds=seconds,
-                       wins=epochs > 0 and score - frozen_score > max(se, 0.005))  # fmt: skip
+                       wins=epochs > 0 and score - frozen_score > max(se, 0.005),
+                       unfreeze=unfreeze, probabilities=probabilities)  # fmt: skip
     logger.info(
         "fine-tune: %s top %.0f%%, %d epochs: %s %.4f on fold 0 (%d images) against %.4f "
-        "frozen (se of the difference %.4f): %s", choice.backbone, UNFREEZE * 100, epochs,
-        search.metric, score, result.images, frozen_score, se,
+        "%s (se of the difference %.4f): %s", choice.backbone, unfreeze * 100, epochs,
+        search.metric, score, result.images, frozen_score,
+        "frozen" if unfreeze == UNFREEZE else f"top {UNFREEZE:.0%}", se,
         "kept" if result.wins else "not kept",
     )  # fmt: skip
     return result

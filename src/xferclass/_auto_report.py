@@ -84,13 +84,23 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines += _candidate_lines(report)
     fine = report.get("fine_tune", {})
     if fine.get("measured"):
+        top = f"top {fine['unfreeze']:.0%}, " if "unfreeze" in fine else ""
         lines.append(
-            f"fine-tuning: {fine['epochs']} epochs scored {fine['score']:.4f} on fold 0 "
+            f"fine-tuning: {top}{fine['epochs']} epochs scored {fine['score']:.4f} on fold 0 "
             f"({fine['images']} images) against {fine['frozen_score']:.4f} for "
             f"{fine.get('against', 'the frozen choice')}: "
             + ("kept" if fine["wins"] else "not kept")
             + (f"; {fine['final']}" if fine.get("final") else "")
         )
+        deeper = fine.get("deeper", {})
+        if deeper.get("measured"):
+            lines.append(
+                f"  deeper: top {deeper['unfreeze']:.0%}, {deeper['epochs']} epochs scored "
+                f"{deeper['score']:.4f} against {deeper['shallow_score']:.4f}: "
+                + ("kept" if deeper["wins"] else "not kept")
+            )
+        elif deeper:
+            lines.append(f"  deeper: {deeper['reason']}")
     else:
         lines.append(f"fine-tuning: not measured ({fine.get('reason', '')})")
     lines.append(
@@ -98,8 +108,8 @@ def format_report(report: Mapping[str, Any]) -> str:
         f"{plan['augment'] or 'plain'}, class weights {plan['class_weight']}, "
         f"{plan['head_epochs']} epochs, "
         f"TTA {report['tta']['choice']}"
-        + (f", top of the backbone fine-tuned for {plan['fine_tune_epochs']} epochs"
-           if plan.get("fine_tune_epochs") else "")
+        + (f", top {plan.get('unfreeze', 0.15):.0%} of the backbone fine-tuned for "
+           f"{plan['fine_tune_epochs']} epochs" if plan.get("fine_tune_epochs") else "")
     )  # fmt: skip
     lines.append(f"why: {report['why']}")
     estimate = report["estimate"]

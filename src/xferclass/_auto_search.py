@@ -388,17 +388,31 @@ def choice_table(
             }  # fmt: skip
         )
     if fine and fine.get("measured"):
+        deeper = fine.get("deeper", {})
         rows.append(
             {
-                "candidate": f"{fine['base']}, top 15 % fine-tuned for {fine['epochs']} "
-                f"epochs (fold 0 only; {fine['frozen_score']:.4f} there without)",
+                "candidate": f"{fine['base']}, top {fine.get('unfreeze', 0.15):.0%} fine-tuned "
+                f"for {fine['epochs']} epochs (fold 0 only; {fine['frozen_score']:.4f} there "
+                "without)",
                 "score": fine["score"],
                 "se": fine["standard_error"],
                 "seconds": fine["seconds"],
                 "floor": False,
-                "chosen": tuned,
+                "chosen": tuned and not deeper.get("wins"),
             }  # fmt: skip
         )
+        if deeper.get("measured"):
+            rows.append(
+                {
+                    "candidate": f"{fine['base']}, top {deeper['unfreeze']:.0%} fine-tuned "
+                    f"for {deeper['epochs']} epochs (fold 0 only)",
+                    "score": deeper["score"],
+                    "se": deeper["standard_error"],
+                    "seconds": deeper["seconds"],
+                    "floor": False,
+                    "chosen": tuned and deeper["wins"],
+                }  # fmt: skip
+            )
     return rows
 
 

@@ -695,13 +695,15 @@ def _plan(
             members=[dict(as_mapping(m)) for m in choice.members],
         )  # fmt: skip
     views = {"plain": None, "flip": "flip", "rotations": "rotations"}[choice.train_views]
+    deeper = fine.get("deeper", {})
+    tuned = deeper if deeper.get("wins") else fine  # the depth kept
     return AutoPlan(
         backbone=choice.backbone, input_size=choice.size, head_epochs=choice.epochs,
         augment=views,
         class_weight=choice.class_weight, tta=choice.tta,
         floor=choice == floor and not fine.get("wins"),
-        fine_tune_epochs=int(fine["epochs"]) if fine.get("wins") else 0,
-        unfreeze=0.15 if fine.get("wins") else 0.0,
+        fine_tune_epochs=int(tuned["epochs"]) if fine.get("wins") else 0,
+        unfreeze=float(tuned["unfreeze"]) if fine.get("wins") else 0.0,
         head_learning_rate=lr, reasons={"choice": decision["why"]}, heads=choice.heads,
     )  # fmt: skip
 
@@ -722,8 +724,17 @@ def _measured(
         f"heads averaged ({', '.join(map(str, sorted({c.heads for c in search.oof})))})",
     ]
     if fine.get("measured"):
-        measured.append(f"fine-tuning the top 15 % for {fine['epochs']} epochs (on one fold)")
-        assumed = ["fine-tuning depth (top 15 %) and learning rate (1e-4)"]
+        from ._auto_finetune import DEEPER, LEARNING_RATE, UNFREEZE
+
+        top = f"top {UNFREEZE:.0%}"
+        measured.append(f"fine-tuning the {top} for {fine['epochs']} epochs (on one fold)")
+        deeper = fine.get("deeper", {})
+        assumed = [f"fine-tuning learning rate ({LEARNING_RATE:g})"]
+        if deeper.get("measured"):
+            measured.append(f"fine-tuning depth ({top}, top {DEEPER:.0%}; on one fold)")
+        else:
+            why = deeper.get("reason", f"fine-tuning the {top} was not kept")
+            assumed.insert(0, f"fine-tuning depth ({top}; deeper {why})")
     else:
         assumed = [f"fine-tuning: not measured ({fine.get('reason', '')})"]
     assumed += [f"{name} set by the caller" for name in sorted(fixed)]
@@ -932,12 +943,14 @@ def _search_then_fine_tune(
             return build_classifier(base.backbone, num_classes=len(search.images.class_names),
                                     weights=builder.weights, input_size=base.size)  # fmt: skip
 
-        against = decision["pool"][choice]
+        against = decision["pool"][choice][search.fold == 0]
         result, final = run_fine_tune(search, base, epochs, build, end, against=against)
         fine = {"measured": True, "base": base.label(), "against": _label(choice),
                 **result.to_dict()}  # fmt: skip
         if result.wins:
-            decision = _fine_tune_decision(decision, result, base)
+            kept, final, fine["deeper"] = _deeper(search, base, result, final, build, end)
+            depths = 2 if fine["deeper"]["measured"] else 1
+            decision = _fine_tune_decision(decision, result, base, kept, depths)
             return {"choice": base, "decision": decision, "fine_tune": fine,
                     "skipped": skipped, "fine_tuned": final}  # fmt: skip
         # Not kept: the time it would have had on every image goes to the frozen search.
@@ -945,6 +958,33 @@ def _search_then_fine_tune(
         skipped = _run_search(search, builder, timed, native, floor, fixed, end)
         choice, decision = _decide(search, floor, fixed)
     return {"choice": choice, "decision": decision, "fine_tune": fine, "skipped": skipped}
+
+
+def _deeper(
+    search: Search, base: Choice, shallow: Any, final: Callable[[], Any],
+    build: Callable[[], Any], end: float,
+) -> tuple[Any, Callable[[], Any], dict[str, Any]]:  # fmt: skip
+    """After fine-tuning the top of ``base`` won: fine-tune deeper on the other folds and
+    score it on fold 0 against the shallower run there, when that and the final model fit
+    before ``end``; returns the run kept, its final model's function and the report's
+    entry."""
+    from ._auto_finetune import DEEPER, deeper_seconds, run_fine_tune
+
+    folds = int(search.fold.max() + 1)
+    need, left = deeper_seconds(shallow, folds), end - search.clock()
+    if need > left:
+        reason = (f"top {DEEPER:.0%} not measured: it would need about {need:.0f} s, "
+                  f"{max(0.0, left):.0f} s were left")  # fmt: skip
+        logger.info("fine-tune: %s", reason)
+        return shallow, final, {"measured": False, "reason": reason}
+    deeper, deeper_final = run_fine_tune(
+        search, base, shallow.epochs, build, end, against=shallow.probabilities, unfreeze=DEEPER
+    )
+    entry = {"measured": True, **deeper.to_dict(), "shallow_score": deeper.frozen_score}
+    del entry["frozen_score"]
+    if deeper.wins:
+        return deeper, deeper_final, entry
+    return shallow, final, entry
 
 
 def _best_single(search: Search, pool: Mapping[Any, np.ndarray]) -> Choice:
@@ -959,21 +999,31 @@ def _label(choice: Any) -> str:
     return str(choice.label())
 
 
-def _fine_tune_decision(decision: Mapping[str, Any], result: Any, choice: Choice) -> dict:
-    """The decision, when fine-tuning won on the held-out fold."""
-    p = result.score
-    se = math.sqrt(max(p * (1 - p), 1e-12) / max(1, result.images))
+def _fine_tune_decision(
+    decision: Mapping[str, Any], result: Any, choice: Choice, kept: Any, depths: int
+) -> dict:  # fmt: skip
+    """The decision, when fine-tuning (``result``, the first depth) won on the held-out
+    fold, ``depths`` depths were measured there and ``kept`` is the depth kept
+    (``result`` or a deeper run that beat it)."""
+    p = kept.score
+    se = math.sqrt(max(p * (1 - p), 1e-12) / max(1, kept.images))
+    choices = "two" if depths == 1 else "three"
     estimate = {
         **decision["estimate"], "value": round(p, 4), "standard_error": round(se, 4),
         "beats_floor": True,
         "how": "fine-tuned on the other folds and scored on fold 0, the fold that also "
-        "decided to keep it (a choice of two: slightly optimistic)",
+        f"decided to keep it (a choice of {choices}: slightly optimistic)",
     }  # fmt: skip
     why = (
-        f"{choice.label()}, then its top {0.15:.0%} fine-tuned for {result.epochs} epochs: "
-        f"{p:.4f} on fold 0 ({result.images} images) against {result.frozen_score:.4f} frozen, "
-        f"a gain above the standard error of the difference ({result.standard_error:.4f})"
+        f"{choice.label()}, then its top {result.unfreeze:.0%} fine-tuned for {result.epochs} "
+        f"epochs: {result.score:.4f} on fold 0 ({result.images} images) against "
+        f"{result.frozen_score:.4f} frozen, a gain above the standard error of the "
+        f"difference ({result.standard_error:.4f})"
     )
+    if kept is not result:
+        why += (f"; its top {kept.unfreeze:.0%} fine-tuned for {kept.epochs} epochs then "
+                f"scored {kept.score:.4f}, again a gain above the standard error of the "
+                f"difference ({kept.standard_error:.4f})")  # fmt: skip
     return {**decision, "estimate": estimate, "why": why}
 
 
