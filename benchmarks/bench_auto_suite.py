@@ -74,6 +74,11 @@ def run_floor(root: Path, seed: int) -> dict[str, Any]:
             "test": _scores(model, root, 224, list(train.class_names), False)}  # fmt: skip
 
 
+#: What each auto run records of its fine-tuning experiment.
+FINE_TUNE_KEYS = ("measured", "epochs", "score", "frozen_score", "seconds", "wins", "final",
+                  "deeper", "reason")  # fmt: skip
+
+
 def run_auto(root: Path, seed: int, budget: str, metric: str) -> dict[str, Any]:
     import xferclass
 
@@ -90,6 +95,8 @@ def run_auto(root: Path, seed: int, budget: str, metric: str) -> dict[str, Any]:
         "experiments": len(report["experiments"]),
         "experiment_kinds": [entry["experiment"] for entry in report["experiments"]],
         "fine_tuned": bool(report["fine_tune"].get("wins")),
+        "fine_tune": {k: v for k, v in report["fine_tune"].items() if k in FINE_TUNE_KEYS},
+        "unfreeze": result.plan.unfreeze,
         "skipped": len(report["skipped"]),
         "test": _scores(
             result.model,

@@ -234,9 +234,7 @@ class Search:
         labels, fold = self.images.labels, self.fold
         classes = len(self.images.class_names)
         folds = int(fold.max() + 1)
-        weights = _headcv.class_weight_vector(labels, classes, choice.class_weight)
-        rows = [np.where(fold != j, weights[labels], 0.0)
-                for _ in range(HEADS - 1) for j in range(folds)]  # fmt: skip
+        rows = _fold_weights(labels, fold, classes, choice.class_weight) * (HEADS - 1)
         views = VIEW_SETS[choice.train_views]
         tta = _tta_sets(features)
         choices = self.epoch_choices(len(views))
@@ -252,12 +250,9 @@ class Search:
                 one = dataclasses.replace(choice, epochs=epoch, tta=name, heads=1)
                 if one not in self.oof:
                     continue
-                total = self.oof[one].copy()
-                for h in range(HEADS - 1):
-                    for j in range(folds):
-                        held = fold == j
-                        total[held] += result.probabilities[epoch][h * folds + j][name][held]
-                found[dataclasses.replace(one, heads=HEADS)] = total / HEADS
+                heads = [_out_of_fold(result.probabilities[epoch], h * folds, name, fold)
+                         for h in range(HEADS - 1)]  # fmt: skip
+                found[dataclasses.replace(one, heads=HEADS)] = (self.oof[one] + sum(heads)) / HEADS
         self.oof.update(found)
         self.averaged.add((choice.backbone, choice.size, choice.train_views, choice.class_weight))
         spent = self.clock() - start
@@ -283,12 +278,7 @@ class Search:
         labels, fold = self.images.labels, self.fold
         classes = len(self.images.class_names)
         folds = int(fold.max() + 1)
-        rows = []
-        for kind in class_weights:
-            for j in range(folds):
-                train = fold != j
-                weights = _headcv.class_weight_vector(labels[train], classes, kind)
-                rows.append(np.where(train, weights[labels], 0.0))
+        rows = [row for kind in class_weights for row in _fold_weights(labels, fold, classes, kind)]
         views = VIEW_SETS[train_views]
         tta = _tta_sets(features)
         choices = self.epoch_choices(len(views))
@@ -303,18 +293,39 @@ class Search:
         for epoch in choices:
             for c, kind in enumerate(class_weights):
                 for name in tta:
-                    oof = np.zeros((len(labels), classes))
-                    for j in range(folds):
-                        held = fold == j
-                        oof[held] = result.probabilities[epoch][c * folds + j][name][held]
                     choice = Choice(features.backbone, features.size, train_views, kind,
                                     epoch, name)  # fmt: skip
-                    found[choice] = oof
+                    found[choice] = _out_of_fold(result.probabilities[epoch], c * folds, name, fold)
         return found
 
     def selection(self, prefer: Sequence[Choice]) -> _headcv.Selection:
         """The best choice measured so far, with its honest estimate."""
         return _headcv.select(self.oof, self.images.labels, self.fold, self.metric, prefer=prefer)
+
+
+def _fold_weights(
+    labels: np.ndarray, fold: np.ndarray, classes: int, kind: str
+) -> list[np.ndarray]:  # fmt: skip
+    """One row of sample weights per fold: ``kind``'s class weights, computed from the other
+    folds' labels, on the other folds' images, and 0 on the fold's own."""
+    rows = []
+    for j in range(int(fold.max() + 1)):
+        train = fold != j
+        weights = _headcv.class_weight_vector(labels[train], classes, kind)
+        rows.append(np.where(train, weights[labels], 0.0))
+    return rows
+
+
+def _out_of_fold(
+    probabilities: Sequence[Mapping[str, np.ndarray]], first: int, tta: str, fold: np.ndarray
+) -> np.ndarray:  # fmt: skip
+    """Out-of-fold probabilities: each image's from the head trained without its fold,
+    where the heads of folds 0, 1, ... are ``probabilities[first]``, ``[first + 1]``, ..."""
+    out = np.zeros_like(probabilities[first][tta])
+    for j in range(int(fold.max() + 1)):
+        held = fold == j
+        out[held] = probabilities[first + j][tta][held]
+    return out
 
 
 def _tta_sets(features: FeatureSet) -> dict[str, tuple[str, ...]]:
