@@ -42,6 +42,7 @@ import numpy as np
 
 from ._errors import ExportError, InvalidArgumentError, MissingDependencyError, first_line
 from ._files import atomic_write
+from ._gc import collecting
 from ._log import logger
 
 __all__ = [
@@ -243,7 +244,8 @@ def convert_to_onnx(model: keras.Model, *, directory: Path | None = None) -> Pat
     if isinstance(shape, tuple) and all(side is not None for side in shape[1:]):
         model(np.zeros((1, *shape[1:]), dtype=model.inputs[0].dtype))  # builds every layer
     try:
-        atomic_write(path, lambda name: model.export(name, format="onnx", verbose=False))
+        with collecting():  # tf2onnx's dropped graph copies, freed as they go
+            atomic_write(path, lambda name: model.export(name, format="onnx", verbose=False))
     except MemoryError:
         raise
     except Exception as error:

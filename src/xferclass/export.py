@@ -44,6 +44,7 @@ from ._errors import (
     MissingDependencyError,
     first_line,
 )
+from ._gc import collecting
 from ._log import logger
 
 __all__ = ["export", "FORMATS", "QUANTIZATIONS"]
@@ -356,7 +357,8 @@ def _write_litert(
 
 def _write_onnx(model: keras.Model, file: Path, names: list[str] | None) -> None:
     onnx = _require("onnx", "onnx", "format='onnx'")
-    model.export(str(file), format="onnx", verbose=False)
+    with collecting():  # tf2onnx's dropped graph copies, freed as they go
+        model.export(str(file), format="onnx", verbose=False)
     # Some exporters (JAX's, PyTorch's) put the weights in a file beside the graph;
     # loading reads them in, and saving writes one self-contained file.
     proto = onnx.load(str(file))
