@@ -284,6 +284,10 @@ def test_fine_tuning_deeper_is_not_measured_when_it_does_not_fit(
     assert result.plan.unfreeze == _auto_finetune.UNFREEZE
     assert "a choice of two" in report["estimate"]["how"]
     assert "deeper: top 30% not measured" in auto.format_report(report)
+    # Reports saved before the depth was recorded fine-tuned the top 15 %.
+    older = json.loads(json.dumps(report))
+    del older["plan"]["unfreeze"]
+    assert "top 15% of the backbone fine-tuned" in auto.format_report(older)
 
 
 def test_train_auto_takes_a_validation_folder_into_the_folds_and_keeps_overrides(

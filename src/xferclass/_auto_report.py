@@ -7,7 +7,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["format_report", "read_report", "store_report"]
+__all__ = ["format_report", "read_report", "store_report", "FIRST_UNFREEZE"]
+
+#: The fine-tuned share of the backbone in reports written before the depth was
+#: measured and recorded as ``unfreeze``: they all fine-tuned the top 15 %.
+FIRST_UNFREEZE = 0.15
 
 
 def store_report(model: Any, report: Mapping[str, Any]) -> bool:
@@ -108,7 +112,7 @@ def format_report(report: Mapping[str, Any]) -> str:
         f"{plan['augment'] or 'plain'}, class weights {plan['class_weight']}, "
         f"{plan['head_epochs']} epochs, "
         f"TTA {report['tta']['choice']}"
-        + (f", top {plan.get('unfreeze', 0.15):.0%} of the backbone fine-tuned for "
+        + (f", top {plan.get('unfreeze', FIRST_UNFREEZE):.0%} of the backbone fine-tuned for "
            f"{plan['fine_tune_epochs']} epochs" if plan.get("fine_tune_epochs") else "")
     )  # fmt: skip
     lines.append(f"why: {report['why']}")

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import _headcv
 from ._auto_features import FeatureSet, Images, extract
+from ._auto_report import FIRST_UNFREEZE
 from ._log import logger
 from ._tta import VIEWS
 
@@ -402,7 +403,7 @@ def choice_table(
         deeper = fine.get("deeper", {})
         rows.append(
             {
-                "candidate": f"{fine['base']}, top {fine.get('unfreeze', 0.15):.0%} fine-tuned "
+                "candidate": f"{fine['base']}, top {fine.get('unfreeze', FIRST_UNFREEZE):.0%} fine-tuned "
                 f"for {fine['epochs']} epochs (fold 0 only; {fine['frozen_score']:.4f} there "
                 "without)",
                 "score": fine["score"],
