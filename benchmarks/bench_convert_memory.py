@@ -51,8 +51,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=["resnet50", "efficientnet_lite0"])
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--steps", nargs="+", type=int, default=[0, 512, 1024],
-                        help="growth steps in MB between collections; 0 converts plainly")
+    parser.add_argument(
+        "--steps",
+        nargs="+",
+        type=int,
+        default=[0, 512, 1024],
+        help="growth steps in MB between collections; 0 converts plainly",
+    )
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     info = _bench.machine()
@@ -60,7 +65,8 @@ def main() -> None:
     for name in args.backbones:
         runs: dict[int, list[dict[str, float]]] = {step: [] for step in args.steps}
         for round_ in range(args.repeats):  # the order turns each round
-            for step in args.steps[round_ % len(args.steps):] + args.steps[:round_ % len(args.steps)]:
+            turn = round_ % len(args.steps)
+            for step in args.steps[turn:] + args.steps[:turn]:
                 runs[step].append(convert(name, args.size, step))
                 print(name, step or "plain", runs[step][-1], flush=True)
         plain = min(r["peak_mb"] for r in runs[args.steps[0]])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import time
 import weakref
 from collections.abc import Iterator
@@ -98,8 +99,6 @@ def test_both_onnx_conversions_run_inside_collecting(
     import keras
 
     import xferclass
-    import importlib
-
     from xferclass import _runtime
 
     export_module = importlib.import_module("xferclass.export")

@@ -401,9 +401,10 @@ def choice_table(
         )
     if fine and fine.get("measured"):
         deeper = fine.get("deeper", {})
+        top = fine.get("unfreeze", FIRST_UNFREEZE)
         rows.append(
             {
-                "candidate": f"{fine['base']}, top {fine.get('unfreeze', FIRST_UNFREEZE):.0%} fine-tuned "
+                "candidate": f"{fine['base']}, top {top:.0%} fine-tuned "
                 f"for {fine['epochs']} epochs (fold 0 only; {fine['frozen_score']:.4f} there "
                 "without)",
                 "score": fine["score"],
