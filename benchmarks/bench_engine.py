@@ -296,6 +296,8 @@ def scaling_row(args: argparse.Namespace, sub: keras.Model, count: int) -> list[
                 shutil.rmtree(cache, ignore_errors=True)
     finally:
         folder.close()
+    for name, values in rates.items():  # each round's figure: the noise behind the medians
+        print(f"{folder.count} images, {name}: " + ", ".join(f"{v:.2f}" for v in values))
     median = {name: statistics.median(values) for name, values in rates.items()}
     raw, keras_rate = median["raw"], median["keras"]
     row = [f"{folder.count}", f"{raw:.2f}x", _bench.fmt(keras_rate)]
