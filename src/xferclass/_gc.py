@@ -44,19 +44,21 @@ def resident_bytes() -> int | None:
 @contextlib.contextmanager
 def collecting(step: int | None = None) -> Iterator[None]:
     """Collect garbage in full while the block runs, each time the process's resident
-    memory has grown by ``step`` bytes since the last collection (once a second where
-    it cannot be read); a last collection when the block ends. ``step`` defaults to
-    :data:`STEP`."""
+    memory has grown by ``step`` bytes from its lowest since the last collection (once
+    a second where it cannot be read); a last collection when the block ends. ``step``
+    defaults to :data:`STEP`."""
     step = STEP if step is None else step
     done = threading.Event()
 
     def watch() -> None:
-        last = resident_bytes()
-        while not done.wait(POLL if last is not None else BLIND):
+        low = resident_bytes()
+        while not done.wait(POLL if low is not None else BLIND):
             now = resident_bytes()
-            if now is None or last is None or now - last >= step:
+            if now is None or low is None or now - low >= step:
                 gc.collect()
-                last = resident_bytes()
+                low = resident_bytes()
+            else:  # memory given back lowers the mark the next step counts from
+                low = min(low, now)
 
     thread = threading.Thread(target=watch, name="xferclass-gc", daemon=True)
     thread.start()
