@@ -6,7 +6,7 @@ which only a full collection frees, and in a process holding TensorFlow's many
 long-lived objects Python's rule for full collections (new objects above a quarter
 of the long-lived ones) rarely fires during a conversion: converting ResNet50 at
 224 px took the process from 0.9 to 7.2 GB. :func:`collecting` runs a full
-collection whenever the process has grown by :data:`STEP` since the last one, so
+collection whenever the process has grown by :data:`STEP` from its lowest since the last one, so
 the copies are freed as they are dropped: a 3.8 GB peak for ResNet50, for 11 %
 more time. A small model (EfficientNet-Lite0, 0.9 GB of growth) never reaches the
 step and pays only the last collection, about 0.3 s
