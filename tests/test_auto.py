@@ -6,6 +6,7 @@ The cross-validation machinery it runs on is tested in test_headcv.py."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -327,6 +328,56 @@ def test_fine_tuning_deeper_is_not_measured_when_it_does_not_fit(
     older = json.loads(json.dumps(report))
     del older["plan"]["unfreeze"]
     assert "top 15% of the backbone fine-tuned" in auto.format_report(older)
+
+
+def test_time_no_experiment_fits_goes_to_averaged_heads_of_the_next_recipes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xferclass import _auto_search
+
+    seconds_needed = _auto_search.Search.seconds_needed
+
+    def no_pass_fits(self: Any, experiment: Any, per_image: float, dim: int) -> float:
+        need = seconds_needed(self, experiment, per_image, dim)
+        return need if experiment.kind == "floor" else 1e6
+
+    monkeypatch.setattr(_auto_search.Search, "seconds_needed", no_pass_fits)
+    root = make_shape_dataset(tmp_path / "data", per_class=10)
+    result = xferclass.train_auto(root, budget=150, backbone="test_tiny", weights=None,
+                                  overrides={"head_epochs": 3, "fine_tune_epochs": 0})  # fmt: skip
+    report = result.report
+    assert any("needs about 1000000 s" in line for line in report["skipped"])
+    kinds = [entry["experiment"] for entry in report["experiments"]]
+    assert kinds[0] == "floor" and set(kinds[1:]) == {"heads"}
+    # Every class weighting the floor's pass compared got its averaged heads, not only
+    # the best one.
+    averaged = [entry["why"] for entry in report["experiments"][1:]]
+    weights = [re.search(r"class weights (\w+)", why).group(1) for why in averaged]  # type: ignore[union-attr]
+    assert sorted(weights) == ["balanced", "none", "sqrt"]
+    # Each is a candidate of its own.
+    assert sum("5 heads averaged" in row["candidate"] for row in report["candidates"]) >= 1
+    assert "heads averaged (1, 5)" in report["measured"]
+
+
+@pytest.mark.parametrize(
+    ("fixed", "allowed"),
+    [
+        ({}, {"none", "sqrt", "balanced"}),
+        ({"class_weight": "sqrt"}, {"sqrt"}),
+        ({"class_weight": True}, {"balanced"}),
+        ({"class_weight": False}, {"none"}),
+        ({"head_epochs": 3}, {"none", "sqrt", "balanced"}),
+    ],
+)  # fmt: skip
+def test_only_the_callers_class_weights_are_candidates(fixed: dict, allowed: set) -> None:
+    # The floor's pass trains unweighted heads for every epoch count compared, whatever the
+    # caller fixed (the floor is always a candidate); none but the floor may be returned
+    # against the caller's class weights.
+    from xferclass._auto_search import Choice
+
+    for weight in ("none", "sqrt", "balanced"):
+        choice = Choice("test_tiny", 32, "plain", weight, 3, "none")
+        assert auto._allowed(choice, fixed) is (weight in allowed)
 
 
 def test_train_auto_takes_a_validation_folder_into_the_folds_and_keeps_overrides(

@@ -21,7 +21,9 @@ from ._auto_search import TTA_OF, VIEW_SETS, Choice, Experiment
 from ._headcv import CLASS_WEIGHTS
 from ._tta import VIEWS
 
-__all__ = ["PREFERENCE", "SCALES", "backbone_queue", "floor_of", "view_experiments"]
+__all__ = [
+    "PREFERENCE", "SCALES", "backbone_queue", "class_weights", "floor_of", "view_experiments",
+]  # fmt: skip
 
 #: Backbones the recipe may pick by itself, most accurate first.
 PREFERENCE = ("efficientnet_lite2", "efficientnet_lite1", "efficientnet_lite0")
@@ -61,7 +63,8 @@ def floor_of(
     return name, int(fixed.get("size", native[name]))
 
 
-def _class_weights(fixed: Mapping[str, Any]) -> tuple[str, ...]:
+def class_weights(fixed: Mapping[str, Any]) -> tuple[str, ...]:
+    """The class weightings to compare: the caller's when fixed, all of them otherwise."""
     if "class_weight" not in fixed:
         return CLASS_WEIGHTS
     value = fixed["class_weight"]
@@ -78,7 +81,7 @@ def view_experiments(floor: tuple[str, int], fixed: Mapping[str, Any]) -> list[E
     The floor's experiment always compares the floor itself (no class weights),
     whatever the caller fixed: the floor is always a candidate.
     """
-    weights = _class_weights(fixed)
+    weights = class_weights(fixed)
     with_floor = tuple(dict.fromkeys(("none", *weights)))
     if "augment" in fixed:  # the caller's training views: cached with the floor
         train = str(fixed["augment"] or "plain")
@@ -119,7 +122,7 @@ def backbone_experiment(
     """An experiment on another backbone or size, with the views the best choice uses."""
     source = next(s for s, t in TTA_OF.items() if t == best.tta)
     views = tuple(dict.fromkeys(VIEW_SETS[best.train_views] + VIEW_SETS[source]))
-    return Experiment("backbone", *pair, views, (best.train_views,), _class_weights(fixed))
+    return Experiment("backbone", *pair, views, (best.train_views,), class_weights(fixed))
 
 
 def check_overrides(fixed: Mapping[str, Any], allowed: Sequence[str]) -> list[str]:

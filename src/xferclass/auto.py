@@ -40,6 +40,7 @@ from ._auto_plan import (
     SCALES,
     backbone_experiment,
     backbone_queue,
+    class_weights,
     floor_of,
     view_experiments,
 )
@@ -529,7 +530,28 @@ def _run_search(
         search.done.add(experiment)
         _average_heads(search, builder, floor, fixed, skipped, after_floor=step == 0)
         _forget(search, builder, floor)
+    if search.deadline >= hard_deadline:  # the search's last turn: nothing comes after it
+        _fill_with_heads(search, builder, fixed)
     return skipped
+
+
+def _fill_with_heads(search: Search, builder: _Builder, fixed: Mapping[str, Any]) -> None:
+    """Spend the time no caching experiment fitted in: averaged heads of the next-best
+    recipes not yet averaged, best first, on features still cached, while they fit. Each
+    is one more candidate, and a member the averages of backbones can take."""
+    keys: dict[tuple[str, int, str, str], Choice] = {}
+    for choice in sorted((c for c in search.oof if c.heads == 1 and _allowed(c, fixed)),
+                         key=lambda c: -_score(search, c)):  # fmt: skip
+        keys.setdefault((choice.backbone, choice.size, choice.train_views,
+                         choice.class_weight), choice)  # fmt: skip
+    for key, choice in keys.items():
+        if key in search.averaged or (choice.backbone, choice.size) not in search.features:
+            continue
+        need = search.heads_seconds(choice, builder.dim(choice.backbone))
+        if need <= search.deadline - search.clock():
+            logger.info("heads: %.0f s left and no experiment fits them: %d heads of %s",
+                        search.deadline - search.clock(), HEADS, choice.label())  # fmt: skip
+            search.average_heads(choice)
 
 
 def _average_heads(
@@ -566,8 +588,11 @@ def _best_allowed(
 
 
 def _allowed(choice: Choice, fixed: Mapping[str, Any]) -> bool:
-    """Whether ``choice`` keeps the epochs and training views the caller fixed."""
+    """Whether ``choice`` keeps the epochs, class weights and training views the caller
+    fixed."""
     if "head_epochs" in fixed and choice.epochs != int(fixed["head_epochs"]):
+        return False
+    if choice.class_weight not in class_weights(fixed):
         return False
     return "augment" not in fixed or choice.train_views == (fixed["augment"] or "plain")
 
