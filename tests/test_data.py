@@ -667,3 +667,53 @@ def test_fuzz_damaged_files_are_loaded_or_skipped(files: list[tuple[str, bytes]]
         images, labels = epoch(dataset)  # every kept file really loads
         assert images.shape == (len(kept), 8, 8, 3) and labels.shape == (len(kept), 2)
         assert np.isfinite(images).all() and images.min() >= 0 and images.max() <= 255
+
+
+def test_passes_over_files_and_over_a_callers_dataset_run_without_autotuning(
+    tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With tf.data's autotuning on, a finished pass waits for its model thread's sleep
+    # (see _pipeline.without_autotune); every pipeline of files has it off.
+    from xferclass import _cache
+    from xferclass._pipeline import without_autotune
+
+    paths = sorted(str(p) for p in tiny_dataset_dir.rglob("*") if p.is_file())
+    built = [
+        load_image_dataset(tiny_dataset_dir, 32, batch_size=4),
+        load_image_dataset(tiny_dataset_dir, 32, batch_size=4, shuffle=True).unshuffled(),
+        image_paths_dataset(paths, (32, 32), batch_size=4),
+    ]
+    for dataset in built:
+        assert dataset.options().autotune.enabled is False
+    assert built[0].class_names == list(TINY_CLASSES)  # the facts survive the options
+    # The same elements, in the same order, with autotuning off.
+    plain = tf.data.Dataset.range(10).map(lambda i: i * 2, num_parallel_calls=tf.data.AUTOTUNE)
+    assert list(without_autotune(plain).as_numpy_iterator()) == list(range(0, 20, 2))
+    # A caller's dataset keeps its options; the caching pass over it turns them off.
+    images = tf.random.uniform((6, 8, 8, 3))
+    theirs = tf.data.Dataset.from_tensor_slices((images, tf.one_hot([0, 1, 2] * 2, 3))).batch(4)
+    passes: list[tf.data.Dataset] = []
+
+    def spy(dataset: tf.data.Dataset) -> tf.data.Dataset:
+        passes.append(without_autotune(dataset))
+        return passes[-1]
+
+    monkeypatch.setattr(_cache, "without_autotune", spy)
+    directory = _cache.CacheDirectory()
+    try:
+        split = _cache.cache_split(lambda x: tf.reduce_mean(x, axis=(1, 2)), theirs,
+                                   name="train", directory=directory,
+                                   budget=_cache._Budget(2**24), verbose=0)  # fmt: skip
+        np.testing.assert_allclose(split.stores[0].take(np.arange(6)),
+                                   tf.reduce_mean(images, axis=(1, 2)), rtol=1e-6)  # fmt: skip
+        split.close()
+    finally:
+        directory.close()
+    assert theirs.options().autotune.enabled is not False
+    assert len(passes) == 1 and passes[0].options().autotune.enabled is False
+    # So does the pass that checks every file decodes.
+    from xferclass import _filecheck, _pipeline
+
+    monkeypatch.setattr(_pipeline, "without_autotune", spy)
+    assert _filecheck.decode_pass(paths).all()
+    assert len(passes) == 2 and passes[1].options().autotune.enabled is False

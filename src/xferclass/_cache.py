@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from ._errors import DatasetError, FallbackWarning, InvalidArgumentError
 from ._log import logger
+from ._pipeline import without_autotune
 
 __all__ = [
     "ActivationStore",
@@ -421,7 +422,9 @@ def cache_split(
     weights: list[np.ndarray] = []
     batch_size = 0
     # Sample weights, the third element of (images, labels, weights) batches, are kept.
-    source = dataset.map(lambda x, y, *rest: (x, y, *rest[:1])).prefetch(PREFETCH_BATCHES)
+    source = without_autotune(
+        dataset.map(lambda x, y, *rest: (x, y, *rest[:1])).prefetch(PREFETCH_BATCHES)
+    )
     notes = [f"{steps} batches"] if steps > 0 else []
     notes += [f"{views - 1} augmented views"] if views > 1 else []
     logger.info(

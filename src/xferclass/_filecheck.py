@@ -214,6 +214,8 @@ def decode_pass(paths: Sequence[str]) -> np.ndarray:
 
     Only files whose header size is within the pixel limit may come here.
     """
+    from ._pipeline import without_autotune  # it imports this module
+
     ok = np.zeros(len(paths), bool)
     if not paths:
         return ok
@@ -221,7 +223,7 @@ def decode_pass(paths: Sequence[str]) -> np.ndarray:
 
     dataset = tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64), encoded))
     dataset = dataset.map(attempt, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    dataset = dataset.ignore_errors().batch(4096)
+    dataset = without_autotune(dataset.ignore_errors().batch(4096))
     for indices, shapes in dataset.as_numpy_iterator():
         ok[indices] = shapes.all(axis=1)  # a 0 x 0 image would fail later, in resize
     return ok

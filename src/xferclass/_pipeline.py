@@ -174,7 +174,7 @@ def build_dataset(
         return decode(path, orientation), label if multi_hot else tf.one_hot(label, num_classes)
 
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = without_autotune(dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE))
     facts = DatasetFacts(tuple(class_names), tuple(paths), labels, multi_hot, tuple(skipped), size)
     attach_facts(dataset, facts)  # also dataset.class_names, .file_paths, ...
     dataset.batch_size = batch_size
@@ -183,6 +183,21 @@ def build_dataset(
     # them once and reshuffles the cached features every epoch instead.
     dataset.unshuffled = unshuffled
     return dataset
+
+
+def without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """``dataset`` with tf.data's autotuning off, for a pass that runs to its end.
+
+    With autotuning on, tf.data (2.21) runs a model thread that sleeps for a period
+    doubling from 10 ms to a minute, and deleting an iterator waits for that sleep to
+    end. A finished pass then returns only at the next of 20.5, 41, 82 ... s from its
+    start: a caching pass whose batches took 22.8 s ended after 41.1 s
+    (``benchmarks/bench_engine.py --scaling``). Off, a parallel ``map`` at ``AUTOTUNE``
+    runs as many calls as there are cores (up to 16), which decoded as fast or faster.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def table_classes(table: LabelTable, names: list[str] | None, pinned: bool) -> list[str]:
@@ -256,7 +271,7 @@ def paths_pipeline(
     dataset = dataset.concatenate(end).scan(tf.constant(0, tf.int64), check)
     dataset = dataset.filter(lambda i, image: i < count).map(lambda i, image: image)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return without_autotune(dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
 def undecodable_error(

@@ -15,7 +15,7 @@ import tensorflow as tf
 from ._args import verbosity
 from ._common import check_image_size, forward_function, model_class_names, model_multi_label
 from ._errors import DatasetError, InvalidArgumentError
-from ._pipeline import undecodable_error
+from ._pipeline import undecodable_error, without_autotune
 from ._tta import check_tta, tta_probabilities
 from .metrics import check_threshold
 
@@ -221,7 +221,8 @@ def predict(
     progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbosity(verbose))
     chunks = []
     try:
-        for step, batch in enumerate(dataset.prefetch(tf.data.AUTOTUNE), start=1):
+        batches = without_autotune(dataset.prefetch(tf.data.AUTOTUNE))
+        for step, batch in enumerate(batches, start=1):
             chunks.append(tta_probabilities(forward, batch, tta_mode).astype(np.float32))
             progress.update(step)
     except tf.errors.InvalidArgumentError as error:
