@@ -673,9 +673,9 @@ def test_passes_over_files_and_over_a_callers_dataset_run_without_autotuning(
     tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # With tf.data's autotuning on, a finished pass waits for its model thread's sleep
-    # (see _pipeline.without_autotune); every pipeline of files has it off.
+    # (see _decode.without_autotune); every pipeline of files has it off.
     from xferclass import _cache
-    from xferclass._pipeline import without_autotune
+    from xferclass._decode import without_autotune
 
     paths = sorted(str(p) for p in tiny_dataset_dir.rglob("*") if p.is_file())
     built = [
@@ -712,8 +712,8 @@ def test_passes_over_files_and_over_a_callers_dataset_run_without_autotuning(
     assert theirs.options().autotune.enabled is not False
     assert len(passes) == 1 and passes[0].options().autotune.enabled is False
     # So does the pass that checks every file decodes.
-    from xferclass import _filecheck, _pipeline
+    from xferclass import _filecheck
 
-    monkeypatch.setattr(_pipeline, "without_autotune", spy)
+    monkeypatch.setattr(_filecheck, "without_autotune", spy)
     assert _filecheck.decode_pass(paths).all()
     assert len(passes) == 2 and passes[1].options().autotune.enabled is False

@@ -23,9 +23,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ._decode import without_autotune
 from ._errors import DatasetError, FallbackWarning, InvalidArgumentError
 from ._log import logger
-from ._pipeline import without_autotune
 
 __all__ = [
     "ActivationStore",

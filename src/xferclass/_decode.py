@@ -42,6 +42,7 @@ __all__ = [
     "orient",
     "orientation_in_graph",
     "pixels_in_graph",
+    "without_autotune",
 ]
 
 
@@ -492,3 +493,18 @@ def orientation_in_graph(data: tf.Tensor) -> tf.Tensor:
         return tf.where(value > 0, value, 1)
 
     return tf.cond(tiff >= 0, from_tiff, lambda: tf.constant(1, tf.int64))
+
+
+def without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """``dataset`` with tf.data's autotuning off, for a pass that runs to its end.
+
+    With autotuning on, tf.data (2.21) runs a model thread that sleeps for a period
+    doubling from 10 ms to a minute, and deleting an iterator waits for that sleep to
+    end. A finished pass then returns only at the next of 20.5, 41, 82 ... s from its
+    start: a caching pass whose batches took 22.8 s ended after 41.1 s
+    (``benchmarks/bench_engine.py --scaling``). Off, a parallel ``map`` at ``AUTOTUNE``
+    runs as many calls as there are cores (up to 16), which decoded as fast or faster.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from ._decode import attempt, decoded_shape, header_in_graph
+from ._decode import attempt, decoded_shape, header_in_graph, without_autotune
 from ._errors import DatasetError
 from ._exif import orientation_from_file
 from ._folders import shown
@@ -214,8 +214,6 @@ def decode_pass(paths: Sequence[str]) -> np.ndarray:
 
     Only files whose header size is within the pixel limit may come here.
     """
-    from ._pipeline import without_autotune  # it imports this module
-
     ok = np.zeros(len(paths), bool)
     if not paths:
         return ok

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from ._decode import loader
+from ._decode import loader, without_autotune
 from ._errors import DatasetError, InvalidArgumentError
 from ._facts import DatasetFacts, attach_facts
 from ._filecheck import failure_reason
@@ -183,21 +183,6 @@ def build_dataset(
     # them once and reshuffles the cached features every epoch instead.
     dataset.unshuffled = unshuffled
     return dataset
-
-
-def without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """``dataset`` with tf.data's autotuning off, for a pass that runs to its end.
-
-    With autotuning on, tf.data (2.21) runs a model thread that sleeps for a period
-    doubling from 10 ms to a minute, and deleting an iterator waits for that sleep to
-    end. A finished pass then returns only at the next of 20.5, 41, 82 ... s from its
-    start: a caching pass whose batches took 22.8 s ended after 41.1 s
-    (``benchmarks/bench_engine.py --scaling``). Off, a parallel ``map`` at ``AUTOTUNE``
-    runs as many calls as there are cores (up to 16), which decoded as fast or faster.
-    """
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return dataset.with_options(options)
 
 
 def table_classes(table: LabelTable, names: list[str] | None, pinned: bool) -> list[str]:

@@ -14,8 +14,9 @@ import tensorflow as tf
 
 from ._args import verbosity
 from ._common import check_image_size, forward_function, model_class_names, model_multi_label
+from ._decode import without_autotune
 from ._errors import DatasetError, InvalidArgumentError
-from ._pipeline import undecodable_error, without_autotune
+from ._pipeline import undecodable_error
 from ._tta import check_tta, tta_probabilities
 from .metrics import check_threshold
 
