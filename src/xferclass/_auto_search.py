@@ -85,6 +85,10 @@ class Choice:
         """The same choice with one head."""
         return dataclasses.replace(self, heads=1)
 
+    def recipe(self) -> tuple[str, int, str, str]:
+        """What its heads are trained on and with (every epoch and TTA share it)."""
+        return (self.backbone, self.size, self.train_views, self.class_weight)
+
 
 @dataclass(frozen=True)
 class Experiment:
@@ -255,7 +259,7 @@ class Search:
                          for h in range(HEADS - 1)]  # fmt: skip
                 found[dataclasses.replace(one, heads=HEADS)] = (self.oof[one] + sum(heads)) / HEADS
         self.oof.update(found)
-        self.averaged.add((choice.backbone, choice.size, choice.train_views, choice.class_weight))
+        self.averaged.add(choice.recipe())
         spent = self.clock() - start
         for averaged in found:
             self.seconds[averaged] = round(self.seconds.get(averaged.single(), 0.0) + spent, 1)

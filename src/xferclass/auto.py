@@ -539,13 +539,12 @@ def _fill_with_heads(search: Search, builder: _Builder, fixed: Mapping[str, Any]
     """Spend the time no caching experiment fitted in: averaged heads of the next-best
     recipes not yet averaged, best first, on features still cached, while they fit. Each
     is one more candidate, and a member the averages of backbones can take."""
-    keys: dict[tuple[str, int, str, str], Choice] = {}
+    recipes: dict[tuple[str, int, str, str], Choice] = {}
     for choice in sorted((c for c in search.oof if c.heads == 1 and _allowed(c, fixed)),
                          key=lambda c: -_score(search, c)):  # fmt: skip
-        keys.setdefault((choice.backbone, choice.size, choice.train_views,
-                         choice.class_weight), choice)  # fmt: skip
-    for key, choice in keys.items():
-        if key in search.averaged or (choice.backbone, choice.size) not in search.features:
+        recipes.setdefault(choice.recipe(), choice)
+    for choice in recipes.values():
+        if not _not_averaged(search, choice):
             continue
         need = search.heads_seconds(choice, builder.dim(choice.backbone))
         if need <= search.deadline - search.clock():
@@ -565,8 +564,7 @@ def _average_heads(
         return
     wanted = [floor, best] if after_floor and _allowed(floor, fixed) else [best]
     for choice in dict.fromkeys(wanted):
-        key = (choice.backbone, choice.size, choice.train_views, choice.class_weight)
-        if key in search.averaged or (choice.backbone, choice.size) not in search.features:
+        if not _not_averaged(search, choice):
             continue
         need = search.heads_seconds(choice, builder.dim(choice.backbone))
         left = search.deadline - search.clock()
@@ -576,6 +574,13 @@ def _average_heads(
                 skipped.append(f"{note}, {max(0.0, left):.0f} s were left")
             continue
         search.average_heads(choice)
+
+
+def _not_averaged(search: Search, choice: Choice) -> bool:
+    """Whether ``choice``'s recipe has no averaged heads yet and its features are cached."""
+    return choice.recipe() not in search.averaged and (choice.backbone, choice.size) in (
+        search.features
+    )
 
 
 def _best_allowed(
