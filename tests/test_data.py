@@ -706,14 +706,32 @@ def test_passes_over_files_and_over_a_callers_dataset_run_without_autotuning(
                                    budget=_cache._Budget(2**24), verbose=0)  # fmt: skip
         np.testing.assert_allclose(split.stores[0].take(np.arange(6)),
                                    tf.reduce_mean(images, axis=(1, 2)), rtol=1e-6)  # fmt: skip
+        assert len(passes) == 1 and passes[0].options().autotune.enabled is False
+        # The epochs that fit and fine-tuning train over the cache run without it too.
+        epochs = split.dataset(shuffle=True, seed=0)
+        assert len(passes) == 2 and epochs.options().autotune.enabled is False
+        np.testing.assert_allclose(np.sort(np.concatenate([y for _, y in epochs]), axis=0),
+                                   np.sort(split.labels, axis=0))  # fmt: skip
         split.close()
     finally:
         directory.close()
     assert theirs.options().autotune.enabled is not False
-    assert len(passes) == 1 and passes[0].options().autotune.enabled is False
     # So does the pass that checks every file decodes.
     from xferclass import _filecheck
 
     monkeypatch.setattr(_filecheck, "without_autotune", spy)
     assert _filecheck.decode_pass(paths).all()
-    assert len(passes) == 2 and passes[1].options().autotune.enabled is False
+    assert len(passes) == 3 and passes[2].options().autotune.enabled is False
+    # And the evaluation pass over a caller's dataset.
+    import keras
+
+    from xferclass import metrics
+
+    monkeypatch.setattr(metrics, "without_autotune", spy)
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="softmax")])  # fmt: skip
+    labels, probabilities = metrics.collect_predictions(model, theirs, engine="keras")
+    assert len(passes) == 4 and passes[3].options().autotune.enabled is False
+    np.testing.assert_array_equal(labels, tf.one_hot([0, 1, 2] * 2, 3))
+    np.testing.assert_allclose(probabilities, model.predict_on_batch(images), rtol=1e-5, atol=1e-6)
+    assert theirs.options().autotune.enabled is not False

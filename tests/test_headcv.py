@@ -109,6 +109,32 @@ def test_stacked_heads_are_independent_and_record_every_epoch() -> None:
     ]  # fmt: skip
 
 
+def test_each_epoch_shows_every_row_once_in_a_new_seeded_order_without_autotuning() -> None:
+    # Row i is (2i, 2i + 1) and its target is i, so pairs can be checked after shuffling.
+    x = np.arange(40, dtype=np.float32).reshape(20, 2)
+    y = np.arange(20, dtype=np.float32)[:, None]
+
+    def orders(seed: int) -> list[np.ndarray]:
+        dataset = _headcv._epochs(x, y, 6, seed)
+        assert dataset.options().autotune.enabled is False
+        found = []
+        for _ in range(3):  # what fit does: a new iterator every epoch
+            batches = [(np.asarray(a), np.asarray(b)) for a, b in dataset]
+            assert [len(a) for a, _ in batches] == [6, 6, 6, 2]
+            rows = np.concatenate([a for a, _ in batches])
+            targets = np.concatenate([b for _, b in batches])[:, 0]
+            np.testing.assert_array_equal(rows[:, 0], 2 * targets)  # rows keep their targets
+            np.testing.assert_array_equal(np.sort(targets), y[:, 0])  # every row, once
+            found.append(targets)
+        return found
+
+    first = orders(3)
+    assert not np.array_equal(first[0], first[1]) and not np.array_equal(first[1], first[2])
+    for mine, again in zip(first, orders(3)):
+        np.testing.assert_array_equal(mine, again)  # seeded
+    assert not np.array_equal(first[0], orders(4)[0])
+
+
 def test_the_final_head_inside_the_classifier_predicts_what_was_measured() -> None:
     import keras
 

@@ -304,7 +304,10 @@ class CachedSplit:
         policy = tf.data.experimental.AutoShardPolicy.DATA
         options.experimental_distribute.auto_shard_policy = policy
         positions = tf.data.Dataset.range(n).batch(self.batch_size)
-        return positions.map(load).prefetch(PREFETCH_BATCHES).with_options(options)
+        # Nothing here is left to autotuning (one loader, a fixed prefetch), and with
+        # it on an epoch could end only at its model thread's next waking.
+        batches = positions.map(load).prefetch(PREFETCH_BATCHES).with_options(options)
+        return without_autotune(batches)
 
     def map_views(
         self, function: Callable[[Any], Any], directory: CacheDirectory, budget: _Budget

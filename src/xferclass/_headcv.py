@@ -26,6 +26,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from ._decode import without_autotune
 from ._errors import InvalidArgumentError
 
 __all__ = [
@@ -168,6 +169,22 @@ def _predict(model: Any, features: np.ndarray, rows: int = 4096) -> np.ndarray:
     return np.concatenate(parts).astype(np.float64)
 
 
+def _epochs(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> Any:
+    """``(x, y)`` in batches, every row once per epoch in a new seeded order.
+
+    What ``fit(x, y, shuffle=True)`` gives, as a tf.data pipeline with autotuning
+    off: Keras's own pipeline for arrays autotunes, and an epoch then ends only at
+    the autotuning thread's next waking, up to twice the epoch's work
+    (:func:`xferclass._decode.without_autotune`).
+    """
+    import tensorflow as tf
+
+    rows, targets = tf.constant(x), tf.constant(y)
+    order = tf.data.Dataset.range(len(x)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    batches = order.batch(batch_size).map(lambda i: (tf.gather(rows, i), tf.gather(targets, i)))
+    return without_autotune(batches.prefetch(2))
+
+
 def _stacked_loss(y_true: Any, y_pred: Any) -> Any:
     """Cross-entropy summed over the heads; ``y_true`` is one-hot times the row's weight."""
     import keras
@@ -265,7 +282,7 @@ def train_stacked_heads(
         ]  # fmt: skip
 
     callback = keras.callbacks.LambdaCallback(on_epoch_end=record)
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
+    model.fit(_epochs(x, y, batch_size, seed), epochs=epochs, shuffle=False, verbose=0,
               callbacks=[callback])  # fmt: skip
     weights = [np.asarray(w) for w in model.get_weights()]
     return StackedResult(probabilities=recorded, weights=weights)

@@ -42,6 +42,7 @@ from ._common import (
     model_multi_label,
     require_dataset,
 )
+from ._decode import without_autotune
 from ._errors import InvalidArgumentError
 from ._facts import class_names_of
 from ._tta import check_tta, tta_probabilities
@@ -88,7 +89,7 @@ def collect_predictions(
     steps = int(dataset.cardinality())
     forward = forward_function(model, engine=engine, steps=steps if steps > 0 else None)
     progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbosity(verbose))
-    batches = dataset.map(lambda x, y, *rest: (x, y)).prefetch(tf.data.AUTOTUNE)
+    batches = without_autotune(dataset.map(lambda x, y, *rest: (x, y)).prefetch(tf.data.AUTOTUNE))
     for step, (x, y) in enumerate(batches, start=1):
         probabilities.append(tta_probabilities(forward, x, tta_mode))
         labels.append(np.asarray(y, dtype=np.float64))
