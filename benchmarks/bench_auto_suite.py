@@ -75,8 +75,8 @@ def run_floor(root: Path, seed: int) -> dict[str, Any]:
 
 
 #: What each auto run records of its fine-tuning experiment.
-FINE_TUNE_KEYS = ("measured", "epochs", "score", "frozen_score", "seconds", "wins", "final",
-                  "deeper", "reason")  # fmt: skip
+FINE_TUNE_KEYS = ("measured", "base", "epochs", "score", "frozen_score", "seconds",
+                  "trained_seconds", "wins", "final", "deeper", "reason")  # fmt: skip
 
 
 def run_auto(root: Path, seed: int, budget: str, metric: str) -> dict[str, Any]:
@@ -94,6 +94,10 @@ def run_auto(root: Path, seed: int, budget: str, metric: str) -> dict[str, Any]:
         "estimate": report["estimate"],
         "experiments": len(report["experiments"]),
         "experiment_kinds": [entry["experiment"] for entry in report["experiments"]],
+        "experiment_seconds": [
+            round(entry.get("caching_s", 0.0) + entry.get("comparison_s", 0.0))
+            for entry in report["experiments"]
+        ],  # fmt: skip
         "fine_tuned": bool(report["fine_tune"].get("wins")),
         "fine_tune": {k: v for k, v in report["fine_tune"].items() if k in FINE_TUNE_KEYS},
         "unfreeze": result.plan.unfreeze,
