@@ -97,7 +97,7 @@ def run_auto(root: Path, seed: int, budget: str, metric: str) -> dict[str, Any]:
         "experiment_seconds": [
             round(entry.get("caching_s", 0.0) + entry.get("comparison_s", 0.0))
             for entry in report["experiments"]
-        ],  # fmt: skip
+        ],
         "fine_tuned": bool(report["fine_tune"].get("wins")),
         "fine_tune": {k: v for k, v in report["fine_tune"].items() if k in FINE_TUNE_KEYS},
         "unfreeze": result.plan.unfreeze,
