@@ -451,6 +451,41 @@ def test_fine_tuning_is_planned_only_when_its_epochs_fit_twice() -> None:
     fixed = 10 * (0.8 + 0.2 + 1.0) + 10.0
     per_epoch = FINE_TUNE_EPOCH_RATIO * 10 * 1.8
     assert plan_epochs(fixed + 4.5 * per_epoch, 1000, 5, 0.01) == 4
+    # The pass ran on a faster runtime than Keras: the epochs, which train in Keras, are
+    # planned from Keras's pass (twice as slow here); the caching passes are not.
+    assert plan_epochs(fixed + 4.5 * per_epoch, 1000, 5, 0.01, keras_seconds=0.02) == 0
+    assert plan_epochs(fixed + 9 * per_epoch, 1000, 5, 0.01, keras_seconds=0.02) == 4
+    # A Keras pass faster than the measured one (decoding is in the measured one) changes
+    # nothing.
+    assert plan_epochs(fixed + 4.5 * per_epoch, 1000, 5, 0.01, keras_seconds=0.005) == 4
+
+
+def test_fine_tuning_is_planned_from_the_keras_pass_of_its_backbone_at_its_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xferclass import _auto_finetune
+
+    timed: list[dict[str, float]] = []
+    planned: list[tuple[Any, ...]] = []
+    time_backbones, plan = auto._time_backbones, _auto_finetune.plan_epochs
+
+    def timing(*args: Any) -> dict[str, float]:
+        timed.append(time_backbones(*args))
+        return timed[-1]
+
+    def planning(*args: Any) -> int:
+        planned.append(args)
+        return plan(*args)
+
+    monkeypatch.setattr(auto, "_time_backbones", timing)
+    monkeypatch.setattr(_auto_finetune, "plan_epochs", planning)
+    root = make_shape_dataset(tmp_path / "data", per_class=10)
+    result = xferclass.train_auto(root, budget=150, backbone="test_tiny", weights=None,
+                                  overrides={"head_epochs": 3, "size": 48})  # fmt: skip
+    assert result.plan.input_size == 48
+    (args,) = planned  # (seconds left, images, folds, measured pass, Keras pass)
+    assert timed[0]["test_tiny"] > 0
+    assert args[4] == pytest.approx(timed[0]["test_tiny"] * (48 / 32) ** 2)  # native: 32 px
 
 
 @pytest.mark.parametrize(

@@ -47,8 +47,10 @@ __all__ = [
 
 #: Measured ratio of one fine-tuning epoch of the top of the backbone (forward and
 #: backward through about the last 15 % of the layers, from activations cached at
-#: the cut) to one frozen forward pass of the whole network over the same images:
-#: 17 s against 57 s for EfficientNet-Lite0 at 288 px on 2 cores.
+#: the cut) to one frozen forward pass of the whole network over the same images in
+#: Keras: 17 s against 57 s for EfficientNet-Lite0 at 288 px on 2 cores; 0.32 and 0.34
+#: for Lite0 at 224 px and Lite2 at 260 px (600 images, idle). Against the same pass
+#: on ONNX Runtime it was 0.56: the epochs always train in Keras.
 FINE_TUNE_EPOCH_RATIO = 0.33
 
 #: Fraction of the backbone's layers fine-tuning trains (BatchNorm stays frozen).
@@ -107,32 +109,45 @@ class FineTuned:
                 for key, value in self.__dict__.items() if key != "probabilities"}  # fmt: skip
 
 
-def plan_epochs(seconds_left: float, images: int, folds: int, pass_seconds: float) -> int:
+def plan_epochs(
+    seconds_left: float, images: int, folds: int, pass_seconds: float, keras_seconds: float = 0.0
+) -> int:
     """Epochs of fine-tuning that fit twice (on the other folds, then on every image)
     in ``seconds_left``, with the passes that cache the cut and score the held-out
-    fold; 0 when fewer than :data:`MIN_EPOCHS` fit.
+    fold; 0 when fewer than :data:`MIN_EPOCHS` fit. The arguments are as in
+    :func:`fine_tune_seconds`.
 
     Examples:
         >>> plan_epochs(600, 1000, 5, 0.01), plan_epochs(20, 1000, 5, 0.01)
         (10, 0)
     """
-    fixed = fine_tune_seconds(0, images, folds, pass_seconds)
-    per_epoch = fine_tune_seconds(1, images, folds, pass_seconds) - fixed
+    fixed = fine_tune_seconds(0, images, folds, pass_seconds, keras_seconds)
+    per_epoch = fine_tune_seconds(1, images, folds, pass_seconds, keras_seconds) - fixed
     epochs = int((seconds_left - fixed) // max(per_epoch, 1e-9))
     return min(MAX_EPOCHS, epochs) if epochs >= MIN_EPOCHS else 0
 
 
-def fine_tune_seconds(epochs: int, images: int, folds: int, pass_seconds: float) -> float:
+def fine_tune_seconds(
+    epochs: int, images: int, folds: int, pass_seconds: float, keras_seconds: float = 0.0
+) -> float:
     """Estimated seconds of fine-tuning for ``epochs`` epochs on the other folds, then
     again on every image, with the passes that cache the cut and score the held-out fold.
+
+    ``pass_seconds`` is the frozen pass's measured seconds per image, on the engine that
+    will also cache the cut. ``keras_seconds`` is the Keras forward pass's, per image:
+    the epochs train in Keras, so they are planned from the slower of the two (a pass
+    on ONNX Runtime ran about 1.7x faster than Keras here).
 
     Examples:
         >>> round(fine_tune_seconds(10, 1000, 5, 0.01))
         89
+        >>> round(fine_tune_seconds(10, 1000, 5, 0.01, keras_seconds=0.02))
+        149
     """
     share = (folds - 1) / folds
     fixed = pass_seconds * images * (share + 1.0 / folds + 1.0) + 10.0
-    return fixed + epochs * FINE_TUNE_EPOCH_RATIO * pass_seconds * images * (share + 1.0)
+    epoch = FINE_TUNE_EPOCH_RATIO * max(pass_seconds, keras_seconds) * images * (share + 1.0)
+    return fixed + epochs * epoch
 
 
 def deeper_seconds(shallow: FineTuned, folds: int) -> float:

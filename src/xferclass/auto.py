@@ -487,6 +487,14 @@ def _pass_cost(
     return timed[name] * (size / native[name]) ** 2 * calibration
 
 
+def _keras_cost(
+    name: str, size: int, timed: Mapping[str, float], native: Mapping[str, int]
+) -> float:
+    """Seconds per image of ``name``'s forward pass in Keras at ``size``, from its timing at
+    the native size (0 when it was not timed)."""
+    return timed.get(name, 0.0) * (size / native[name]) ** 2 if name in native else 0.0
+
+
 def _run_search(
     search: Search, builder: _Builder, timed: Mapping[str, float], native: Mapping[str, int],
     floor: Choice, fixed: Mapping[str, Any], hard_deadline: float,
@@ -944,8 +952,10 @@ def _search_then_fine_tune(
         if wanted == 0 or best is None:
             return end if wanted == 0 else min(end, frozen_deadline)
         cost = _pass_cost(search, best.backbone, best.size, timed, native)
+        in_keras = _keras_cost(best.backbone, best.size, timed, native)
         most = min(MAX_EPOCHS, wanted) if wanted > 0 else MAX_EPOCHS
-        need = FINE_TUNE_SLACK * fine_tune_seconds(most, len(search.images.paths), folds, cost)
+        images = len(search.images.paths)
+        need = FINE_TUNE_SLACK * fine_tune_seconds(most, images, folds, cost, in_keras)
         return min(end, max(frozen_deadline, end - need))
 
     search.deadline = frozen_until()
@@ -956,7 +966,8 @@ def _search_then_fine_tune(
     base = choice if isinstance(choice, Choice) else _best_single(search, decision["pool"])
     base = base.single()  # fine-tuning trains one head
     cost = _pass_cost(search, base.backbone, base.size, timed, native)
-    epochs = plan_epochs(end - search.clock(), len(search.images.paths), folds, cost)
+    in_keras = _keras_cost(base.backbone, base.size, timed, native)
+    epochs = plan_epochs(end - search.clock(), len(search.images.paths), folds, cost, in_keras)
     epochs = min(epochs, wanted) if wanted > 0 and epochs else epochs
     if wanted == 0:
         fine["reason"] = "turned off by the caller (fine_tune_epochs=0)"
