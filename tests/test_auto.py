@@ -324,6 +324,13 @@ def test_fine_tuning_deeper_is_not_measured_when_it_does_not_fit(
     assert result.plan.unfreeze == _auto_finetune.UNFREEZE
     assert "a choice of two" in report["estimate"]["how"]
     assert "deeper: top 30% not measured" in auto.format_report(report)
+    # The report says how many epochs were planned, and when fewer ran before the deadline.
+    assert fine["planned_epochs"] == 3 and fine["epochs"] <= 3
+    shown = "epochs" if fine["epochs"] == 3 else "of 3 planned epochs (stopped for time)"
+    assert f"top 15%, {fine['epochs']} {shown} scored" in auto.format_report(report)
+    cut = json.loads(json.dumps(report))
+    cut["fine_tune"]["epochs"] = 2
+    assert "top 15%, 2 of 3 planned epochs (stopped for time) scored" in auto.format_report(cut)
     # Reports saved before the depth was recorded fine-tuned the top 15 %.
     older = json.loads(json.dumps(report))
     del older["plan"]["unfreeze"]

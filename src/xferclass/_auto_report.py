@@ -89,8 +89,11 @@ def format_report(report: Mapping[str, Any]) -> str:
     fine = report.get("fine_tune", {})
     if fine.get("measured"):
         top = f"top {fine['unfreeze']:.0%}, " if "unfreeze" in fine else ""
+        planned = fine.get("planned_epochs", fine["epochs"])
+        epochs = (f"{fine['epochs']} epochs" if fine["epochs"] == planned else
+                  f"{fine['epochs']} of {planned} planned epochs (stopped for time)")  # fmt: skip
         lines.append(
-            f"fine-tuning: {top}{fine['epochs']} epochs scored {fine['score']:.4f} on fold 0 "
+            f"fine-tuning: {top}{epochs} scored {fine['score']:.4f} on fold 0 "
             f"({fine['images']} images) against {fine['frozen_score']:.4f} for "
             f"{fine.get('against', 'the frozen choice')}: "
             + ("kept" if fine["wins"] else "not kept")

@@ -943,7 +943,7 @@ def _search_then_fine_tune(
     timed, native = setup["timed"], setup["native"]
     end = search.deadline
     wanted = int(fixed.get("fine_tune_epochs", -1))
-    folds = int(search.fold.max() + 1)
+    folds, images = int(search.fold.max() + 1), len(search.images.paths)
 
     def frozen_until() -> float:
         """``frozen_deadline``, or later: all the time that fine-tuning the best single
@@ -954,7 +954,6 @@ def _search_then_fine_tune(
         cost = _pass_cost(search, best.backbone, best.size, timed, native)
         in_keras = _keras_cost(best.backbone, best.size, timed, native)
         most = min(MAX_EPOCHS, wanted) if wanted > 0 else MAX_EPOCHS
-        images = len(search.images.paths)
         need = FINE_TUNE_SLACK * fine_tune_seconds(most, images, folds, cost, in_keras)
         return min(end, max(frozen_deadline, end - need))
 
@@ -967,7 +966,7 @@ def _search_then_fine_tune(
     base = base.single()  # fine-tuning trains one head
     cost = _pass_cost(search, base.backbone, base.size, timed, native)
     in_keras = _keras_cost(base.backbone, base.size, timed, native)
-    epochs = plan_epochs(end - search.clock(), len(search.images.paths), folds, cost, in_keras)
+    epochs = plan_epochs(end - search.clock(), images, folds, cost, in_keras)
     epochs = min(epochs, wanted) if wanted > 0 and epochs else epochs
     if wanted == 0:
         fine["reason"] = "turned off by the caller (fine_tune_epochs=0)"
@@ -987,7 +986,7 @@ def _search_then_fine_tune(
         against = decision["pool"][choice][search.fold == 0]
         result, final = run_fine_tune(search, base, epochs, build, end, against=against)
         fine = {"measured": True, "base": base.label(), "against": _label(choice),
-                **result.to_dict()}  # fmt: skip
+                "planned_epochs": epochs, **result.to_dict()}  # fmt: skip
         if result.wins:
             kept, final, fine["deeper"] = _deeper(search, base, result, final, build, end)
             depths = 2 if fine["deeper"]["measured"] else 1
