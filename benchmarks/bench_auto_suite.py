@@ -75,8 +75,8 @@ def run_floor(root: Path, seed: int) -> dict[str, Any]:
 
 
 #: What each auto run records of its fine-tuning experiment.
-FINE_TUNE_KEYS = ("measured", "base", "epochs", "score", "frozen_score", "seconds",
-                  "trained_seconds", "wins", "final", "deeper", "reason")  # fmt: skip
+FINE_TUNE_KEYS = ("measured", "base", "planned_epochs", "epochs", "score", "frozen_score",
+                  "seconds", "trained_seconds", "wins", "final", "deeper", "reason")  # fmt: skip
 
 
 def run_auto(root: Path, seed: int, budget: str, metric: str) -> dict[str, Any]:
