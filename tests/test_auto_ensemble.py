@@ -44,6 +44,29 @@ def test_averages_of_the_best_pair_of_each_backbone_and_size_are_candidates() ->
     assert Ensemble((a, b)).tta == "none" and "average of" in Ensemble((a, b)).label()
 
 
+def test_the_members_of_an_average_are_chosen_on_the_rows_given() -> None:
+    labels = np.arange(200) % 2
+    first = np.arange(200) < 100
+    # Two recipes of backbone "a": one right on the first half only, one on the second.
+    a_first = Choice("a", 224, "plain", "none", 10, "none")
+    a_second = Choice("a", 224, "plain", "sqrt", 10, "none")
+    b = Choice("b", 260, "plain", "none", 10, "none")
+    right = {a_first: first, a_second: ~first, b: np.arange(200) % 4 != 0}
+    oof = {}
+    for choice, hit in right.items():
+        guess = np.where(hit, labels, 1 - labels)
+        oof[choice] = np.eye(2)[guess] * 0.8 + 0.1
+    on_first = ensemble_candidates(oof, labels, "accuracy", np.flatnonzero(first))
+    on_second = ensemble_candidates(oof, labels, "accuracy", np.flatnonzero(~first))
+    # The pairs ranked on those rows too: "a" beats "b" on either half, where one of its
+    # recipes is always right.
+    assert list(on_first) == [Ensemble((a_first, b))]
+    assert list(on_second) == [Ensemble((a_second, b))]
+    np.testing.assert_allclose(on_second[Ensemble((a_second, b))], (oof[a_second] + oof[b]) / 2)
+    # Every row by default: the two recipes of "a" tie at 0.5, "b" (0.75) ranks first.
+    assert list(ensemble_candidates(oof, labels, "accuracy")) == [Ensemble((b, a_first))]
+
+
 def _member(seed: int, size: int) -> keras.Model:
     keras.utils.set_random_seed(seed)
     return xferclass.build_classifier("test_tiny", num_classes=3, weights=None, input_size=size)

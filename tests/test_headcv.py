@@ -278,6 +278,32 @@ def test_selection_scores_each_fold_with_the_choice_made_on_the_others() -> None
     assert _headcv.select(tied, labels, fold, "accuracy", prefer=["floor"]).chosen == "floor"
 
 
+def test_derived_candidates_are_rebuilt_without_the_fold_they_are_scored_on() -> None:
+    labels = np.arange(100) % 3
+    fold = np.arange(100) % 4
+    steady = np.arange(100) % 5 != 0
+    found = _candidates(labels, {"steady": steady})
+    calls: list[np.ndarray] = []
+
+    def fitted(rows: np.ndarray) -> dict[str, np.ndarray]:
+        """A rule that learns its rows by heart: right on them, wrong everywhere else."""
+        calls.append(rows)
+        return _candidates(labels, {"fitted": np.isin(np.arange(100), rows)})
+
+    selection = _headcv.select(found, labels, fold, "accuracy", derived=fitted)
+    # Built on every image, it is right everywhere and chosen, but each fold is scored
+    # by the rule rebuilt on the other folds, which that fold's labels did not shape.
+    assert selection.chosen == "fitted" and selection.scores["fitted"] == 1.0
+    assert [sorted(rows) for rows in calls] == [list(range(100))] + [
+        list(np.flatnonzero(fold != j)) for j in range(4)
+    ]
+    assert selection.fold_choices == ("fitted",) * 4
+    assert selection.fold_scores == (0.0,) * 4 and selection.estimate == 0.0
+    # Built once on every image and given as a plain candidate, it fooled the estimate.
+    leaky = {**found, **fitted(np.arange(100))}
+    assert _headcv.select(leaky, labels, fold, "accuracy").estimate == 1.0
+
+
 def _search(labels: np.ndarray, fold: np.ndarray, oof: dict[Choice, np.ndarray]) -> Search:
     from xferclass._auto_features import Images
 

@@ -71,16 +71,23 @@ class Ensemble:
 
 
 def ensemble_candidates(
-    oof: Mapping[Choice, np.ndarray], labels: np.ndarray, metric: str
-) -> dict[Ensemble, np.ndarray]:
-    """Averages of the best 2 to :data:`MAX_MEMBERS` (backbone, size) pairs, per TTA."""
+    oof: Mapping[Choice, np.ndarray], labels: np.ndarray, metric: str,
+    rows: np.ndarray | None = None,
+) -> dict[Ensemble, np.ndarray]:  # fmt: skip
+    """Averages of the best 2 to :data:`MAX_MEMBERS` (backbone, size) pairs, per TTA.
+
+    Each pair's member, and the pairs' order, are chosen by their scores on ``rows``
+    only (every image by default): the nested estimate rebuilds the averages without
+    the fold it scores them on, since choosing the members is itself a choice.
+    """
+    rows = np.arange(len(labels)) if rows is None else rows
     found: dict[Ensemble, np.ndarray] = {}
     for tta in sorted({c.tta for c in oof}):
         best: dict[tuple[str, int], tuple[float, Choice]] = {}
         for choice, probabilities in oof.items():
             if choice.tta != tta:
                 continue
-            value = _headcv.score(metric, labels, probabilities)
+            value = _headcv.score(metric, labels[rows], probabilities[rows])
             pair = (choice.backbone, choice.size)
             if pair not in best or value > best[pair][0]:
                 best[pair] = (value, choice)

@@ -323,6 +323,7 @@ def select(
     metric: str,
     *,
     prefer: Sequence[Any] = (),
+    derived: Callable[[np.ndarray], Mapping[Any, np.ndarray]] | None = None,
 ) -> Selection:
     """Choose among out-of-fold probabilities, and estimate the choice honestly.
 
@@ -332,34 +333,42 @@ def select(
         fold: The fold of each image.
         metric: One of :data:`METRICS`.
         prefer: Keys that win ties, first first (the simpler candidates).
+        derived: Candidates built from ``candidates`` by their scores on the rows
+            given (an average of the best ones): for each fold's estimate they are
+            rebuilt on the other folds' rows, so that fold's labels choose nothing.
 
     Returns:
         The :class:`Selection`. Ties go to the first of ``prefer``, then to the
         first candidate given.
     """
-    keys = list(candidates)
-    rank = {key: (prefer.index(key) if key in prefer else len(prefer) + i)
-            for i, key in enumerate(keys)}  # fmt: skip
 
-    def best(rows: np.ndarray) -> Any:
-        values = {key: score(metric, labels[rows], candidates[key][rows]) for key in keys}
+    def pool(rows: np.ndarray) -> dict[Any, np.ndarray]:
+        return {**candidates, **(derived(rows) if derived is not None else {})}
+
+    def best(found: Mapping[Any, np.ndarray], rows: np.ndarray) -> Any:
+        keys = list(found)
+        rank = {key: (prefer.index(key) if key in prefer else len(prefer) + i)
+                for i, key in enumerate(keys)}  # fmt: skip
+        values = {key: score(metric, labels[rows], found[key][rows]) for key in keys}
         top = max(values.values())
         return min((key for key in keys if values[key] >= top - 1e-12), key=rank.__getitem__)
 
     everything = np.arange(len(labels))
-    scores = {key: score(metric, labels, candidates[key]) for key in keys}
+    full = pool(everything)
+    scores = {key: score(metric, labels, probabilities) for key, probabilities in full.items()}
     per_fold, choices = [], []
     held_out = np.zeros_like(next(iter(candidates.values())), dtype=np.float64)
     for j in np.unique(fold):
         held = fold == j
-        chosen = best(everything[~held])
+        found = pool(everything[~held])
+        chosen = best(found, everything[~held])
         choices.append(chosen)
-        held_out[held] = candidates[chosen][held]
-        per_fold.append(score(metric, labels[held], candidates[chosen][held]))
+        held_out[held] = found[chosen][held]
+        per_fold.append(score(metric, labels[held], found[chosen][held]))
     k = len(per_fold)
     spread = float(np.std(per_fold, ddof=1)) if k > 1 else math.nan
     return Selection(
-        chosen=best(everything),
+        chosen=best(full, everything),
         scores=scores,
         estimate=float(np.mean(per_fold)),
         standard_error=spread / math.sqrt(k) if k > 1 else math.nan,

@@ -650,9 +650,13 @@ def _decide(search: Search, floor: Choice, fixed: Mapping[str, Any]) -> tuple[An
     }
     # An average's members need their features for the final heads: pairs still cached.
     singles = {c: p for c, p in pool.items() if (c.backbone, c.size) in search.features}
-    pool.update(ensemble_candidates(singles, search.images.labels, search.metric))
-    selection = select(pool, search.images.labels, search.fold, search.metric, prefer=[floor])
     labels, fold = search.images.labels, search.fold
+
+    def averages(rows: np.ndarray) -> dict[Any, np.ndarray]:
+        return dict(ensemble_candidates(singles, labels, search.metric, rows))
+
+    selection = select(pool, labels, fold, search.metric, prefer=[floor], derived=averages)
+    pool.update(averages(np.arange(len(labels))))
     per_fold = [score(search.metric, labels[fold == j], search.oof[floor][fold == j])
                 for j in np.unique(fold)]  # fmt: skip
     floor_value = selection.scores[floor]
