@@ -18,6 +18,7 @@ import xferclass
 from conftest import make_shape_dataset
 from helpers import example_module, tiny_arrays
 from xferclass import auto
+from xferclass._tta import VIEWS
 from xferclass.auto import parse_budget
 
 # --------------------------------------------------------------------------- budget
@@ -115,25 +116,35 @@ def test_train_auto_compares_backbones_sizes_and_their_averages(tmp_path: Path) 
     if "test_tiny_wide" not in xferclass.list_backbones():
         xferclass.register_backbone("test_tiny_wide", tiny_backbone, preprocess="unit",
                                     default_size=48, family="test")  # fmt: skip
+    if "test_tiny_twin" not in xferclass.list_backbones():  # test_tiny's size: an average
+        xferclass.register_backbone("test_tiny_twin", tiny_backbone, preprocess="unit",
+                                    default_size=32, family="test")  # fmt: skip
     root = make_shape_dataset(tmp_path / "data", per_class=15)
     # What is compared must not hang on the machine's load: on a clock running at a
     # tenth of real time, every experiment fits the budget unless the machine is ten
     # times slower than the one this was sized on (fine-tuning, whose deadline the
     # engine keeps on the real clock, is off).
-    result = xferclass.train_auto(root, budget="4m", backbone=["test_tiny", "test_tiny_wide"],
-                                  weights=None, overrides={"fine_tune_epochs": 0},
-                                  clock=lambda: time.monotonic() / 10)  # fmt: skip
+    result = xferclass.train_auto(
+        root, budget="4m", backbone=["test_tiny", "test_tiny_wide", "test_tiny_twin"],
+        weights=None, overrides={"fine_tune_epochs": 0}, clock=lambda: time.monotonic() / 10,
+    )  # fmt: skip
     report = result.report
     ran = {(e["experiment"], e["backbone"], e["size"]) for e in report["experiments"]}
     assert ("backbone", "test_tiny_wide", 48) in ran and ("backbone", "test_tiny_wide", 64) in ran
     rows = report["candidates"]
-    assert any(row["candidate"].startswith("average of") for row in rows)
-    assert "backbone and input size (test_tiny 32 px; test_tiny_wide 48 px; test_tiny_wide 64 px)" \
-        in report["measured"]  # fmt: skip
-    # Whatever won, the model takes images at the plan's size and names the classes.
+    averages = [row["candidate"] for row in rows if row["candidate"].startswith("average of")]
+    # Averages are of members of one input size (test_tiny and test_tiny_twin at 32 px).
+    assert averages and all(re.findall(r"\[\S+ (\d+) px", a) == ["32", "32"] for a in averages)
+    assert ("backbone and input size (test_tiny 32 px; test_tiny_twin 32 px; test_tiny_wide "
+            "48 px; test_tiny_wide 64 px)") in report["measured"]  # fmt: skip
+    # Whatever won, the model takes images at the plan's size, names the classes and
+    # averages the views the recipe chose inside it.
     images, _ = tiny_arrays(4, size=result.plan.input_size)
-    predictions = xferclass.predict(result.model, images, tta=result.plan.tta)
+    predictions = xferclass.predict(result.model, images)
     assert list(predictions.class_names) == ["circle", "square", "triangle"]
+    from xferclass.layers import built_in_views
+
+    assert built_in_views(result.model) == result.plan.tta
     assert report["estimate"]["value"] >= report["estimate"]["floor_value"]
 
 
@@ -406,9 +417,15 @@ def test_train_auto_takes_a_validation_folder_into_the_folds_and_keeps_overrides
     assert report["data"]["train_images"] == 27 and report["data"]["validation_images"] == 9
     assert report["metric"] == "macro_f1" and report["estimate"]["metric"] == "macro_f1"
     # Only the caller's choices and the floor were candidates; only the caller's choice
-    # got more heads.
-    assert [e["experiment"] for e in report["experiments"]] == ["floor", "heads"]
+    # got more heads. Test-time views are measured all the same, with heads trained on
+    # plain images only.
+    kinds = [e["experiment"] for e in report["experiments"]]
+    assert kinds[:2] == ["floor", "heads"] and "views" in kinds
+    assert set(kinds) == {"floor", "heads", "views"}
     assert "class weights sqrt, 3 epochs" in report["experiments"][1]["why"]
+    singles = [r["candidate"] for r in report["candidates"] if "average" not in r["candidate"]]
+    assert all("train views plain" in c for c in singles)
+    assert "test-time views (flip, none, rotations)" in report["measured"]
     choice = report["choice"]
     assert choice == report["floor"] or (
         choice["epochs"] == 3 and choice["class_weight"] == "sqrt"
@@ -628,3 +645,70 @@ def test_the_floor_is_lite0_whatever_one_timed_batch_said() -> None:
     cost = {name: 1000 * side**2 for name, side in sides.items()}
     assert floor_of(inverted, sides, {}, cost) == ("tiny", 32)
     assert floor_of(inverted, sides, {}) == ("tiny_wide", 48)
+
+
+@pytest.mark.parametrize(
+    ("augment", "caches", "trains"),
+    [
+        (None, [("plain",), ("plain", "hflip"), VIEWS], [("plain",), ("plain",), ("plain",)]),
+        ("flip", [("plain", "hflip"), VIEWS], [("plain", "flip"), ("flip",)]),
+        ("rotations", [VIEWS], [("plain", "rotations")]),
+    ],
+)  # fmt: skip
+def test_a_fixed_training_view_still_measures_every_test_time_view(
+    augment: str | None, caches: list, trains: list
+) -> None:
+    from xferclass._auto_plan import view_experiments
+
+    queue = view_experiments(("test_tiny", 32), {"augment": augment})
+    assert [set(e.views) for e in queue] == [set(v) for v in caches]
+    assert [e.train_views for e in queue] == trains
+
+
+def test_the_model_returned_averages_the_views_its_choice_was_measured_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Whatever the data, make the recipe return its best choice that averages the
+    # rotations: the returned model, its saved file, the command line and an exported
+    # file must then all give that choice's probabilities with no flag.
+    from xferclass._auto_search import Choice
+    from xferclass._headcv import score
+    from xferclass._tta import without_views
+    from xferclass.cli import main
+
+    decide = auto._decide
+
+    def rotations_win(search: Any, floor: Any, fixed: Any) -> tuple:
+        _, decision = decide(search, floor, fixed)
+        pool = [c for c in decision["pool"] if isinstance(c, Choice) and c.tta == "rotations"]
+        best = max(pool, key=lambda c: score("accuracy", search.images.labels, search.oof[c]))
+        return best, decision
+
+    monkeypatch.setattr(auto, "_decide", rotations_win)
+    root = make_shape_dataset(tmp_path / "data", per_class=8)
+    out = tmp_path / "auto.keras"
+    result = xferclass.train_auto(root, budget=120, backbone="test_tiny", weights=None,
+                                  overrides={"fine_tune_epochs": 0}, out=out)  # fmt: skip
+    assert result.plan.tta == "rotations" and result.report["tta"]["inside_model"] is True
+    assert "inside the model" in auto.format_report(result.report)
+    paths = sorted(str(p) for p in root.rglob("*.png"))[:6]
+    images = xferclass.read_images(paths, 32)
+    inner = without_views(result.model)
+    expected = np.mean([inner.predict(v, verbose=0) for v in (
+        images, images[:, :, ::-1], images[:, ::-1], np.rot90(images, 1, axes=(1, 2)),
+        np.rot90(images, 3, axes=(1, 2)))], axis=0)  # fmt: skip
+    loaded = xferclass.load_model(out)
+    for model in (result.model, loaded):
+        found = xferclass.predict(model, paths).probabilities
+        np.testing.assert_allclose(found, expected, rtol=0, atol=1e-5)
+    assert main(["predict", str(out), *paths, "--json", "--top", "3"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    for row, probabilities in zip(rows, expected):
+        shown = {entry["class"]: entry["probability"] for entry in row["top"]}
+        names = ["circle", "square", "triangle"]
+        assert shown == pytest.approx(dict(zip(names, probabilities)), abs=1e-5)
+    onnx = pytest.importorskip("onnxruntime")
+    (written, *_) = xferclass.export(loaded, tmp_path / "m.onnx", format="onnx")
+    session = onnx.InferenceSession(str(written), providers=["CPUExecutionProvider"])
+    ran = session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]
+    np.testing.assert_allclose(ran, expected, rtol=0, atol=1e-4)

@@ -26,19 +26,21 @@ def _probabilities(rng: np.random.Generator, labels: np.ndarray, right: float) -
     return found / found.sum(1, keepdims=True)
 
 
-def test_averages_of_the_best_pair_of_each_backbone_and_size_are_candidates() -> None:
+def test_averages_of_the_best_pair_of_each_backbone_of_one_size_are_candidates() -> None:
     rng = np.random.default_rng(0)
     labels = np.arange(300) % 3
-    a = Choice("a", 224, "plain", "none", 10, "none")
-    a_worse = Choice("a", 224, "plain", "balanced", 10, "none")
-    b = Choice("b", 260, "flip", "sqrt", 5, "none")
-    c = Choice("c", 240, "plain", "none", 15, "none")
-    c_flip = Choice("c", 240, "flip", "none", 15, "flip")
-    oof = {a: _probabilities(rng, labels, 0.9), a_worse: _probabilities(rng, labels, 0.5),
-           b: _probabilities(rng, labels, 0.8), c: _probabilities(rng, labels, 0.7),
-           c_flip: _probabilities(rng, labels, 0.7)}  # fmt: skip
+    a = Choice("a", 288, "plain", "none", 10, "none")
+    a_worse = Choice("a", 288, "plain", "balanced", 10, "none")
+    b = Choice("b", 288, "flip", "sqrt", 5, "none")
+    c = Choice("c", 288, "plain", "none", 15, "none")
+    c_flip = Choice("c", 288, "flip", "none", 15, "flip")
+    # The best of all, at another size: no average takes it (its members share one size).
+    d = Choice("d", 224, "plain", "none", 10, "none")
+    rights = {a: 0.9, a_worse: 0.5, b: 0.8, c: 0.7, c_flip: 0.7, d: 0.95}
+    oof = {choice: _probabilities(rng, labels, right) for choice, right in rights.items()}
     found = ensemble_candidates(oof, labels, "accuracy")
-    # Per TTA: the best of each pair, ranked; averages of the best 2 and 3. "flip" has one pair.
+    # Per TTA and size: the best of each pair, ranked; averages of the best 2 and 3. "flip"
+    # has one pair, and 224 px one pair.
     assert set(found) == {Ensemble((a, b)), Ensemble((a, b, c))}
     np.testing.assert_allclose(found[Ensemble((a, b, c))], (oof[a] + oof[b] + oof[c]) / 3)
     assert Ensemble((a, b)).tta == "none" and "average of" in Ensemble((a, b)).label()
@@ -50,7 +52,7 @@ def test_the_members_of_an_average_are_chosen_on_the_rows_given() -> None:
     # Two recipes of backbone "a": one right on the first half only, one on the second.
     a_first = Choice("a", 224, "plain", "none", 10, "none")
     a_second = Choice("a", 224, "plain", "sqrt", 10, "none")
-    b = Choice("b", 260, "plain", "none", 10, "none")
+    b = Choice("b", 224, "plain", "none", 10, "none")
     right = {a_first: first, a_second: ~first, b: np.arange(200) % 4 != 0}
     oof = {}
     for choice, hit in right.items():
@@ -75,13 +77,13 @@ def _member(seed: int, size: int) -> keras.Model:
 def test_the_averaged_model_predicts_the_mean_and_works_like_any_classifier(
     tmp_path: Path,
 ) -> None:
-    small, large, other = _member(1, 32), _member(2, 48), _member(3, 48)
-    model = build_ensemble([large, small, other], NAMES)
+    first, second, third = _member(1, 48), _member(2, 48), _member(3, 48)
+    model = build_ensemble([first, second, third], NAMES)
     assert model.input_shape == (None, 48, 48, 3) and model.output_shape == (None, 3)
     images, _ = tiny_arrays(6, size=48)
-    resized = keras.ops.convert_to_numpy(keras.layers.Resizing(32, 32)(images))
-    expected = (large.predict(images, verbose=0) + small.predict(resized, verbose=0)
-                + other.predict(images, verbose=0)) / 3  # fmt: skip
+    # Each member gets the very pixels given (no resizing inside the average).
+    expected = (first.predict(images, verbose=0) + second.predict(images, verbose=0)
+                + third.predict(images, verbose=0)) / 3  # fmt: skip
     np.testing.assert_allclose(model.predict(images, verbose=0), expected, atol=1e-5)
     # Class names and the report travel with it, through a saved file.
     assert store_report(model, {"plan": {"backbone": "test_tiny + test_tiny"}})
@@ -97,10 +99,17 @@ def test_the_averaged_model_predicts_the_mean_and_works_like_any_classifier(
     np.testing.assert_allclose(flipped.probabilities, (expected + mirror) / 2, atol=1e-5)
 
 
+def test_members_of_different_sizes_are_refused() -> None:
+    # A member at 32 px inside a 48 px model would see the image resized twice (to 48 px,
+    # then to 32 px): pixels that no measurement saw.
+    with pytest.raises(xferclass.InvalidArgumentError, match="resized twice"):
+        build_ensemble([_member(1, 48), _member(2, 32)], NAMES)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["saved_model", "onnx", "openvino", "litert"])
 def test_the_averaged_model_exports_and_its_artifacts_verify(tmp_path: Path, fmt: str) -> None:
-    model = build_ensemble([_member(1, 48), _member(2, 32)], NAMES)
+    model = build_ensemble([_member(1, 32), _member(2, 32)], NAMES)
     target = {"saved_model": "sm", "onnx": "m.onnx", "openvino": "m.xml", "litert": "m.tflite"}
     written = xferclass.export(model, tmp_path / target[fmt], format=fmt)
     assert written and all(Path(p).exists() for p in written)

@@ -96,11 +96,24 @@ def test_the_spatial_layer_comes_from_the_graph() -> None:
 
 
 def test_an_averaged_model_with_nested_members_is_explained() -> None:
-    first, second = tiny_model(seed=1), tiny_model(seed=2, input_size=40)
+    first, second = tiny_model(seed=1, input_size=40), tiny_model(seed=2, input_size=40)
     average = build_ensemble([first, second], ["a", "b", "c"])
     assert len(spatial_layers(average)) == 2
     maps = xferclass.explain(average, np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3)))
     assert maps.shape == (3, 40, 40) and 0.0 <= maps.min() and maps.max() <= 1.0
+
+
+def test_a_model_with_views_inside_is_explained_on_the_image_as_given() -> None:
+    from xferclass._tta import with_views
+
+    plain = tiny_model(seed=1)
+    inside = with_views(plain, "rotations")
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3))
+    chosen = np.argmax(inside.predict(images.astype(np.float32), verbose=0), axis=1)
+    maps = xferclass.explain(inside, images)
+    np.testing.assert_allclose(maps, xferclass.explain(plain, images, class_index=chosen.tolist()),
+                               atol=1e-5)  # fmt: skip
+    assert maps.shape == (3, 32, 32)
 
 
 @pytest.mark.parametrize("backbone", ["mobilenet_v2", "resnet50", "efficientnet_lite0"])

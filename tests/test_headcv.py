@@ -312,7 +312,15 @@ def _search(labels: np.ndarray, fold: np.ndarray, oof: dict[Choice, np.ndarray])
     search = Search(images, fold, "accuracy", extractor=lambda n, s: None, clock=lambda: 0.0,
                     deadline=1.0)  # fmt: skip
     search.oof.update(oof)
+    _cache(search)
     return search
+
+
+def _cache(search: Search) -> None:
+    """Mark the features of every pair of the search's choices as cached."""
+    for choice in search.oof:
+        search.features.setdefault((choice.backbone, choice.size),
+                                   FeatureSet(choice.backbone, choice.size))  # fmt: skip
 
 
 def test_the_floor_is_returned_unless_a_choice_beats_it_on_folds_it_was_not_chosen_on() -> None:
@@ -337,6 +345,10 @@ def test_the_floor_is_returned_unless_a_choice_beats_it_on_folds_it_was_not_chos
     # A choice better on every fold is returned, with its held-out estimate.
     found = _candidates(labels, {"better": place % 20 != 0})
     search.oof[better] = found["better"]
+    # Not while its features are gone: it could not be trained on every image.
+    chosen, _ = _decide(search, floor, {})
+    assert chosen == floor
+    _cache(search)
     chosen, decision = _decide(search, floor, {})
     assert chosen == better and decision["estimate"]["beats_floor"]
     assert decision["estimate"]["value"] == pytest.approx(0.95)
@@ -346,8 +358,6 @@ def test_the_floor_is_returned_unless_a_choice_beats_it_on_folds_it_was_not_chos
 
 
 def test_the_margin_is_the_standard_error_of_the_paired_difference() -> None:
-    from xferclass.auto import _paired_se
-
     labels = np.arange(200) % 2
     floor = np.eye(2)[labels]
     better = floor.copy()
@@ -355,8 +365,90 @@ def test_the_margin_is_the_standard_error_of_the_paired_difference() -> None:
     better[150:154] = better[150:154, ::-1]
     difference = np.r_[np.ones(10), np.zeros(140), -np.ones(4), np.zeros(46)]
     expected = np.std(difference, ddof=1) / math.sqrt(200)
-    assert _paired_se(labels, better, floor) == pytest.approx(expected)
-    assert _paired_se(labels, floor, floor) == 0.0
+    assert _headcv.paired_se("accuracy", labels, better, floor) == pytest.approx(expected)
+    assert _headcv.paired_se("accuracy", labels, floor, floor) == 0.0
+    assert _headcv.paired_se("balanced_accuracy", labels, floor, floor) == 0.0
+
+
+@pytest.mark.parametrize("metric", ["balanced_accuracy", "macro_f1"])
+def test_the_margin_of_a_metric_not_over_images_is_in_its_own_terms(metric: str) -> None:
+    # A rare class of 4 images in 300: one of them moves balanced accuracy by 1/12 (8
+    # points over 3 classes), one common image by 0.2. Two predictions that differ on the
+    # rare class: the spread of their difference in the metric, over many data sets drawn
+    # alike, is the standard error the margin must estimate.
+    counts = (148, 148, 4)
+    labels = np.repeat(np.arange(3), counts)
+    right_first = np.array([0.9, 0.9, 0.5])  # chance of being right, per class
+    right_second = np.array([0.9, 0.9, 0.75])
+    rng = np.random.default_rng(0)
+
+    def draw() -> tuple[np.ndarray, np.ndarray]:
+        found = []
+        for right in (right_first, right_second):
+            hit = rng.uniform(size=len(labels)) < right[labels]
+            guess = np.where(hit, labels, (labels + 1 + (labels == 0)) % 3)
+            found.append(np.eye(3)[guess])
+        return found[0], found[1]
+
+    differences = []
+    for _ in range(1000):
+        first, second = draw()
+        differences.append(_headcv.score(metric, labels, first)
+                           - _headcv.score(metric, labels, second))  # fmt: skip
+    truth = float(np.std(differences))
+    estimates, by_images = [], []
+    for seed in range(8):
+        first, second = draw()
+        estimates.append(_headcv.paired_se(metric, labels, first, second, seed=seed))
+        by_images.append(_headcv.paired_se("accuracy", labels, first, second))
+    # The bootstrap's standard error is the spread's own, within the noise of 8 draws
+    # of 4 rare images each. For balanced accuracy the per-image accuracy rule is
+    # several times too small (macro-F1 mixes in the common classes' precision, which
+    # per-image differences do track).
+    assert 0.5 * truth < np.mean(estimates) < 1.5 * truth
+    if metric == "balanced_accuracy":
+        assert np.mean(by_images) < 0.4 * truth
+
+
+def _masks(fractions: dict[str, tuple[float, ...]], fold: np.ndarray) -> dict[str, np.ndarray]:
+    """Per name, the images it gets right: the first share ``fractions[j]`` of fold j."""
+    place = np.zeros(len(fold), int)
+    for j in np.unique(fold):
+        place[fold == j] = np.arange(np.sum(fold == j))
+    size = np.bincount(fold)[fold]
+    return {name: place < np.asarray(share)[fold] * size for name, share in fractions.items()}
+
+
+def test_pairs_are_kept_when_any_fold_could_choose_them_and_only_for_allowed_choices() -> None:
+    from types import SimpleNamespace
+
+    from xferclass.auto import _forget
+
+    labels = np.arange(240) % 3
+    fold = np.arange(240) % 4
+    right = _masks({
+        "a": (0.9,) * 4, "b": (0.85,) * 4, "g": (0.5, 0.95, 0.95, 0.95), "c": (0.78,) * 4,
+        # Fourth over every image (0.7875), but the best without fold 1 (0.95).
+        "h": (0.95, 0.3, 0.95, 0.95),
+        "d": (1.0, 0.5, 0.5, 0.5),  # never among the best three
+        "x": (1.0,) * 4,  # perfect, but with class weights the caller ruled out
+        "floor": (0.6,) * 4, "big": (0.7,) * 4,
+    }, fold)  # fmt: skip
+    found = _candidates(labels, right)
+    choices = {name: Choice(name, 224, "plain", "none", 10, "none") for name in right}
+    choices["x"] = Choice("x", 224, "plain", "balanced", 10, "none")
+    choices["big"] = Choice("big", 288, "plain", "none", 10, "none")  # alone at its size
+    search = _search(labels, fold, {choices[n]: found[n] for n in right})
+    builder = SimpleNamespace(models={pair: object() for pair in search.features})
+    _forget(search, builder, choices["floor"], {"class_weight": "none"})  # type: ignore[arg-type]
+    kept = {name for name, _ in search.features}
+    assert kept == {"floor", "a", "b", "g", "h", "big"}
+    assert set(builder.models) == set(search.features)
+    # The choice returned is always one whose features are still there.
+    chosen, _ = _decide(search, choices["floor"], {"class_weight": "none"})
+    assert (chosen.backbone, chosen.size) in search.features or all(
+        (m.backbone, m.size) in search.features for m in chosen.members
+    )
 
 
 @pytest.mark.parametrize("heads", [1, 30])

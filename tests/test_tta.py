@@ -17,8 +17,9 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error
 
 import xferclass
 from helpers import tiny_arrays, tiny_dataset, tiny_model
-from xferclass._tta import check_tta, tta_views
+from xferclass._tta import check_tta, resolve_tta, tta_views, with_views
 from xferclass.cli import main
+from xferclass.layers import TestTimeViews, ViewMean, built_in_views
 from xferclass.metrics import regression_metrics
 
 # float32 probabilities through a small conv net: agreement to ~1e-6; allow
@@ -46,6 +47,9 @@ def _np_views(images: np.ndarray, mode: str) -> list[np.ndarray]:
     """The views of ``mode``, made with NumPy."""
     images = images.astype(np.float64)
     views = [images]
+    if mode == "rotations":  # np.rot90 turns anticlockwise, as tf.image.rot90
+        return views + [images[:, :, ::-1], images[:, ::-1], np.rot90(images, 1, axes=(1, 2)),
+                        np.rot90(images, 3, axes=(1, 2))]  # fmt: skip
     if mode in ("flip", "crops"):
         views.append(images[:, :, ::-1])
     if mode == "crops":
@@ -178,7 +182,7 @@ def test_command_line_tta(
     printed = json.loads(capsys.readouterr().out)
     dataset = xferclass.load_image_dataset(tiny_dataset_dir, 32, shuffle=False)
     reference = xferclass.evaluate_regression_style(loaded, dataset, tta="crops")
-    assert printed == pytest.approx(reference, abs=ATOL)
+    assert {k: printed[k] for k in reference} == pytest.approx(reference, abs=ATOL)
     assert main(["evaluate", str(path), str(tiny_dataset_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["mse"] != pytest.approx(printed["mse"], abs=1e-7)
 
@@ -186,3 +190,90 @@ def test_command_line_tta(
         main(["predict", str(path), files[0], "--tta", "rotate"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'rotate'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ views inside the model
+
+
+@pytest.mark.parametrize("mode", ["flip", "crops", "rotations"])
+def test_views_inside_the_model_give_the_manual_average(model: object, mode: str) -> None:
+    images, _ = tiny_arrays(10, seed=4)
+    inside = with_views(model, mode)
+    assert built_in_views(inside) == mode and built_in_views(model) == "none"
+    expected = _manual(model, images, mode)
+    assert np.abs(expected - model.predict(images, verbose=0)).max() > 1e-3  # type: ignore[attr-defined]
+    np.testing.assert_allclose(inside.predict(images, verbose=0), expected, rtol=0, atol=ATOL)
+    # predict and evaluate average the views with no flag, and never twice.
+    result = xferclass.predict(inside, images, batch_size=4)
+    np.testing.assert_allclose(result.probabilities, expected, rtol=0, atol=ATOL)
+    same = xferclass.predict(inside, images, tta=mode)
+    np.testing.assert_allclose(same.probabilities, expected, rtol=0, atol=ATOL)
+    labels = np.eye(3)[np.arange(10) % 3]
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
+    metrics = xferclass.evaluate_regression_style(inside, dataset)
+    assert metrics["mse"] == pytest.approx(mean_squared_error(labels, expected), abs=ATOL)
+
+
+def test_the_views_layers_match_numpy_and_refuse_what_they_cannot_do() -> None:
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0, 255, (3, 8, 8, 2)).astype(np.float32)
+    stacked = TestTimeViews("rotations")(images).numpy()
+    np.testing.assert_array_equal(stacked, np.concatenate(_np_views(images, "rotations")))
+    crops = TestTimeViews("crops")(images).numpy()
+    np.testing.assert_allclose(crops, np.concatenate(_np_views(images, "crops")), atol=1e-3)
+    rows = rng.uniform(size=(6, 4))
+    np.testing.assert_allclose(ViewMean(3)(rows).numpy(), rows.reshape(3, 2, 4).mean(0), atol=1e-6)
+    with pytest.raises(xferclass.InvalidArgumentError, match="square"):
+        TestTimeViews("rotations")(np.zeros((1, 4, 6, 3), np.float32))
+    with pytest.raises(xferclass.InvalidArgumentError, match="mode='spin'"):
+        TestTimeViews("spin")
+    with pytest.raises(xferclass.InvalidArgumentError, match="views=0"):
+        ViewMean(0)
+
+
+def test_a_model_with_views_keeps_its_names_saves_loads_and_refuses_other_views(
+    model: object, tmp_path: Path
+) -> None:
+    inside = with_views(model, "rotations")
+    assert inside.get_layer("preprocessing").class_names is None  # none in the tiny model
+    with pytest.raises(xferclass.InvalidArgumentError, match="not applied twice"):
+        with_views(inside, "flip")
+    assert with_views(model, "none") is model
+    path = tmp_path / "views.keras"
+    xferclass.save_model(inside, path)
+    loaded = xferclass.load_model(path)
+    images, _ = tiny_arrays(5, seed=9)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), _manual(model, images,
+                               "rotations"), rtol=0, atol=ATOL)  # fmt: skip
+    assert resolve_tta(loaded, False) == resolve_tta(loaded, "rotations") == "none"
+    assert resolve_tta(model, "rotations") == "rotations"
+    with pytest.raises(xferclass.InvalidArgumentError, match="already averages its 'rotations'"):
+        xferclass.predict(loaded, images, tta="flip")
+
+
+def test_the_command_line_runs_the_views_inside_a_model_with_no_flag(
+    model: object, tiny_dataset_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "views.keras"
+    xferclass.save_model(with_views(model, "flip"), path)
+    dataset = xferclass.load_image_dataset(tiny_dataset_dir, 32, shuffle=False)
+    reference = xferclass.evaluate_regression_style(model, dataset, tta="flip")
+    assert main(["evaluate", str(path), str(tiny_dataset_dir), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert {k: printed[k] for k in reference} == pytest.approx(reference, abs=ATOL)
+    assert main(["evaluate", str(path), str(tiny_dataset_dir), "--tta", "crops"]) == 1
+    assert "already averages its 'flip' views" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["saved_model", "onnx", "openvino", "litert"])
+def test_the_views_inside_travel_into_every_export(model: object, tmp_path: Path, fmt: str) -> None:
+    from test_export import RUNNERS
+
+    inside = with_views(model, "rotations")
+    target = {"saved_model": "sm", "onnx": "m.onnx", "openvino": "m.xml", "litert": "m.tflite"}
+    (written, *_) = xferclass.export(inside, tmp_path / target[fmt], format=fmt)
+    images, _ = tiny_arrays(6, seed=2)
+    expected = _manual(model, images, "rotations")
+    # float32 runtimes that fuse and reorder the network's sums: 1e-4 on probabilities.
+    np.testing.assert_allclose(RUNNERS[fmt](written, images), expected, rtol=0, atol=1e-4)

@@ -5,9 +5,9 @@ already there, so the average of the best two or three is one more candidate
 that costs nothing to cross-validate. When it wins on the held-out estimate, it
 is returned as one Keras model, image in, class probabilities out: a
 ``Preprocessing`` layer that carries the class names and the report (and leaves
-the pixels as they are), each member at its own input size, and the mean of
-their probabilities. ``save_model``, ``predict``, TTA and ``export`` take it as
-they take any classifier.
+the pixels as they are), the members, which share one input size and so see the
+pixels they were measured on, and the mean of their probabilities.
+``save_model``, ``predict`` and ``export`` take it as they take any classifier.
 
 An averaged-heads choice is cheaper still: several heads of one training recipe,
 each from its own initial weights, on one backbone. Its model
@@ -32,6 +32,7 @@ __all__ = [
     "build_ensemble",
     "build_head_average",
     "ensemble_candidates",
+    "ranked_pairs",
 ]
 
 #: Most models averaged.
@@ -74,45 +75,67 @@ def ensemble_candidates(
     oof: Mapping[Choice, np.ndarray], labels: np.ndarray, metric: str,
     rows: np.ndarray | None = None,
 ) -> dict[Ensemble, np.ndarray]:  # fmt: skip
-    """Averages of the best 2 to :data:`MAX_MEMBERS` (backbone, size) pairs, per TTA.
+    """Averages of the best 2 to :data:`MAX_MEMBERS` (backbone, size) pairs of one input
+    size, per TTA.
+
+    The members of an average share one input size, so the returned model feeds each
+    member the very pixels it was measured on: every image decoded and resized once to
+    that size. (Members of different sizes would each get the image resized twice, to
+    the largest size and then to their own, which no measurement saw.)
 
     Each pair's member, and the pairs' order, are chosen by their scores on ``rows``
     only (every image by default): the nested estimate rebuilds the averages without
     the fold it scores them on, since choosing the members is itself a choice.
     """
-    rows = np.arange(len(labels)) if rows is None else rows
     found: dict[Ensemble, np.ndarray] = {}
     for tta in sorted({c.tta for c in oof}):
-        best: dict[tuple[str, int], tuple[float, Choice]] = {}
-        for choice, probabilities in oof.items():
-            if choice.tta != tta:
-                continue
-            value = _headcv.score(metric, labels[rows], probabilities[rows])
-            pair = (choice.backbone, choice.size)
-            if pair not in best or value > best[pair][0]:
-                best[pair] = (value, choice)
-        ranked = [c for _, c in sorted(best.values(), key=lambda item: (-item[0], item[1]))]
-        for count in range(2, min(MAX_MEMBERS, len(ranked)) + 1):
-            members = tuple(ranked[:count])
-            found[Ensemble(members)] = np.mean([oof[m] for m in members], axis=0)
+        ranked = ranked_pairs({c: p for c, p in oof.items() if c.tta == tta}, labels, metric,
+                              rows)  # fmt: skip
+        for size in sorted({c.size for c in ranked}):
+            same = [c for c in ranked if c.size == size]
+            for count in range(2, min(MAX_MEMBERS, len(same)) + 1):
+                members = tuple(same[:count])
+                found[Ensemble(members)] = np.mean([oof[m] for m in members], axis=0)
     return found
 
 
+def ranked_pairs(
+    oof: Mapping[Choice, np.ndarray], labels: np.ndarray, metric: str,
+    rows: np.ndarray | None = None,
+) -> list[Choice]:  # fmt: skip
+    """The best choice of each (backbone, size) pair by its score on ``rows`` (every
+    image by default), the best pair first."""
+    rows = np.arange(len(labels)) if rows is None else rows
+    best: dict[tuple[str, int], tuple[float, Choice]] = {}
+    for choice, probabilities in oof.items():
+        value = _headcv.score(metric, labels[rows], probabilities[rows])
+        pair = (choice.backbone, choice.size)
+        if pair not in best or value > best[pair][0]:
+            best[pair] = (value, choice)
+    return [c for _, c in sorted(best.values(), key=lambda item: (-item[0], item[1]))]
+
+
 def build_ensemble(models: Sequence[Any], class_names: Sequence[str]) -> Any:
-    """One model averaging ``models``' probabilities, at the largest of their input sizes."""
+    """One model averaging ``models``' probabilities; they share one input size.
+
+    Raises:
+        InvalidArgumentError: The models' input sizes differ.
+    """
     import keras
 
+    from ._errors import InvalidArgumentError
     from .layers import Preprocessing
 
-    size = max(int(m.input_shape[1]) for m in models)
-    inputs = keras.Input((size, size, 3), name="image")
+    shapes = {tuple(m.input_shape[1:]) for m in models}
+    if len(shapes) != 1:
+        raise InvalidArgumentError(
+            f"the averaged models take inputs of different shapes {sorted(shapes)}: each "
+            "would see the image resized twice, which it was not measured on"
+        )
+    inputs = keras.Input(shapes.pop(), name="image")
     x = Preprocessing("none", class_names=list(class_names), name="preprocessing")(inputs)
-    outputs = []
-    for i, model in enumerate(models):
-        side = int(model.input_shape[1])
-        member = keras.Model(model.input, model.output, name=f"member_{i}")
-        y = x if side == size else keras.layers.Resizing(side, side, name=f"resize_{i}")(x)
-        outputs.append(member(y))
+    outputs = [keras.Model(m.input, m.output, name=f"member_{i}")(x)
+               for i, m in enumerate(models)]  # fmt: skip
     average = keras.layers.Average(name="average", dtype="float32")(outputs)
     return keras.Model(inputs, average, name="ensemble_classifier")
 

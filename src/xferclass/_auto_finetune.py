@@ -22,7 +22,6 @@ by more than the standard error of that paired difference.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,7 +81,8 @@ class FineTuned:
         frozen_score: The score on the same images of what it was measured against:
             the frozen choice's out-of-fold probabilities, or for a deeper run, the
             shallower run's.
-        standard_error: Standard error of the paired difference of correctness.
+        standard_error: Standard error of the paired difference of the metric
+            (:func:`xferclass._headcv.paired_se`).
         images: Images in the held-out fold.
         seconds: Seconds the experiment took.
         wins: Whether fine-tuning (at this depth) is kept.
@@ -264,9 +264,7 @@ def _compare(
 ) -> FineTuned:  # fmt: skip
     """The fine-tuned model against what it is measured against on the held-out fold."""
     labels = search.images.labels[held]
-    right = (np.argmax(probabilities, 1) == labels).astype(float)
-    difference = right - (np.argmax(frozen, 1) == labels).astype(float)
-    se = float(np.std(difference, ddof=1) / math.sqrt(len(labels))) if len(labels) > 1 else 0.0
+    se = _headcv.paired_se(search.metric, labels, probabilities, frozen, seed=search.seed)
     score = _headcv.score(search.metric, labels, probabilities)
     frozen_score = _headcv.score(search.metric, labels, frozen)
     result = FineTuned(epochs=epochs, score=score, frozen_score=frozen_score,

@@ -87,7 +87,14 @@ def view_experiments(floor: tuple[str, int], fixed: Mapping[str, Any]) -> list[E
         train = str(fixed["augment"] or "plain")
         views = tuple(dict.fromkeys(VIEW_SETS["plain"] + VIEW_SETS[train]))
         trains = tuple(dict.fromkeys(("plain", train)))
-        return [Experiment("floor", *floor, views, trains, with_floor)]
+        queue = [Experiment("floor", *floor, views, trains, with_floor)]
+        # Test-time views are not training views: they are measured whatever trains.
+        for source in ("flip", "rotations"):
+            more = tuple(dict.fromkeys(views + VIEW_SETS[source]))
+            if more != views:
+                queue.append(Experiment("views", *floor, more, (train,), weights))
+                views = more
+        return queue
     return [
         Experiment("floor", *floor, ("plain",), ("plain",), with_floor),
         Experiment("views", *floor, VIEW_SETS["flip"], ("flip",), weights),

@@ -115,6 +115,8 @@ def format_report(report: Mapping[str, Any]) -> str:
         f"{plan['augment'] or 'plain'}, class weights {plan['class_weight']}, "
         f"{plan['head_epochs']} epochs, "
         f"TTA {report['tta']['choice']}"
+        + (" (inside the model: every prediction and export averages these views)"
+           if report["tta"].get("inside_model") else "")
         + (f", top {plan.get('unfreeze', FIRST_UNFREEZE):.0%} of the backbone fine-tuned for "
            f"{plan['fine_tune_epochs']} epochs" if plan.get("fine_tune_epochs") else "")
     )  # fmt: skip

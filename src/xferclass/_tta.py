@@ -14,6 +14,11 @@
 
 The views are made from the batch at the model's input size, so every input
 path (files, arrays, datasets) gets the same views.
+
+A model can also carry its views inside it (:func:`with_views`, as the
+automatic recipe returns them): it then averages them on every call, in
+``predict``, on the command line and in every exported format, and ``tta=``
+leaves it as it is (:func:`resolve_tta`), so views are never applied twice.
 """
 
 from __future__ import annotations
@@ -25,15 +30,19 @@ import numpy as np
 import tensorflow as tf
 
 from ._errors import InvalidArgumentError, InvalidArgumentTypeError
+from .layers import CROP_FRACTION
 
 __all__ = [
     "CROP_FRACTION",
     "TTA_MODES",
     "VIEWS",
     "check_tta",
+    "resolve_tta",
     "tta_probabilities",
     "tta_views",
     "view",
+    "with_views",
+    "without_views",
 ]
 
 #: The ``tta=`` modes, cheapest first.
@@ -41,9 +50,6 @@ TTA_MODES = ("none", "flip", "crops", "rotations")
 
 #: The symmetry views of an image, by name; ``"rotations"`` averages over all of them.
 VIEWS = ("plain", "hflip", "vflip", "rot90", "rot270")
-
-#: Fraction of each side that a ``"crops"`` view keeps.
-CROP_FRACTION = 0.875
 
 
 def check_tta(tta: Any) -> str:
@@ -68,6 +74,93 @@ def check_tta(tta: Any) -> str:
             f"{', '.join(map(repr, TTA_MODES))} (or True for 'flip')"
         )
     return mode
+
+
+def resolve_tta(model: Any, tta: Any) -> str:
+    """The views to average outside ``model``: ``tta``'s mode for a model without views
+    inside it; ``"none"`` for one that carries its own (:func:`with_views`), whose views
+    run on every call.
+
+    Raises:
+        InvalidArgumentError: ``tta`` asks for other views than those the model carries.
+    """
+    from .layers import built_in_views
+
+    mode = check_tta(tta)
+    inside = built_in_views(model)
+    if inside == "none":
+        return mode
+    if mode in ("none", inside):
+        return "none"
+    raise InvalidArgumentError(
+        f"tta={tta!r}: this model already averages its {inside!r} views inside it (they run "
+        "on every prediction); leave tta unset, or predict with the model it wraps"
+    )
+
+
+def with_views(model: Any, mode: Any) -> Any:
+    """``model`` with the test-time views of ``mode`` inside it: one Keras model, raw
+    pixels in, the mean of ``model``'s probabilities over the views out.
+
+    The views are stacked on the batch axis (:class:`xferclass.layers.TestTimeViews`),
+    ``model`` runs once on the stack and :class:`xferclass.layers.ViewMean` averages
+    them, so the model saves, loads and exports like any classifier and gives what
+    ``predict(model, ..., tta=mode)`` gives. The class names, multi-label threshold
+    and metadata of ``model``'s preprocessing layer are copied to the new model's
+    first layer. ``mode`` ``"none"`` (or False) returns ``model`` itself.
+
+    Raises:
+        InvalidArgumentError: ``model`` already carries views, or ``mode`` is unknown.
+
+    Examples:
+        >>> import keras
+        >>> from xferclass import Preprocessing
+        >>> inputs = keras.Input((8, 8, 3))
+        >>> x = Preprocessing("unit", class_names=["a", "b"])(inputs)
+        >>> x = keras.layers.GlobalAveragePooling2D()(x)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+        >>> wrapped = with_views(model, "flip")
+        >>> wrapped.output_shape, [layer.name for layer in wrapped.layers][1:3]
+        ((None, 2), ['preprocessing', 'test_time_views'])
+    """
+    import keras
+
+    from .layers import Preprocessing, TestTimeViews, ViewMean, built_in_views
+    from .layers import preprocessing_layer as find_preprocessing
+
+    chosen = check_tta(mode)
+    if chosen == "none":
+        return model
+    inside = built_in_views(model)
+    if inside != "none":
+        raise InvalidArgumentError(
+            f"this model already averages its {inside!r} views; views are not applied twice"
+        )
+    first = find_preprocessing(model)
+    inputs = keras.Input(tuple(model.input_shape[1:]), name="image")
+    x = Preprocessing(
+        "none", class_names=None if first is None else first.class_names,
+        multi_label=False if first is None else first.multi_label,
+        threshold=0.5 if first is None else first.threshold,
+        metadata=None if first is None else first.metadata, name="preprocessing",
+    )(inputs)  # fmt: skip
+    views = TestTimeViews(chosen, name="test_time_views")
+    probabilities = model(views(x))
+    mean = ViewMean(len(views.views), name="view_mean", dtype="float32")(probabilities)
+    return keras.Model(inputs, mean, name=f"{model.name}_{chosen}_views")
+
+
+def without_views(model: Any) -> Any:
+    """The classifier that a model made by :func:`with_views` runs on its views (the
+    model itself when it carries none)."""
+    import keras
+
+    from .layers import built_in_views
+
+    if built_in_views(model) == "none":
+        return model
+    (inner,) = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return inner
 
 
 def _crop_boxes(height: int, width: int) -> list[tuple[int, int, int, int]]:

@@ -56,6 +56,7 @@ from ._auto_search import (
 from ._errors import InvalidArgumentError, InvalidArgumentTypeError
 from ._headcv import METRICS, stratified_folds
 from ._log import logger
+from ._tta import with_views
 
 __all__ = [
     "AutoPlan",
@@ -207,7 +208,8 @@ class AutoPlan:
         augment: Training views beyond the plain image: ``"flip"``,
             ``"rotations"``, or None.
         class_weight: ``"none"``, ``"sqrt"`` or ``"balanced"``.
-        tta: Test-time views to predict with: ``"none"``, ``"flip"`` or ``"rotations"``.
+        tta: Test-time views the model averages inside itself, on every prediction:
+            ``"none"``, ``"flip"`` or ``"rotations"``.
         floor: Whether this is the floor (nothing beat it).
         fine_tune_epochs: Epochs of fine-tuning (0: the backbone stayed frozen).
         unfreeze: Fraction of the backbone fine-tuned.
@@ -217,7 +219,8 @@ class AutoPlan:
             joins their names with " + " and ``input_size`` is the largest of their sizes,
             the input size of the averaged model).
         heads: Heads on the backbone, trained alike from different initial weights,
-            whose probabilities the model averages (1: one head).
+            whose probabilities the model averages (1: one head); for an average of
+            models, the most of any member (each member's are in ``members``).
     """
 
     backbone: str
@@ -512,7 +515,8 @@ def _run_search(
         if step < len(queue):
             experiment = queue[step]
         else:
-            best = max(search.oof, key=lambda c: _score(search, c))
+            # The views of the best choice the caller's fixed choices allow.
+            best = _best_allowed(search, fixed, floor) or floor
             experiment = backbone_experiment(pairs[step - len(queue)], best, fixed)
         if experiment in search.done:
             continue
@@ -537,7 +541,7 @@ def _run_search(
         search.run(experiment, f"{label}, views {', '.join(experiment.views)}")
         search.done.add(experiment)
         _average_heads(search, builder, floor, fixed, skipped, after_floor=step == 0)
-        _forget(search, builder, floor)
+        _forget(search, builder, floor, fixed)
     if search.deadline >= hard_deadline:  # the search's last turn: nothing comes after it
         _fill_with_heads(search, builder, fixed)
     return skipped
@@ -616,14 +620,26 @@ def _score(search: Search, choice: Choice) -> float:
     return score(search.metric, search.images.labels, search.oof[choice])
 
 
-def _forget(search: Search, builder: _Builder, floor: Choice) -> None:
-    """Drop the features and models of pairs that can no longer be returned (memory)."""
-    best: dict[tuple[str, int], float] = {}
-    for choice in search.oof:
-        pair = (choice.backbone, choice.size)
-        best[pair] = max(best.get(pair, -1.0), _score(search, choice))
-    ranked = sorted(best, key=lambda pair: -best[pair])[:MAX_MEMBERS]  # an average's members
-    keep = {(floor.backbone, floor.size), *ranked}
+def _forget(search: Search, builder: _Builder, floor: Choice, fixed: Mapping[str, Any]) -> None:
+    """Drop the features and models of pairs that can no longer be returned (memory).
+
+    A pair is kept when it is the floor's, or among the best :data:`MAX_MEMBERS` pairs of
+    its input size (an average's members share one size) by the best choice the caller's
+    fixed choices allow, ranked on every image *or on the images outside any one fold*:
+    the nested estimate chooses on the other folds' images, so what it could choose for
+    any fold is still there, and no fold's labels decide which pairs exist.
+    """
+    from ._auto_ensemble import ranked_pairs
+
+    allowed = {c: p for c, p in search.oof.items() if c == floor or _allowed(c, fixed)}
+    labels, fold = search.images.labels, search.fold
+    everything = np.arange(len(labels))
+    keep = {(floor.backbone, floor.size)}
+    for rows in [everything] + [everything[fold != j] for j in np.unique(fold)]:
+        ranked = ranked_pairs(allowed, labels, search.metric, rows)
+        for size in {c.size for c in ranked}:
+            same = [(c.backbone, c.size) for c in ranked if c.size == size]
+            keep.update(same[:MAX_MEMBERS])
     for pair in [p for p in search.features if p not in keep]:
         del search.features[pair]
         builder.models.pop(pair, None)
@@ -632,24 +648,16 @@ def _forget(search: Search, builder: _Builder, floor: Choice) -> None:
 # --------------------------------------------------------------------------- decision
 
 
-def _paired_se(labels: np.ndarray, chosen: Any, floor: np.ndarray) -> float:
-    """Standard error of the mean per-image difference in correctness of two predictions."""
-    if chosen is None or len(labels) < 2:
-        return 0.0
-    right = (np.argmax(chosen, 1) == labels).astype(float)
-    difference = right - (np.argmax(floor, 1) == labels).astype(float)
-    return float(np.std(difference, ddof=1) / math.sqrt(len(labels)))
-
-
 def _decide(search: Search, floor: Choice, fixed: Mapping[str, Any]) -> tuple[Any, dict]:
     """The choice to return and its held-out estimate: the floor unless something beat it."""
-    from ._headcv import score, select
+    from ._headcv import paired_se, score, select
 
+    # A choice is returned with heads trained on its features: pairs still cached only.
     pool: dict[Any, np.ndarray] = {
-        c: p for c, p in search.oof.items() if c == floor or _allowed(c, fixed)
-    }
-    # An average's members need their features for the final heads: pairs still cached.
-    singles = {c: p for c, p in pool.items() if (c.backbone, c.size) in search.features}
+        c: p for c, p in search.oof.items()
+        if (c == floor or _allowed(c, fixed)) and (c.backbone, c.size) in search.features
+    }  # fmt: skip
+    singles = dict(pool)
     labels, fold = search.images.labels, search.fold
 
     def averages(rows: np.ndarray) -> dict[Any, np.ndarray]:
@@ -659,11 +667,13 @@ def _decide(search: Search, floor: Choice, fixed: Mapping[str, Any]) -> tuple[An
     pool.update(averages(np.arange(len(labels))))
     per_fold = [score(search.metric, labels[fold == j], search.oof[floor][fold == j])
                 for j in np.unique(fold)]  # fmt: skip
-    floor_value = selection.scores[floor]
+    # Like for like: the floor's mean over folds, as the estimate is the chosen's.
+    floor_value = float(np.mean(per_fold))
     floor_se = float(np.std(per_fold, ddof=1) / math.sqrt(len(per_fold)))
     chosen = selection.chosen
     gain = selection.estimate - floor_value
-    margin = _paired_se(labels, selection.held_out, search.oof[floor])
+    margin = paired_se(search.metric, labels, selection.held_out, search.oof[floor],
+                       seed=search.seed)  # fmt: skip
     if chosen != floor and gain > margin:
         why = (
             f"{chosen.label()} scored {selection.scores[chosen]:.4f} over all folds; "
@@ -735,6 +745,7 @@ def _plan(
             class_weight=first.class_weight, tta=choice.tta, floor=False,
             head_learning_rate=lr, reasons={"choice": decision["why"]},
             members=[dict(as_mapping(m)) for m in choice.members],
+            heads=max(m.heads for m in choice.members),
         )  # fmt: skip
     views = {"plain": None, "flip": "flip", "rotations": "rotations"}[choice.train_views]
     deeper = fine.get("deeper", {})
@@ -819,7 +830,11 @@ def _report(
             floor,
             fine=extra["fine_tune"],
         ),  # fmt: skip
-        "tta": {"choice": "no" if choice.tta == "none" else choice.tta, "reason": tta_reason},
+        "tta": {
+            "choice": "no" if choice.tta == "none" else choice.tta,
+            "reason": tta_reason,
+            "inside_model": choice.tta != "none",
+        },
         "estimate": decision["estimate"],
         "why": decision["why"],
         "measured": measured,
@@ -914,6 +929,9 @@ def train_auto(
         store_class_names(model, search.images.class_names)
     else:
         model = _final_model(search, builder, choice, seed=seed, batch_size=batch_size)
+    # The test-time views that were measured run inside the model returned, so predict,
+    # the command line and every export give the estimated model with no flag.
+    model = with_views(model, choice.tta)
     plan = _plan(choice, floor, decision, search.learning_rate, fine)
     report = _report(
         search, setup["data"], choice, floor, decision, skipped_list=run["skipped"],
@@ -1058,9 +1076,12 @@ def _fine_tune_decision(
     the images, and fine-tuning was kept because it scored well there: its own score on
     fold 0 ran 1 to 3 points above the test score. Only the paired gain comes from fold 0.
     """
+    from ._headcv import paired_se
+
     frozen = decision["estimate"]
+    metric = str(frozen["metric"])
     gain = kept.score - result.frozen_score  # ``result.frozen_score`` is ``against``'s
-    gain_se = _paired_se(labels, kept.probabilities, against)
+    gain_se = paired_se(metric, labels, kept.probabilities, against)
     value = min(1.0, max(0.0, frozen["value"] + gain))
     se = math.hypot(frozen["standard_error"], gain_se)
     choices = "two" if depths == 1 else "three"

@@ -354,6 +354,12 @@ def _train_auto(args: argparse.Namespace, given: list[str]) -> int:
     import xferclass
 
     unsupported = [name for name in given if _RECIPE_FLAGS[name] is None]
+    if args.engine != "auto":
+        raise xferclass.InvalidArgumentError(
+            f"--engine {args.engine} cannot be combined with the automatic recipe (--budget, "
+            "or no recipe flags): it times the runtimes and takes the faster for its frozen "
+            "passes itself; drop --engine, or give recipe flags (--epochs, ...) without --budget"
+        )
     if unsupported:
         flags = ", ".join("--" + name.replace("_", "-") for name in unsupported)
         raise xferclass.InvalidArgumentError(

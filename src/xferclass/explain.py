@@ -30,6 +30,8 @@ import numpy as np
 import tensorflow as tf
 
 from ._errors import InvalidArgumentError, InvalidArgumentTypeError, UnsupportedBackendError
+from ._tta import without_views
+from .layers import built_in_views
 
 __all__ = ["explain", "spatial_layers"]
 
@@ -253,7 +255,10 @@ def explain(
     Args:
         model: A classifier: one made by :func:`xferclass.build_classifier`
             (trained, fine-tuned or loaded), an average made by the automatic
-            recipe, or any functional Keras model with a spatial layer.
+            recipe, or any functional Keras model with a spatial layer. For a
+            model that averages test-time views inside it, the maps are of the
+            image as given (the first view), for the class the averaged views
+            predict.
         images: RGB pixels, ``(n, height, width, 3)`` or one ``(height,
             width, 3)`` image, uint8 or float in [0, 255], as
             :func:`xferclass.predict` takes them; resized to the model's input
@@ -284,6 +289,14 @@ def explain(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size={batch_size!r} must be a positive int")
     array = _as_images(images)
+    if built_in_views(model) != "none":
+        # The maps are of the image as given; the class is the one the model's averaged
+        # views predict, unless one is asked for.
+        if class_index is None:
+            size = tuple(int(side) for side in model.input_shape[1:3])
+            batch = tf.image.resize(tf.convert_to_tensor(array, tf.float32), size)
+            class_index = np.argmax(model.predict(batch, verbose=0), axis=1).tolist()
+        model = without_views(model)
     targets = {id(layer): layer for _, layer in spatial_layers(model)}
     chosen = class_index
     pieces = []

@@ -17,7 +17,7 @@ from ._common import check_image_size, forward_function, model_class_names, mode
 from ._decode import without_autotune
 from ._errors import DatasetError, InvalidArgumentError
 from ._pipeline import undecodable_error
-from ._tta import check_tta, tta_probabilities
+from ._tta import resolve_tta, tta_probabilities
 from .metrics import check_threshold
 
 __all__ = ["predict", "Predictions"]
@@ -203,7 +203,7 @@ def predict(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size={batch_size!r} must be a positive int")
-    tta_mode = check_tta(tta)
+    tta_mode = resolve_tta(model, tta)
     outputs = int(model.output_shape[-1])
     names = list(class_names) if class_names is not None else model_class_names(model)
     if names is None:

@@ -13,7 +13,25 @@ from keras import ops
 
 from ._errors import InvalidArgumentError
 
-__all__ = ["Preprocessing", "InferenceMode", "PREPROCESS_MODES", "preprocessing_layer"]
+__all__ = [
+    "PREPROCESS_MODES",
+    "InferenceMode",
+    "Preprocessing",
+    "TestTimeViews",
+    "ViewMean",
+    "built_in_views",
+    "preprocessing_layer",
+]
+
+#: The test-time view modes a model can carry inside it, and the views each stacks.
+VIEW_MODES = {
+    "flip": ("plain", "hflip"),
+    "rotations": ("plain", "hflip", "vflip", "rot90", "rot270"),
+    "crops": ("plain", "hflip", "crop_centre", "crop_tl", "crop_tr", "crop_bl", "crop_br"),
+}
+
+#: Fraction of each side that a crop view keeps.
+CROP_FRACTION = 0.875
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -153,3 +171,135 @@ class InferenceMode(keras.layers.Wrapper):
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return self.layer.compute_output_shape(input_shape)
+
+
+def _crop(x: Any, where: str) -> Any:
+    """A crop of :data:`CROP_FRACTION` of each side of ``x`` (n, h, w, c), resized back."""
+    height, width = int(x.shape[1]), int(x.shape[2])
+    crop_h = max(1, round(height * CROP_FRACTION))
+    crop_w = max(1, round(width * CROP_FRACTION))
+    bottom, right = height - crop_h, width - crop_w
+    top, left = {"crop_centre": (bottom // 2, right // 2), "crop_tl": (0, 0),
+                 "crop_tr": (0, right), "crop_bl": (bottom, 0),
+                 "crop_br": (bottom, right)}[where]  # fmt: skip
+    part = x[:, top : top + crop_h, left : left + crop_w, :]
+    return ops.image.resize(part, (height, width), interpolation="bilinear")
+
+
+def _view(x: Any, name: str) -> Any:
+    if name == "plain":
+        return x
+    if name == "hflip":
+        return ops.flip(x, axis=2)
+    if name == "vflip":
+        return ops.flip(x, axis=1)
+    if name == "rot90":  # a quarter turn anticlockwise, as tf.image.rot90(k=1)
+        return ops.flip(ops.transpose(x, (0, 2, 1, 3)), axis=1)
+    if name == "rot270":
+        return ops.flip(ops.transpose(x, (0, 2, 1, 3)), axis=2)
+    return _crop(x, name)
+
+
+@keras.saving.register_keras_serializable(package="xferclass")
+class TestTimeViews(keras.layers.Layer):
+    """Stacks the test-time views of a batch along the batch axis.
+
+    A batch ``(n, h, w, c)`` becomes ``(views * n, h, w, c)``: all the first
+    views, then all the second, and so on. The classifier after it runs once on
+    the stack, and :class:`ViewMean` averages its probabilities back to ``n``
+    rows. The automatic recipe puts the views it measured inside the model it
+    returns this way, so ``predict``, the command line and every export format
+    average the same views with no flag.
+
+    Args:
+        mode: ``"flip"`` (the image and its mirror), ``"rotations"`` (the image,
+            both mirrors and both quarter turns; square inputs) or ``"crops"``
+            (the image, its mirror and five crops of 87.5 % of each side).
+
+    Examples:
+        >>> import numpy as np
+        >>> batch = np.arange(4.0).reshape(1, 2, 2, 1)
+        >>> views = TestTimeViews("rotations")(batch).numpy()
+        >>> views.shape, views[3, :, :, 0].tolist()
+        ((5, 2, 2, 1), [[1.0, 3.0], [0.0, 2.0]])
+    """
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    def __init__(self, mode: str = "flip", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if mode not in VIEW_MODES:
+            raise InvalidArgumentError(
+                f"TestTimeViews: mode={mode!r} is not one of {', '.join(VIEW_MODES)}"
+            )
+        self.mode = mode
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The names of the views, in the order they are stacked."""
+        return VIEW_MODES[self.mode]
+
+    def build(self, input_shape: Any) -> None:
+        if self.mode == "rotations" and input_shape[1] != input_shape[2]:
+            raise InvalidArgumentError(
+                f"TestTimeViews('rotations') needs square images; these are "
+                f"{input_shape[1]}x{input_shape[2]}"
+            )
+        self.built = True
+
+    def call(self, inputs: Any) -> Any:
+        return ops.concatenate([_view(inputs, name) for name in self.views], axis=0)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        batch = input_shape[0]
+        count = len(self.views)
+        return (None if batch is None else batch * count, *input_shape[1:])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="xferclass")
+class ViewMean(keras.layers.Layer):
+    """The mean over ``views`` stacked blocks of rows: ``(views * n, k)`` to ``(n, k)``.
+
+    Args:
+        views: How many views :class:`TestTimeViews` stacked.
+
+    Examples:
+        >>> import numpy as np
+        >>> ViewMean(2)(np.array([[0.0, 1.0], [0.5, 0.5]])).numpy().tolist()
+        [[0.25, 0.75]]
+    """
+
+    def __init__(self, views: int = 2, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+            raise InvalidArgumentError(f"ViewMean: views={views!r} must be a positive int")
+        self.views = views
+
+    def call(self, inputs: Any) -> Any:
+        rows = ops.reshape(inputs, (self.views, -1, *inputs.shape[1:]))
+        return ops.mean(rows, axis=0)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        batch = input_shape[0]
+        return (None if batch is None else batch // self.views, *input_shape[1:])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "views": self.views}
+
+
+def built_in_views(model: Any) -> str:
+    """The test-time view mode a model averages inside itself (:class:`TestTimeViews`,
+    at its top level), or ``"none"``.
+
+    Examples:
+        >>> import keras
+        >>> built_in_views(keras.Sequential([keras.layers.Dense(2)]))
+        'none'
+    """
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, TestTimeViews):
+            return layer.mode
+    return "none"

@@ -45,7 +45,7 @@ from ._common import (
 from ._decode import without_autotune
 from ._errors import InvalidArgumentError
 from ._facts import class_names_of
-from ._tta import check_tta, tta_probabilities
+from ._tta import resolve_tta, tta_probabilities
 
 __all__ = [
     "evaluate_regression_style",
@@ -79,7 +79,7 @@ def collect_predictions(
             class names are the model's stored ones in another order (the
             message names both orders).
     """
-    tta_mode = check_tta(tta)
+    tta_mode = resolve_tta(model, tta)
     dataset = require_dataset(dataset, "dataset")
     check_class_count(model, dataset, "dataset")
     check_stored_class_names(model, class_names_of(dataset), "dataset")
