@@ -19,7 +19,11 @@ trains with :func:`xferclass.fit` or :func:`xferclass.fine_tune`, evaluates with
 
 - ``model.keras``: the trained classifier (``xferclass.load_model`` reads it);
 - ``metrics.json``: MAE, MSE, RMSE, R², accuracy, n and a per-class report
-  (precision, recall, F1, support) per split, the configuration,
+  (precision, recall, F1, support) per split; ``seen_in_training``: per split, how many
+  of its images the model trained on (content digests recorded in the model); the
+  ``headline``: accuracy on the first split the model did not train on (test, then
+  validation), or with ``--recipe auto``, which trains on the validation images too and
+  has no test split, the recipe's held-out estimate; the configuration,
   the training history, timings per phase and in total, the machine and the versions;
 - ``history.png``: training curves;
 - ``confusion_matrix.png`` and ``predictions.png``: on the test split, or on the
@@ -598,6 +602,55 @@ def evaluate(
     return results
 
 
+def training_overlap(model: Any, splits: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+    """For each evaluated split: how many of its images the model trained on (or None
+    when the model does not record its training files), by the files' content digests."""
+    from xferclass._provenance import overlap_summary
+
+    return {name: overlap_summary(model, splits[name].file_paths) for name in results}
+
+
+def choose_headline(
+    results: dict[str, Any], overlap: dict[str, Any], estimate: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The number to lead with: accuracy on the first split of test and validation that
+    the model did not train on; else the automatic recipe's held-out estimate; else
+    (said so by ``held_out``) the accuracy on images it trained on."""
+    for name in ("test", "validation"):
+        seen = (overlap.get(name) or {}).get("seen_in_training")
+        if name in results and not seen:
+            metrics = results[name]["metrics"]
+            return {"source": name, "metric": "accuracy", "value": metrics["accuracy"],
+                    "n": metrics["n"], "held_out": True}  # fmt: skip
+    if estimate is not None:
+        return {"source": "held-out estimate (the automatic recipe's cross-validation)",
+                "metric": estimate["metric"], "value": estimate["value"],
+                "standard_error": estimate["standard_error"], "held_out": True}  # fmt: skip
+    name = "test" if "test" in results else "validation"
+    metrics = results[name]["metrics"]
+    return {"source": name, "metric": "accuracy", "value": metrics["accuracy"],
+            "n": metrics["n"], "held_out": False}  # fmt: skip
+
+
+def say_results(results: dict[str, Any], overlap: dict[str, Any], headline: dict[str, Any]) -> None:
+    """The headline first, then one line per split, marked when it holds training images."""
+    error = f" ± {headline['standard_error']:.4f}" if "standard_error" in headline else ""
+    held = "" if headline["held_out"] else " (NOT held out: the model trained on these images)"
+    say(f"headline: {headline['metric']} {headline['value']:.4f}{error} on "
+        f"{headline['source']}{held}")  # fmt: skip
+    for name, result in results.items():
+        metrics, seen = result["metrics"], overlap.get(name) or {}
+        mark = ""
+        if seen.get("seen_in_training"):
+            mark = (f"  [{seen['seen_in_training']} of {seen['scored']} images used in "
+                    "training: not held out]")  # fmt: skip
+        say(
+            f"{name}: accuracy {metrics['accuracy']:.4f}  mae {metrics['mae']:.4f}  "
+            f"mse {metrics['mse']:.4f}  rmse {metrics['rmse']:.4f}  r2 {metrics['r2']:.4f}  "
+            f"(n={metrics['n']}){mark}"
+        )
+
+
 def write_plots(
     model: Any,
     history: Any,
@@ -737,6 +790,8 @@ def run(args: argparse.Namespace) -> int:
     now = lap("train", now)
 
     results = evaluate(model, splits, args.eval_train, args.engine)
+    overlap = training_overlap(model, splits, results)
+    headline = choose_headline(results, overlap)
     now = lap("evaluate", now)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -755,10 +810,11 @@ def run(args: argparse.Namespace) -> int:
         now = lap("export", now)
     timings["total"] = round(time.perf_counter() - started, 2)
 
-    evaluated_on = "test" if "test" in results else "validation"
     record = {
         "dataset": {"path": str(root), "images": counts, "class_names": class_names},
-        "evaluated_on": evaluated_on,
+        "evaluated_on": headline["source"],
+        "headline": headline,
+        "seen_in_training": overlap,
         "metrics": {name: result["metrics"] for name, result in results.items()},
         "config": {
             "backbone": spec.name,
@@ -781,13 +837,7 @@ def run(args: argparse.Namespace) -> int:
     }
     write_json(out / "metrics.json", record)
 
-    for name, result in results.items():
-        metrics = result["metrics"]
-        say(
-            f"{name}: accuracy {metrics['accuracy']:.4f}  mae {metrics['mae']:.4f}  "
-            f"mse {metrics['mse']:.4f}  rmse {metrics['rmse']:.4f}  r2 {metrics['r2']:.4f}  "
-            f"(n={metrics['n']})"
-        )
+    say_results(results, overlap, headline)
     say(f"done in {timings['total']:.0f} s; results in {out / 'metrics.json'}")
     return 0
 
@@ -808,6 +858,24 @@ def auto_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if changes.get("augment") == "none":
         changes["augment"] = None
     return changes
+
+
+def auto_overlap(
+    model: Any, report: dict[str, Any], splits: dict[str, Any], results: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`training_overlap` for the automatic recipe's model. A model that does not
+    record its files still says, in its report, that train_auto trained on the train
+    folder and on the validation folder given to it: all of their images count as seen."""
+    overlap = training_overlap(model, splits, results)
+    pooled = ["train"] + (["validation"] if report["data"].get("validation_given") else [])
+    for name in results:
+        if overlap[name] is None and name in pooled:
+            scored = results[name]["metrics"]["n"]
+            overlap[name] = {
+                "scored": scored, "seen_in_training": scored,
+                "how": f"xferclass.train_auto trained on the {name} folder (its report)",
+            }  # fmt: skip
+    return overlap
 
 
 def run_auto(
@@ -857,13 +925,15 @@ def _run_auto(
     if tta:
         say(f"evaluating with test-time augmentation ({choice}), as the recipe chose")
     results = evaluate(model, splits, args.eval_train, tta=tta)
+    overlap = auto_overlap(model, report, splits, results)
     timings["evaluate"] = round(time.perf_counter() - mark, 2)
     estimate = report["estimate"]
-    if "test" not in results:
+    headline = choose_headline(results, overlap, estimate)
+    if (overlap.get("validation") or {}).get("seen_in_training"):
         say(
-            "the validation images took part in the recipe's cross-validation, so the scores on "
-            f"them are not held out; its held-out estimate: {estimate['metric']} "
-            f"{estimate['value']:.4f} ± {estimate['standard_error']:.4f}"
+            "the validation images took part in the recipe's cross-validation and its final "
+            "training, so the scores on them are not held out; the headline is "
+            + ("the test accuracy" if headline["source"] == "test" else "its held-out estimate")
         )
     # No training curve: the recipe trains heads on cached features, fold by fold.
     pictures = write_plots(
@@ -873,8 +943,10 @@ def _run_auto(
     counts = {name: len(dataset.file_paths) for name, dataset in splits.items()}
     record = {
         "dataset": {"path": str(root), "images": counts, "class_names": class_names},
-        "evaluated_on": "test" if "test" in results else "validation (seen in training)",
+        "evaluated_on": headline["source"],
+        "headline": headline,
         "held_out_estimate": estimate,
+        "seen_in_training": overlap,
         "metrics": {name: r["metrics"] for name, r in results.items()},
         "config": {
             "recipe": "auto",
@@ -893,13 +965,7 @@ def _run_auto(
         "files": ["model.keras", "metrics.json", *pictures],
     }
     write_json(out / "metrics.json", record)
-    for name, r in results.items():
-        metrics = r["metrics"]
-        say(
-            f"{name}: accuracy {metrics['accuracy']:.4f}  mae {metrics['mae']:.4f}  "
-            f"mse {metrics['mse']:.4f}  rmse {metrics['rmse']:.4f}  r2 {metrics['r2']:.4f}  "
-            f"(n={metrics['n']})"
-        )
+    say_results(results, overlap, headline)
     say(f"done in {timings['total']:.0f} s (training within the budget: "
         f"{report['total_s']:.0f} s); results in {out / 'metrics.json'}")  # fmt: skip
     return 0

@@ -15,6 +15,7 @@ import tensorflow as tf
 import xferclass
 from helpers import SIZE  # noqa: F401  (registers the test_tiny backbone)
 from xferclass import inspection
+from xferclass._headcv import stratified_folds
 from xferclass.cli import main
 
 TINY: dict[str, Any] = dict(backbone="test_tiny", weights=None, input_size=32, folds=3)
@@ -128,6 +129,29 @@ def test_out_of_fold_probabilities_come_from_heads_that_never_saw_the_image() ->
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("held", [0, 1, 2])
+def test_a_folds_probabilities_depend_only_on_the_other_folds(held: int) -> None:
+    # Shuffle which features go with which label inside one fold: the folds stay the
+    # same (they depend on the labels only), and so do the feature statistics, so the
+    # head that predicts that fold trains on exactly the same rows and must give the
+    # same probabilities. A head that started from another fold's head, which trained
+    # on the shuffled fold, would not.
+    rng = np.random.default_rng(7)
+    features = rng.normal(size=(60, 30))
+    labels = np.arange(60) % 3
+    features[:, :3] += 1.5 * np.eye(3)[labels]  # some signal, most of it noise
+    fold = stratified_folds(labels, 3, 0)
+    rows = np.flatnonzero(fold == held)
+    moved = rows[rng.permutation(len(rows))]
+    shuffled = features.copy()
+    shuffled[rows] = features[moved]
+    before = inspection.out_of_fold_probabilities(features, labels, 3, folds=3, seed=0, l2=0.01)
+    after = inspection.out_of_fold_probabilities(shuffled, labels, 3, folds=3, seed=0, l2=0.01)
+    # Row i of the fold now holds image moved[i]'s features: it gets moved[i]'s probabilities.
+    np.testing.assert_allclose(after[rows], before[moved], atol=1e-6)
+    assert not np.allclose(after[fold != held], before[fold != held], atol=1e-3)
+
+
 @pytest.mark.parametrize(
     ("folds", "error"),
     [
@@ -154,23 +178,78 @@ def test_mismatched_probabilities_are_refused() -> None:
 # --------------------------------------------------------------------------- duplicates, outliers
 
 
+def _brute_background(row: np.ndarray, floor: float, margin: float, k: int) -> float:
+    """The background of one row of similarities (itself left out), by the definition."""
+    s = np.sort(row)[::-1]  # s[c - 1]: the c-th nearest
+    most = min(inspection.NEAR_DUPLICATE_COPIES, len(s) - k + 1)
+    copies = min(
+        [c for c in range(1, most + 1) if s[c - 1] >= floor and s[c - 1] - s[c + k - 2]
+         >= margin],
+        default=0,
+    )  # fmt: skip
+    return float(s[max(copies, 1) + k - 2])
+
+
 def test_near_pairs_match_brute_force() -> None:
     rng = np.random.default_rng(0)
     base = rng.normal(size=(40, 128))
-    features = np.concatenate([base, base[:5] + rng.normal(0, 0.2, (5, 128))])
+    noise = rng.normal(0, 0.2, (11, 128))
+    copies = np.concatenate([base[:5], base[[5, 5]], base[[6, 6, 6, 6]]]) + noise
+    features = np.concatenate([base, copies])
     units = inspection._unit_rows(features, base.mean(axis=0))
     pairs = inspection._near_pairs(units, floor=0.5, margin=0.2, k=3, block=7)
     sims = units @ units.T
     np.fill_diagonal(sims, -np.inf)
-    background = np.sort(sims, axis=1)[:, -3]  # the third largest of each row
+    n = len(units)
+    background = [_brute_background(np.delete(sims[i], i), 0.5, 0.2, 3) for i in range(n)]
     expected = {
         (i, j)
-        for i in range(45)
-        for j in range(i + 1, 45)
+        for i in range(n)
+        for j in range(i + 1, n)
         if sims[i, j] >= 0.5 and sims[i, j] - max(background[i], background[j]) >= 0.2
     }
     assert set(pairs) == expected
-    assert expected == {(i, 40 + i) for i in range(5)}  # the noisy copies, nothing else
+    # The noisy copies, nothing else: one copy each of 0 to 4, two of 5, four of 6.
+    groups = [[i, 40 + i] for i in range(5)] + [[5, 45, 46], [6, 47, 48, 49, 50]]
+    assert inspection._groups(n, sorted(expected)) == groups
+
+
+def test_with_one_copy_per_picture_the_rule_is_the_third_neighbours() -> None:
+    # Crowded neighbourhoods (tight clusters of distinct pictures) and one copy of some
+    # pictures: the background is the third nearest image, as measured.
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(4, 64))
+    base = centres[np.arange(80) % 4] + rng.normal(0, 0.6, (80, 64))
+    features = np.concatenate([base, base[:20] + rng.normal(0, 0.15, (20, 64))])
+    units = inspection._unit_rows(features, features.mean(axis=0))
+    sims = units @ units.T
+    np.fill_diagonal(sims, -np.inf)
+    third = np.sort(sims, axis=1)[:, -3]
+    expected = {
+        (i, j)
+        for i in range(100)
+        for j in range(i + 1, 100)
+        if sims[i, j] >= 0.5 and sims[i, j] - max(third[i], third[j]) >= 0.2
+    }
+    assert set(inspection._near_pairs(units, 0.5, 0.2, block=32)) == expected
+    assert len(expected) >= 10  # most copies stand out
+
+
+@pytest.mark.parametrize("copies", [1, 2, 3, 4, inspection.NEAR_DUPLICATE_COPIES, 100])
+def test_every_near_copy_of_a_picture_is_found(copies: int) -> None:
+    # One picture and its noisy copies among distinct pictures: one group, all of it,
+    # up to NEAR_DUPLICATE_COPIES copies; more are a crowd of similar pictures.
+    rng = np.random.default_rng(copies)
+    base = rng.normal(size=(60, 128))
+    features = np.concatenate([base, base[0] + rng.normal(0, 0.2, (copies, 128))])
+    units = inspection._unit_rows(features, base.mean(axis=0))
+    pairs = inspection._near_pairs(units, inspection.NEAR_DUPLICATE_FLOOR,
+                                   inspection.NEAR_DUPLICATE_MARGIN, block=16)  # fmt: skip
+    group = [0, *range(60, 60 + copies)]
+    if copies > inspection.NEAR_DUPLICATE_COPIES:
+        group = []
+    assert inspection._groups(len(units), pairs) == ([group] if group else [])
+    assert set(pairs) == {(i, j) for i in group for j in group if i < j}
 
 
 def test_whitened_similarities_ignore_an_affine_change_of_features() -> None:

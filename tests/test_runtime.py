@@ -207,6 +207,12 @@ def test_conversion_is_cached_atomically_and_keyed_by_weights(
     assert _runtime.convert_to_onnx(_extractor(model)) == path  # a new sub-model, same key
     # The same model built again (Keras numbers its unnamed layers anew): same key.
     assert _runtime.convert_to_onnx(_extractor(tiny_model())) == path
+    # Class names and metadata (the recipe's report, the record of the training files)
+    # do not change what the model computes: same key.
+    named = tiny_model()
+    layer = named.get_layer("preprocessing")
+    layer.class_names, layer.metadata = ["a", "b", "c"], {"trained_on": "x" * 1000}
+    assert _runtime.model_key(_extractor(named)) == _runtime.model_key(sub)
     assert path.stat().st_mtime_ns == stamp
     monkeypatch.undo()
     monkeypatch.setenv("XFERCLASS_CACHE_DIR", str(_cache))

@@ -162,6 +162,7 @@ def _structure(model: keras.Model) -> str:
     Keras numbers unnamed layers per process (``input_layer_3``), so a model
     built twice would get two keys if the names counted; the layer sequence,
     configurations and shapes (with the weights, hashed separately) identify it.
+    Class names and metadata are left out: they do not change what the model computes.
     """
     parts = []
     for layer in model._flatten_layers(include_self=False):
@@ -175,6 +176,10 @@ def _structure(model: keras.Model) -> str:
             parts.append(kind)
             continue
         config.pop("name", None)
+        # What travels with a model without changing its arithmetic (class names, the
+        # recipe's report, the record of its training files) does not make a new model.
+        for key in ("class_names", "metadata", "threshold", "multi_label"):
+            config.pop(key, None)
         parts.append(f"{kind}:{json.dumps(config, sort_keys=True, default=str)}")
     return "\n".join(parts)
 

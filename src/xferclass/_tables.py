@@ -12,6 +12,13 @@ column one of :data:`SPLIT_COLUMNS` (case and spaces ignored). A CSV without a
 header is read the way Vertex AI reads its import files: ``path,label`` or
 ``ML_USE,path,label``. pandas is never imported: a DataFrame is read through
 its own ``columns`` and ``tolist``.
+
+A table with a split column is read by role where the library reads it for
+training or inspection (:func:`role_split`): the table given as training
+data gives its ``train`` rows (and its ``validation`` and ``test`` rows where
+no other data is given for those), one given as validation data its
+``validation`` rows, one given as test data its ``test`` rows. Test rows never
+reach training.
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ __all__ = [
     "SPLIT_VALUES",
     "is_label_table",
     "read_label_table",
+    "role_split",
     "split_values",
+    "table_has_split",
 ]
 
 #: Header names (lower case, ``_`` for spaces and dashes) taken as the image path column.
@@ -353,3 +362,31 @@ def split_values(value: Any, *, path_column: str | None = None) -> set[str] | No
     if column is None or column == path_column:
         return None
     return {SPLIT_VALUES.get(_normal(v), str(v)) for v in data[column]}
+
+
+def role_split(value: Any, split: str) -> str | None:
+    """``split`` when ``value`` is a label table with a split column, else None.
+
+    The ``split`` argument of :func:`xferclass.load_image_dataset` that reads the
+    rows of one role (``"train"``, ``"validation"`` or ``"test"``) from training,
+    validation or test data: a folder, a dataset or a table without a split column
+    is read whole.
+
+    Raises:
+        DatasetError: The table cannot be read, or several columns could be the split column.
+    """
+    return split if table_has_split(value, None) else None
+
+
+def table_has_split(value: Any, split: str | None) -> bool:
+    """Whether ``value`` is a label table with a split column that has ``split`` rows.
+
+    ``split=None``: whether it has a split column at all.
+
+    Raises:
+        DatasetError: The table cannot be read, or several columns could be the split column.
+    """
+    if not is_label_table(value):
+        return False
+    values = split_values(value)
+    return values is not None and (split is None or split in values)

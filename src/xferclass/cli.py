@@ -17,13 +17,17 @@ _EPILOG = """examples:
   xferclass train data/clothes --budget 10m --out model.keras
   xferclass train data/clothes --backbone efficientnet_lite0 --epochs 10 --out model.keras
   xferclass train labels.csv --root images/ --label-separator "|"
-  xferclass evaluate model.keras data/clothes/validation --plots plots/
+  xferclass evaluate model.keras data/clothes/test --plots plots/
   xferclass predict model.keras shoe.jpg hat.png
   xferclass export model.keras model.onnx --format onnx
   xferclass inspect data/clothes --report inspection.html --json issues.json
   xferclass explain model.keras shoe.jpg --out gradcam/
-  xferclass report model.keras data/clothes/validation --out report.html
+  xferclass report model.keras data/clothes/test --out report.html
   xferclass backbones
+
+Score a model on images it did not train on: the automatic recipe (the first line)
+trains on data/clothes/train and data/clothes/validation, so it is evaluated on
+data/clothes/test; evaluate and report say how many scored images it trained on.
 """
 
 
@@ -52,7 +56,8 @@ def _add_tta(parser: argparse.ArgumentParser) -> None:
         metavar="MODE",
         help="test-time augmentation: 'flip' (what --tta alone means) averages each image's "
         "probabilities with its mirror's, 'crops' also with five crops', 'rotations' with "
-        "both mirrors and both quarter turns (default: none)",
+        "both mirrors and both quarter turns (default: none; a model from the automatic "
+        "recipe already averages the views it chose, with no flag)",
     )
 
 
@@ -105,7 +110,9 @@ def _add_train(commands: Any) -> None:
             "multi-label classifier. For a folder, without recipe flags (--epochs, --size, "
             "...) the automatic recipe (xferclass.train_auto) chooses backbone, input size "
             "and schedule within --budget; recipe flags without --budget train exactly as "
-            "asked; with --budget they override the automatic choices."
+            "asked; with --budget they override the automatic choices. The automatic recipe "
+            "cross-validates over train/ and validation/ together and trains on both: "
+            "evaluate its model on other images (a test/ folder)."
         ),
     )
     train.add_argument(
@@ -187,7 +194,9 @@ def _add_evaluate(commands: Any) -> None:
         description=(
             "Print accuracy, MAE, MSE, RMSE and R² of MODEL on DATA_DIR (F1 and mean "
             "average precision too for a multi-label model), then precision, recall, F1 "
-            "and support per class, worst F1 first."
+            "and support per class, worst F1 first. When MODEL records the files it trained "
+            "on, also how many of the images scored it trained on: those scores are not held "
+            "out."
         ),
     )
     evaluate.add_argument("model", metavar="MODEL", help="a .keras model file")
@@ -202,8 +211,9 @@ def _add_evaluate(commands: Any) -> None:
     )
     _table_arguments(evaluate)
     evaluate.add_argument(
-        "--split", default=None, help="rows of the table's split column to use, e.g. test"
-    )
+        "--split", default=None,
+        help="rows of the table's split column to score (default: its test rows)",
+    )  # fmt: skip
     _add_tta(evaluate)
     _add_engine(evaluate, "the forward pass")
 
@@ -478,10 +488,38 @@ def _train_manual(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluated_split(args: argparse.Namespace, options: dict[str, Any]) -> str | None:
+    """The rows ``evaluate`` scores, set in ``options``: ``--split``'s, else a table's test
+    rows; ``"all"`` for a table without a split column, None for a folder.
+
+    A table's training and validation rows are scored only when ``--split`` asks.
+    """
+    if "root" not in options:  # a folder
+        if args.split is not None:
+            raise InvalidArgumentError("--split applies to a .csv label table with a split column")
+        return None
+    if args.split is not None:
+        options["split"] = args.split
+        return str(args.split)
+    from ._tables import split_values
+
+    values = split_values(args.data_dir, path_column=args.path_column)
+    if values is None:
+        return "all"
+    if "test" not in values:
+        raise InvalidArgumentError(
+            f"{args.data_dir} has no test rows to score: its split column holds "
+            f"{sorted(values)}; pass --split to score other rows (a model scores higher on "
+            "the rows it trained on than on new images)"
+        )
+    options["split"] = "test"
+    return "test"
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     import xferclass
     from xferclass._common import model_class_names, model_multi_label
-    from xferclass._facts import class_names_of
+    from xferclass._facts import class_names_of, facts_of
     from xferclass.metrics import (
         collect_predictions,
         multilabel_metrics,
@@ -492,10 +530,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     model = xferclass.load_model(args.model)
     size = tuple(model.input_shape[1:3])
     options = _table_options(args)
-    if args.split is not None:
-        if "root" not in options:
-            raise InvalidArgumentError("--split applies to a .csv label table with a split column")
-        options["split"] = args.split
+    scored = _evaluated_split(args, options)
     dataset = xferclass.load_image_dataset(
         args.data_dir,
         size,
@@ -504,9 +539,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         class_names=model_class_names(model),
         **options,
     )
+    overlap, estimate = _training_overlap(model, facts_of(dataset).file_paths)
     multi_label, threshold = model_multi_label(model)
     labels, probabilities = collect_predictions(model, dataset, tta=args.tta, engine=args.engine)
     metrics: dict[str, Any] = dict(regression_metrics(labels, probabilities))
+    if scored is not None:
+        metrics["split"] = scored
     if multi_label:
         metrics.update(multilabel_metrics(labels, probabilities, threshold=threshold))
     report = per_class_report(
@@ -524,9 +562,24 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json:
         if args.per_class:
             metrics["per_class"] = report
+        metrics["training_overlap"] = overlap
+        if estimate is not None:
+            metrics["held_out_estimate"] = estimate
         print(json.dumps(metrics, indent=2))
     else:
-        print(f"{args.model} on {args.data_dir} ({metrics['n']} images)")
+        from ._provenance import estimate_text, overlap_sentence
+
+        seen = bool(overlap and overlap["seen_in_training"])
+        if estimate is not None:
+            print(
+                f"held-out estimate: {estimate_text(estimate)} (the automatic recipe's "
+                "cross-validation: the score to expect on new images)"
+            )
+        including = ", including images used in training" if seen else ""
+        rows = {None: "", "all": "every row of "}.get(scored, f"the {scored} rows of ")
+        print(f"{args.model} on {rows}{args.data_dir} ({metrics['n']} images{including})")
+        if overlap is not None:
+            print(f"  {'WARNING: ' if seen else ''}{overlap_sentence(overlap)}")
         keys = ["accuracy", "mae", "mse", "rmse", "r2"]
         if multi_label:
             keys += ["f1_micro", "f1_macro", "mean_average_precision"]
@@ -537,6 +590,18 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.plots:
             print(f"plots written to {args.plots}")
     return 0
+
+
+def _training_overlap(
+    model: Any, paths: Sequence[str] | None
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """How many of the scored files ``model`` trained on (None: not recorded), and the
+    automatic recipe's held-out estimate when some were (else None)."""
+    from ._provenance import held_out_estimate, overlap_summary
+
+    overlap = overlap_summary(model, paths) if paths is not None else None
+    seen = bool(overlap and overlap["seen_in_training"])
+    return overlap, held_out_estimate(model) if seen else None
 
 
 def _per_class_table(report: dict[str, Any], class_names: list[str]) -> str:
@@ -701,6 +766,10 @@ def _add_explain(commands: Any) -> None:
     report.add_argument("model", metavar="MODEL", help="a saved .keras model")
     report.add_argument("data", metavar="DATA", help="folder of class subfolders")
     report.add_argument("--out", metavar="HTML", default="report.html", help="the page to write")
+    report.add_argument(
+        "--json", metavar="JSON", default=None,
+        help="also write the metrics and the overlap with the training images here",
+    )  # fmt: skip
     report.add_argument("--inspect", action="store_true", help="add xferclass.inspect's findings")
     report.add_argument("--top", type=int, default=12, help="top losses shown (default: 12)")
 
@@ -716,8 +785,13 @@ def _explain(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    path = write_report(args.model, args.data, args.out, inspect=args.inspect, top_losses=args.top)
+    path = write_report(
+        args.model, args.data, args.out, inspect=args.inspect, top_losses=args.top,
+        json_path=args.json,
+    )  # fmt: skip
     print(f"report written to {path}")
+    if args.json:
+        print(f"numbers written to {args.json}")
     return 0
 
 

@@ -44,18 +44,33 @@ __all__ = [
 
 #: Near copies: two images whose similarity (cosine of whitened features) is at
 #: least ``NEAR_DUPLICATE_FLOOR`` and exceeds, by ``NEAR_DUPLICATE_MARGIN`` or
-#: more, the similarity of each of them to its ``NEAR_DUPLICATE_NEIGHBOUR``-th
-#: nearest image. A copy stands out from an image's ordinary neighbours however
-#: crowded its neighbourhood is. Chosen by measurement on clothing with
+#: more, the background similarity of each of them: for an image with one copy,
+#: its similarity to its ``NEAR_DUPLICATE_NEIGHBOUR``-th nearest image (see
+#: there for more copies). A copy stands out from an image's ordinary neighbours
+#: however crowded its neighbourhood is. Chosen by measurement on clothing with
 #: efficientnet_lite0 (see docs/data_quality.md): it finds 98% to 100% of
 #: resized (to 50-75%), recompressed (JPEG quality 25-45) and cropped (4-8% a
 #: side) copies of 150 validation images, and 81% to 91% of stronger ones.
 NEAR_DUPLICATE_MARGIN = 0.20
 #: See :data:`NEAR_DUPLICATE_MARGIN`.
 NEAR_DUPLICATE_FLOOR = 0.50
-#: See :data:`NEAR_DUPLICATE_MARGIN`: up to this many copies of one picture
-#: leave its background similarity untouched.
+#: See :data:`NEAR_DUPLICATE_MARGIN`. An image's background similarity is its
+#: similarity to the ``NEAR_DUPLICATE_NEIGHBOUR - 1``-th nearest image after its
+#: copies: with one copy, its third nearest image. Its copies are its nearest
+#: images down to the first one, of the ``NEAR_DUPLICATE_COPIES`` nearest, that
+#: is at least ``NEAR_DUPLICATE_FLOOR`` similar to it and beats, by
+#: ``NEAR_DUPLICATE_MARGIN``, the image ``NEAR_DUPLICATE_NEIGHBOUR - 1`` places
+#: below it (none when no image does: the background is then the
+#: ``NEAR_DUPLICATE_NEIGHBOUR``-th nearest, and no pair passes the margin).
+#: Where the nearest image is such a one, this is the plain rule "beat the
+#: ``NEAR_DUPLICATE_NEIGHBOUR``-th nearest image"; the rule differs only for an
+#: image whose nearest images are several copies, which the plain rule misses.
 NEAR_DUPLICATE_NEIGHBOUR = 3
+#: See :data:`NEAR_DUPLICATE_NEIGHBOUR`: the most near copies of one picture
+#: found as such. More images than this, all much more similar to each other
+#: than to the rest, are a crowd of similar pictures (one garment photographed
+#: again and again, say), not copies: their background is one of them.
+NEAR_DUPLICATE_COPIES = 9
 #: The most principal components kept by the whitening of near-copy search
 #: (and at most a quarter of the training images).
 WHITENED_DIMENSIONS = 512
@@ -413,12 +428,12 @@ def out_of_fold_probabilities(
     # Standardised once on every image: the statistics use no label, so no fold
     # learns anything about another's labels from them.
     design = _design(x, x.mean(axis=0), x.std(axis=0) + 1e-6)
-    w = None
     for f in range(folds):
         held = fold == f
-        # Each head starts from the last one's weights: the folds share most
-        # of their images, so it starts near its optimum.
-        w = _fit_softmax(design[~held], y[~held], num_classes, l2, iterations, tolerance, w)
+        # Each head starts from zeros. Not from the last fold's head: that one
+        # trained on this fold's images, and what it learnt of their labels would
+        # carry over (the penalty and a tolerance-stopped descent do not erase it).
+        w = _fit_softmax(design[~held], y[~held], num_classes, l2, iterations, tolerance)
         out[held] = _softmax(design[held] @ w)
     return out
 
@@ -486,8 +501,10 @@ def _near_pairs(
     margin: float,
     k: int = NEAR_DUPLICATE_NEIGHBOUR,
     block: int = 1024,
+    copies: int = NEAR_DUPLICATE_COPIES,
 ) -> list[tuple[int, int]]:
-    """Pairs ``(i, j)``, ``i < j``, of the near-copy rule (see :data:`NEAR_DUPLICATE_MARGIN`).
+    """Pairs ``(i, j)``, ``i < j``, of the near-copy rule (see :data:`NEAR_DUPLICATE_MARGIN`,
+    :data:`NEAR_DUPLICATE_NEIGHBOUR`, here ``k``, and :data:`NEAR_DUPLICATE_COPIES`).
 
     Works on blocks of rows, so memory stays at ``block`` times the number of images.
     """
@@ -501,7 +518,7 @@ def _near_pairs(
         sims = units[start : start + block] @ units.T
         rows = np.arange(len(sims))
         sims[rows, rows + start] = -np.inf  # not itself
-        background[start : start + len(sims)] = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
+        background[start : start + len(sims)] = _backgrounds(sims, floor, margin, k, copies)
         r, c = np.nonzero(sims >= floor)
         keep = r + start < c
         candidates.append((r[keep] + start, c[keep], sims[r[keep], c[keep]]))
@@ -510,6 +527,26 @@ def _near_pairs(
         near = value - np.maximum(background[first], background[second]) >= margin
         pairs += list(zip(first[near].tolist(), second[near].tolist()))
     return pairs
+
+
+def _backgrounds(sims: np.ndarray, floor: float, margin: float, k: int, most: int) -> np.ndarray:
+    """The background similarity of each row of ``sims`` (see :data:`NEAR_DUPLICATE_NEIGHBOUR`).
+
+    ``sims``: similarities of some images to every image, ``-inf`` to themselves;
+    ``k``: at most the number of other images; ``most``: the most copies looked for.
+    Only the ``most + k - 1`` nearest images of each row are sorted.
+    """
+    others, after = sims.shape[1] - 1, k - 1
+    depth = min(others, max(k, most + after))
+    nearest = -np.sort(np.partition(-sims, depth - 1, axis=1)[:, :depth], axis=1)
+    copies = np.zeros(len(sims), np.int64)
+    if 0 < after < depth:
+        # ends[i, c - 1]: the c nearest images of row i pass the floor and beat, by the
+        # margin, the image ``after`` places below the c-th; copies: the first such c.
+        lead = nearest[:, : min(most, depth - after)]
+        ends = (lead >= floor) & (lead - nearest[:, after : after + lead.shape[1]] >= margin)
+        copies = np.where(ends.any(axis=1), np.argmax(ends, axis=1) + 1, 0)
+    return nearest[np.arange(len(sims)), np.maximum(copies, 1) + after - 1]
 
 
 def _outlier_scores(units: np.ndarray, train: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
@@ -588,11 +625,17 @@ def _outlier_rows(
 # --------------------------------------------------------------------------- data and features
 
 
-def _load(data: Any, size: tuple[int, int], batch_size: int, names: Any, argument: str) -> Any:
-    """``data`` as an unshuffled dataset of ``size`` images, with ``file_paths`` and ``labels``."""
+def _load(
+    data: Any, size: tuple[int, int], batch_size: int, names: Any, argument: str, split: str
+) -> Any:
+    """``data`` as an unshuffled dataset of ``size`` images, with ``file_paths`` and ``labels``.
+
+    A label table with a split column gives its ``split`` rows.
+    """
     import tensorflow as tf
 
     from ._facts import facts_of
+    from ._tables import role_split
     from .data import load_image_dataset
 
     if isinstance(data, tf.data.Dataset):
@@ -621,8 +664,9 @@ def _load(data: Any, size: tuple[int, int], batch_size: int, names: Any, argumen
         dataset.file_paths = list(paths)
     else:
         dataset = load_image_dataset(
-            data, size, batch_size=batch_size, shuffle=False, class_names=names
-        )
+            data, size, batch_size=batch_size, shuffle=False, class_names=names,
+            split=role_split(data, split),
+        )  # fmt: skip
     if facts_of(dataset).multi_label:
         raise _multi_label(argument)
     return dataset
@@ -697,17 +741,24 @@ def inspect(
       confident joint, pruning by the estimated noise rate).
     * Duplicates, across all splits: files with the same bytes, and near
       copies: a cosine similarity of whitened features of at least
-      ``near_duplicate_floor`` that beats each image's third nearest
-      neighbour by ``near_duplicate_margin``. A group across splits is a leak.
+      ``near_duplicate_floor`` that beats by ``near_duplicate_margin`` each
+      image's similarity to its second nearest image after its copies (the third
+      nearest for an image with one copy; up to :data:`NEAR_DUPLICATE_COPIES`
+      copies of a picture are found). A group across splits is a leak.
     * Outliers: the images whose mean cosine distance to their 5 nearest
       training images passes the 99th percentile of the training images'.
 
     Args:
         data: The training images: anything :func:`load_image_dataset` takes
             (a folder of class subfolders, a ``.csv`` label table, a
-            DataFrame, ``(path, label)`` pairs), or a dataset it returned.
-        validation: Validation images in the same forms, or None.
-        test: Test images in the same forms, or None.
+            DataFrame, ``(path, label)`` pairs), or a dataset it returned. A
+            table with a split column gives its ``train`` rows here, and its
+            ``validation`` and ``test`` rows as ``validation`` and ``test``
+            when those are None.
+        validation: Validation images in the same forms, or None; a table with
+            a split column gives its ``validation`` rows.
+        test: Test images in the same forms, or None; a table with a split
+            column gives its ``test`` rows.
         backbone: The backbone whose features are compared.
         folds: Folds of the out-of-fold probabilities, at least 2 and at most
             the number of images of the rarest class.
@@ -715,8 +766,9 @@ def inspect(
         weights: The backbone's weights (``"imagenet"``, None, or a file).
         input_size: Input side or ``(height, width)``; the backbone's default when None.
         batch_size: Images per batch of the frozen pass.
-        near_duplicate_margin: How much more similar than their third nearest
-            neighbours two near copies must be, in (0, 2].
+        near_duplicate_margin: How much more similar than their ordinary
+            neighbours (the second nearest after their copies) two near copies
+            must be, in (0, 2].
         near_duplicate_floor: The least cosine similarity of near copies, in [-1, 1].
         engine: Runtime of the frozen pass, as in :func:`fit`.
         verbose: 1 shows a progress bar per split.
@@ -766,14 +818,23 @@ def _check_rule(floor: Any, margin: Any) -> tuple[float, float]:
 def _load_splits(
     data: Any, validation: Any, test: Any, size: tuple[int, int], batch_size: int
 ) -> list[tuple[str, Any]]:
-    """``[(split name, dataset)]``, training first; the others in its class order."""
-    from ._facts import class_names_of
+    """``[(split name, dataset)]``, training first; the others in its class order.
 
-    train = _load(data, size, batch_size, None, "data")
+    A label table with a split column gives the rows of its argument's split: ``data``
+    its train rows, and its validation and test rows where ``validation`` and ``test``
+    are None.
+    """
+    from ._facts import class_names_of
+    from ._tables import table_has_split
+
+    train = _load(data, size, batch_size, None, "data", "train")
     splits = [("train", train)]
     for name, given in (("validation", validation), ("test", test)):
+        if given is None and table_has_split(data, name):
+            given = data
         if given is not None:
-            splits.append((name, _load(given, size, batch_size, class_names_of(train), name)))
+            names = class_names_of(train)
+            splits.append((name, _load(given, size, batch_size, names, name, name)))
     return splits
 
 

@@ -4,7 +4,14 @@ The page holds the metrics and the per-class table, the confusion matrix, the
 images with the largest losses next to their Grad-CAM heatmaps, the training
 history (when given or stored in the model), the automatic recipe's report
 (when the model was made by :func:`xferclass.train_auto`) and, on request, the
-findings of :func:`xferclass.inspect`. Every image is inlined as a base64
+findings of :func:`xferclass.inspect`. When the model records the files it
+trained on, a banner at the top says how many of the scored images those were:
+such scores are not held out. For a multi-label model (sigmoid outputs) the
+numbers are those of label sets at the model's threshold: micro- and macro-F1,
+mean average precision, exact-match accuracy, a per-class table of label
+presence, the decisions per class in place of the confusion matrix, and top
+losses by binary cross-entropy; an image with no label counts as "no label
+present" for every class. Every image is inlined as a base64
 ``data:`` URI: the page needs no other file, no network and no JavaScript, and
 its CSS reflows for a phone's screen.
 
@@ -21,6 +28,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import os
 import tempfile
 from collections.abc import Mapping
@@ -34,6 +42,8 @@ from ._errors import InvalidArgumentError, InvalidArgumentTypeError
 __all__ = ["write_explanations", "write_report"]
 
 _EPSILON = float(np.finfo(np.float32).tiny)
+#: Keras' clip of probabilities in its binary cross-entropy.
+_BCE_EPSILON = 1e-7
 
 _STYLE = """
 *{box-sizing:border-box}
@@ -55,6 +65,11 @@ th:first-child,td:first-child{text-align:left}
 pre{white-space:pre-wrap;font-size:.8rem;background:#f6f8fa;padding:.5rem;border-radius:6px}
 .metrics{display:flex;flex-wrap:wrap;gap:.5rem}
 .metric{border:1px solid #d0d7de;border-radius:6px;padding:.3rem .6rem}
+.banner{border:2px solid #cf222e;background:#ffebe9;border-radius:6px;padding:.6rem .8rem;
+margin:0 0 1rem}
+.headline{font-size:1.15rem;border:1px solid #1a7f37;background:#dafbe1;border-radius:6px;
+padding:.5rem .8rem;margin:0 0 1rem}
+.held-out{color:#1a7f37}
 """
 
 
@@ -98,7 +113,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _metrics_section(metrics: Mapping[str, Any], per_class: Mapping[str, Any]) -> str:
+def _metrics_section(
+    metrics: Mapping[str, Any], per_class: Mapping[str, Any], heading: str = "Metrics"
+) -> str:
     shown = [
         f'<span class="metric">{html.escape(k)}: <b>{_cell(v)}</b></span>'
         for k, v in metrics.items()
@@ -110,7 +127,10 @@ def _metrics_section(metrics: Mapping[str, Any], per_class: Mapping[str, Any]) -
         if isinstance(row, Mapping)
     ]
     table = _table(["class", "precision", "recall", "F1", "support"], rows)
-    return f'<h2>Metrics</h2><div class="metrics">{"".join(shown)}</div><h3>Per class</h3>{table}'
+    return (
+        f'<h2>{html.escape(heading)}</h2><div class="metrics">{"".join(shown)}</div>'
+        f"<h3>Per class</h3>{table}"
+    )
 
 
 def _top_loss_images(dataset: Any, indices: np.ndarray) -> np.ndarray:
@@ -164,6 +184,160 @@ def _top_losses_section(
     )
 
 
+def _multilabel_numbers(
+    labels: np.ndarray, probabilities: np.ndarray, names: list[str], threshold: float
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
+    """The metrics, per-class report and per-class average precision of label sets.
+
+    A class is present where its label is 1 and predicted where its probability is
+    at least ``threshold``; an image with no label is "no label present" for every
+    class, as in scikit-learn's multi-label metrics. The top-class accuracy of
+    :func:`~xferclass.metrics.regression_metrics` is left out: it would count an
+    unlabelled image as class 0.
+    """
+    from .metrics import (
+        _average_precision,
+        multilabel_metrics,
+        per_class_report,
+        regression_metrics,
+    )
+
+    truth, predicted = labels > 0.5, probabilities >= threshold
+    regression: dict[str, Any] = dict(regression_metrics(labels, probabilities))
+    del regression["accuracy"]
+    metrics: dict[str, Any] = {
+        "subset_accuracy": float(np.mean(np.all(truth == predicted, axis=1))),
+        **multilabel_metrics(labels, probabilities, threshold=threshold),
+        "label_cardinality": float(truth.sum(axis=1).mean()),
+        "predicted_label_cardinality": float(predicted.sum(axis=1).mean()),
+        "images_without_labels": int(np.sum(~truth.any(axis=1))),
+        **regression,
+    }
+    per_class = per_class_report(
+        labels, probabilities, names, multi_label=True, threshold=threshold
+    )
+    precision = {
+        name: _average_precision(truth[:, j].astype(np.float64), probabilities[:, j])
+        for j, name in enumerate(names)
+    }
+    return metrics, per_class, precision
+
+
+def _multilabel_metrics_section(
+    metrics: Mapping[str, Any],
+    per_class: Mapping[str, Any],
+    precision: Mapping[str, float],
+    heading: str,
+) -> str:
+    shown = [
+        f'<span class="metric">{html.escape(k)}: <b>{_cell(v)}</b></span>'
+        for k, v in metrics.items()
+        if isinstance(v, (int, float))
+    ]
+    averages = {"macro avg": metrics["mean_average_precision"]}
+    rows = [
+        [
+            name, row["precision"], row["recall"], row["f1-score"],
+            precision.get(name, averages.get(name, "")), int(row["support"]),
+        ]
+        for name, row in per_class.items()
+        if isinstance(row, Mapping)
+    ]  # fmt: skip
+    table = _table(["class", "precision", "recall", "F1", "AP", "support"], rows)
+    note = (
+        f"<p>Multi-label: a class counts as predicted where its probability is at least "
+        f"{metrics['threshold']:g}. subset_accuracy is the share of images whose predicted "
+        "label set is exactly their label set. An image with no label counts as "
+        '"no label present" for every class (a match when nothing is predicted for it); '
+        f"{metrics['images_without_labels']} of the {metrics['n']} images have none. "
+        "AP is the area under a class's precision-recall curve (0 for a class without "
+        "labelled images); mean_average_precision is its mean over the classes.</p>"
+    )
+    return (
+        f'<h2>{html.escape(heading)}</h2>{note}<div class="metrics">{"".join(shown)}</div>'
+        f"<h3>Per class</h3><p>Support: the images labelled with the class.</p>{table}"
+    )
+
+
+def _decisions_section(
+    labels: np.ndarray, probabilities: np.ndarray, names: list[str], threshold: float
+) -> str:
+    """The multi-label page's stand-in for the confusion matrix: each class's decisions."""
+    truth, predicted = labels > 0.5, probabilities >= threshold
+    rows = []
+    for j, name in enumerate(names):
+        positive, chosen = truth[:, j], predicted[:, j]
+        rows.append([
+            name, int(positive.sum()), int(chosen.sum()), int(np.sum(positive & chosen)),
+            int(np.sum(~positive & chosen)), int(np.sum(positive & ~chosen)),
+            int(np.sum(~positive & ~chosen)),
+        ])  # fmt: skip
+    header = [
+        "class",
+        "labelled",
+        "predicted",
+        "true pos.",
+        "false pos.",
+        "false neg.",
+        "true neg.",
+    ]
+    unlabelled, silent = ~truth.any(axis=1), ~predicted.any(axis=1)
+    return (
+        "<h2>Label decisions</h2><p>A multi-label model has no confusion matrix: each class "
+        f"is a yes-or-no decision (probability at least {threshold:g}), counted here over "
+        f"all {len(labels)} images. {int(unlabelled.sum())} images have no label; the model "
+        f"predicts no label for {int(silent.sum())} images, {int(np.sum(unlabelled & silent))} "
+        f"of them among those without a label.</p>{_table(header, rows)}"
+    )
+
+
+def _label_list(names: list[str], probabilities: np.ndarray, chosen: np.ndarray, empty: str) -> str:
+    found = [f"{names[j]} ({probabilities[j]:.2f})" for j in np.flatnonzero(chosen)]
+    return html.escape(", ".join(found) if found else empty)
+
+
+def _multilabel_top_losses_section(
+    model: Any,
+    dataset: Any,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    names: list[str],
+    threshold: float,
+    n: int,
+) -> str:
+    from .explain import explain
+    from .plots import overlay_heatmap
+
+    truth, predicted = labels > 0.5, probabilities >= threshold
+    p = np.clip(probabilities.astype(np.float64), _BCE_EPSILON, 1.0 - _BCE_EPSILON)
+    terms = -np.where(truth, np.log(p), np.log1p(-p))
+    losses = terms.mean(axis=1)
+    worst = terms.argmax(axis=1)
+    order = np.lexsort((np.arange(len(losses)), -losses))[:n]
+    images = _top_loss_images(dataset, order)
+    heatmaps = explain(model, images, class_index=worst[order])
+    cards = []
+    for k, i in enumerate(order):
+        state = "right" if np.array_equal(truth[i], predicted[i]) else "wrong"
+        original = _img(_png_of_array(np.clip(np.rint(images[k]), 0, 255)), f"image {i}")
+        overlay = _img(_png_of_array(overlay_heatmap(images[k], heatmaps[k])), f"Grad-CAM {i}")
+        explained = "labelled" if truth[i, worst[i]] else "not labelled"
+        cards.append(
+            f'<div class="card"><div class="pair">{original}{overlay}</div>'
+            f'<div class="{state}">predicted '
+            f"{_label_list(names, probabilities[i], predicted[i], 'no label')}</div>"
+            f"<div>true {_label_list(names, probabilities[i], truth[i], 'no label')}, "
+            f"loss {losses[i]:.2f}</div>"
+            f"<div>heatmap: {html.escape(names[worst[i]])} ({explained})</div></div>"
+        )
+    return (
+        "<h2>Top losses</h2><p>The images with the largest binary cross-entropy (the mean "
+        "over the classes), each beside its Grad-CAM heatmap for the class that adds most "
+        "to that loss. Each class is shown with its probability.</p>"
+        f'<div class="cards">{"".join(cards)}</div>'
+    )
+
+
 def _stored_history(model: Any) -> Any:
     from .layers import preprocessing_layer
 
@@ -178,6 +352,31 @@ def _history_section(history: Any) -> str:
         return "<h2>Training history</h2><p>No training history was given or stored.</p>"
     uri = _png_of_plot(lambda path: plot_history(history, path))
     return f"<h2>Training history</h2>{_img(uri, 'training history', 'plot')}"
+
+
+def _overlap_section(overlap: Mapping[str, Any] | None, estimate: Any) -> str:
+    """The top of the page: the held-out headline and the banner when training images are
+    scored; a quiet line when none is; nothing when the model records no training files."""
+    from ._provenance import estimate_text, overlap_sentence
+
+    if overlap is None:
+        return ""
+    sentence = html.escape(overlap_sentence(overlap))
+    how = html.escape(str(overlap.get("how", "")))
+    if not overlap["seen_in_training"]:
+        return f'<p class="held-out">{sentence[:1].upper()}{sentence[1:]}. Checked by {how}.</p>'
+    headline = ""
+    if estimate is not None:
+        headline = (
+            f'<p class="headline">Held-out estimate: <b>{html.escape(estimate_text(estimate))}'
+            "</b>, from the automatic recipe's cross-validation: the score to expect on new "
+            "images.</p>"
+        )
+    return (
+        f'{headline}<div class="banner" role="alert"><b>{sentence}.</b> The metrics below '
+        "include images the model trained on; score it on images it did not train on for a "
+        f"held-out measure. Checked by {how}.</div>"
+    )
 
 
 def _auto_section(model: Any) -> str:
@@ -210,6 +409,7 @@ def _inspection_section(inspect: Any, data: Any, options: Mapping[str, Any]) -> 
 def _load(model: Any, data: Any, batch_size: int) -> tuple[Any, Any]:
     import tensorflow as tf
 
+    from ._common import model_class_names, model_multi_label
     from .data import load_image_dataset
     from .saving import load_model
 
@@ -218,7 +418,11 @@ def _load(model: Any, data: Any, batch_size: int) -> tuple[Any, Any]:
     if isinstance(data, tf.data.Dataset):
         return model, data
     size = (int(model.input_shape[1]), int(model.input_shape[2]))
-    return model, load_image_dataset(data, size, batch_size=batch_size, shuffle=False)
+    options: dict[str, Any] = {}
+    if model_multi_label(model)[0] and (stored := model_class_names(model)):
+        # A table's classes are its labels in sorted order, and a test table may lack one.
+        options["class_names"] = stored
+    return model, load_image_dataset(data, size, batch_size=batch_size, shuffle=False, **options)
 
 
 def _page(title: str, sections: list[str]) -> str:
@@ -241,8 +445,30 @@ def write_report(
     top_losses: int = 12,
     batch_size: int = 32,
     title: str | None = None,
+    json_path: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write one self-contained HTML page about ``model`` on ``data``.
+
+    When the model records the files it trained on (models trained by
+    :func:`xferclass.fit`, :func:`xferclass.fine_tune` or
+    :func:`xferclass.train_auto`) and ``data``'s files are known, the page says
+    how many of the scored images it trained on. If any, a banner at the top
+    says that the scores are not held out, and the automatic recipe's held-out
+    estimate, when the model has one, comes first as the headline.
+
+    For a multi-label model (``build_classifier(..., multi_label=True)``) the
+    page scores label sets at the model's threshold: the metrics are
+    ``subset_accuracy`` (the share of images whose predicted label set is
+    exactly their label set), :func:`xferclass.metrics.multilabel_metrics`
+    (micro- and macro-F1, mean average precision), the mean numbers of true
+    and predicted labels per image, the count of images without a label, and
+    MAE, MSE, RMSE and R² (not the top-class accuracy). The per-class table
+    counts label presence, with each class's average precision; a table of
+    each class's decisions replaces the confusion matrix; the top losses are
+    by binary cross-entropy, each with the heatmap of the class adding most to
+    it. An image with no label is "no label present" for every class, as in
+    scikit-learn's multi-label metrics. Data read from a table is read with the
+    model's stored class names, in their order.
 
     Args:
         model: A classifier (``keras.Model``) or the path of a saved one.
@@ -260,13 +486,20 @@ def write_report(
         top_losses: How many of the worst images to show with their heatmaps.
         batch_size: Batch size when ``data`` is read from files.
         title: The page's title; default names the model.
+        json_path: Also write the numbers as JSON there: ``metrics``,
+            ``per_class``, ``training_overlap`` (``{"scored": n,
+            "seen_in_training": k, ...}``, or null when the model records no
+            training files) and ``held_out_estimate`` (the recipe's estimate when
+            training images were scored, else null); for a multi-label model
+            also ``"multi_label": true`` and ``average_precision`` (per class).
 
     Returns:
         The ``pathlib.Path`` written.
 
     Raises:
         ImportError: matplotlib is not installed.
-        DatasetError: ``data`` is empty, unlabelled or has other classes.
+        DatasetError: ``data`` is empty, unlabelled or has other classes, or
+            one of its files cannot be read.
         ValueError: ``top_losses`` is not a positive int.
 
     Examples:
@@ -274,6 +507,9 @@ def write_report(
         >>> write_report(model, "clothes/test", "report.html")  # doctest: +SKIP
         PosixPath('report.html')
     """
+    from ._common import model_multi_label
+    from ._facts import facts_of
+    from ._provenance import held_out_estimate, overlap_summary
     from .metrics import collect_predictions, per_class_report, regression_metrics
     from .plots import _matplotlib, _resolve_class_names, plot_confusion_matrix
 
@@ -281,17 +517,38 @@ def write_report(
     if isinstance(top_losses, bool) or not isinstance(top_losses, int) or top_losses < 1:
         raise InvalidArgumentError(f"top_losses={top_losses!r} must be a positive int")
     model, dataset = _load(model, data, batch_size)
+    overlap = overlap_summary(model, paths) if (paths := facts_of(dataset).file_paths) else None
+    seen = int(overlap["seen_in_training"]) if overlap else 0
+    estimate = held_out_estimate(model) if seen else None
     labels, probabilities = collect_predictions(model, dataset)
     names = _resolve_class_names(int(probabilities.shape[1]), None, dataset, model)
-    metrics = regression_metrics(labels, probabilities)
-    per_class = per_class_report(labels, probabilities, names)
-    confusion = _png_of_plot(
-        lambda p: plot_confusion_matrix((labels, probabilities), None, p, class_names=names)
-    )
+    heading = f"Metrics (including {seen} images used in training)" if seen else "Metrics"
+    multi_label, threshold = model_multi_label(model)
+    extra: dict[str, Any] = {}
+    if multi_label:
+        metrics, per_class, precision = _multilabel_numbers(labels, probabilities, names, threshold)
+        extra = {"multi_label": True, "average_precision": precision}
+        evaluation = [
+            _multilabel_metrics_section(metrics, per_class, precision, heading),
+            _decisions_section(labels, probabilities, names, threshold),
+            _multilabel_top_losses_section(
+                model, dataset, labels, probabilities, names, threshold, top_losses
+            ),
+        ]
+    else:
+        metrics = regression_metrics(labels, probabilities)
+        per_class = per_class_report(labels, probabilities, names)
+        confusion = _png_of_plot(
+            lambda p: plot_confusion_matrix((labels, probabilities), None, p, class_names=names)
+        )
+        evaluation = [
+            _metrics_section(metrics, per_class, heading),
+            f"<h2>Confusion matrix</h2>{_img(confusion, 'confusion matrix', 'plot')}",
+            _top_losses_section(model, dataset, labels, probabilities, names, top_losses),
+        ]
     sections = [
-        _metrics_section(metrics, per_class),
-        f"<h2>Confusion matrix</h2>{_img(confusion, 'confusion matrix', 'plot')}",
-        _top_losses_section(model, dataset, labels, probabilities, names, top_losses),
+        _overlap_section(overlap, estimate),
+        *evaluation,
         _history_section(history if history is not None else _stored_history(model)),
         _auto_section(model),
         _inspection_section(inspect, data, inspect_options or {}),
@@ -299,7 +556,26 @@ def write_report(
     target = Path(os.fspath(path))
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(_page(title or f"Report: {model.name}", sections), encoding="utf-8")
+    if json_path is not None:
+        summary = {
+            "title": title or f"Report: {model.name}", "page": str(target),
+            "metrics": metrics, "per_class": per_class, "training_overlap": overlap,
+            "held_out_estimate": estimate, **extra,
+        }  # fmt: skip
+        _write_json(Path(os.fspath(json_path)), summary)
     return target
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    def plain(value: Any) -> Any:
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        raise TypeError(f"{type(value).__name__} is not JSON data")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=plain) + "\n", encoding="utf-8")
 
 
 def write_explanations(
