@@ -712,3 +712,116 @@ def test_the_model_returned_averages_the_views_its_choice_was_measured_with(
     session = onnx.InferenceSession(str(written), providers=["CPUExecutionProvider"])
     ran = session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]
     np.testing.assert_allclose(ran, expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("train_views", ["plain", "flip", "rotations"])
+def test_fine_tuning_trains_on_the_training_views_of_its_base_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, train_views: str
+) -> None:
+    from types import SimpleNamespace
+
+    from xferclass import _auto_finetune, training
+    from xferclass._auto_features import FeatureSet, Images
+    from xferclass._auto_search import VIEW_SETS, Choice, Search
+
+    root = make_shape_dataset(tmp_path / "data", per_class=3)
+    paths = tuple(sorted(str(p) for p in root.rglob("*.*")))
+    labels = np.arange(len(paths)) // 3
+    images = Images(paths, labels, ("circle", "square", "triangle"), ("train",) * len(paths))
+    rng = np.random.default_rng(0)
+    build = lambda: xferclass.build_classifier("test_tiny", num_classes=3, weights=None)  # noqa: E731
+    dim = int(build().get_layer("pool").output.shape[-1])
+    features = FeatureSet("test_tiny", 32, {v: rng.normal(size=(len(paths), dim)) for v in VIEWS})
+    search = Search(images, np.arange(len(paths)) % 3, "accuracy", lambda n, s: None,
+                    clock=time.monotonic, deadline=time.monotonic() + 60)  # fmt: skip
+    seen: dict[str, Any] = {}
+
+    def record(model: Any, dataset: Any, *args: object, **options: Any) -> Any:
+        batches = list(dataset)
+        seen["images"] = np.concatenate([np.asarray(x) for x, _ in batches])
+        seen["labels"] = np.concatenate([np.asarray(y) for _, y in batches]).argmax(1)
+        return SimpleNamespace(epochs_completed=options["fine_tune_epochs"])
+
+    monkeypatch.setattr(training, "fine_tune", record)
+    choice = Choice("test_tiny", 32, train_views, "none", 5, "none")
+    rows = np.arange(6)
+    _auto_finetune._fine_tuned_model(build, features, images, choice, 2, search=search,
+                                     rows=rows, deadline=time.monotonic() + 60,
+                                     unfreeze=0.15)  # fmt: skip
+    views = VIEW_SETS[train_views]
+    plain = xferclass.read_images([paths[i] for i in rows], 32)
+    assert len(seen["images"]) == len(rows) * len(views)
+    # Each image in each view of the base recipe, with its own label (6 images: one
+    # batch, stacked view by view; compared as sets, as the batch is shuffled).
+    expected = {"plain": plain, "hflip": plain[:, :, ::-1], "vflip": plain[:, ::-1],
+                "rot90": np.rot90(plain, 1, axes=(1, 2)),
+                "rot270": np.rot90(plain, 3, axes=(1, 2))}  # fmt: skip
+    shown = seen["images"].reshape(len(views), len(rows), 32, 32, 3)
+    for k, name in enumerate(views):
+        key = {tuple(np.round(image, 2).ravel()[:64]) for image in shown[k]}
+        assert key == {tuple(np.round(image, 2).ravel()[:64]) for image in expected[name]}
+    assert sorted(seen["labels"].tolist()) == sorted(labels[rows].tolist() * len(views))
+
+
+@pytest.mark.parametrize(("need", "runs"), [(100.0, True), (115.0, False)])
+def test_the_floor_runs_only_when_it_fits_in_the_budget_with_its_overrun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, need: float, runs: bool
+) -> None:
+    # On a clock that stands still, a 100 s budget leaves the floor 100 * 1.15 - 5 = 110 s
+    # at the latest: an estimate of 100 s runs (past the search's own deadline, 75 s),
+    # one of 115 s is refused with the budget it would need.
+    from xferclass._auto_search import Search
+
+    estimate = Search.seconds_needed
+
+    def floor_needs(self: Any, experiment: Any, *args: Any) -> float:
+        return need if experiment.kind == "floor" else estimate(self, experiment, *args)
+
+    monkeypatch.setattr(Search, "seconds_needed", floor_needs)
+    root = make_shape_dataset(tmp_path / "data", per_class=4)
+    options: dict[str, Any] = dict(
+        budget=100, backbone="test_tiny", weights=None, overrides={"fine_tune_epochs": 0},
+        clock=lambda: 0.0,
+    )  # fmt: skip
+    if runs:
+        report = xferclass.train_auto(root, **options).report
+        assert report["experiments"][0]["experiment"] == "floor"
+    else:
+        with pytest.raises(xferclass.InvalidArgumentError, match="needs about 115 s, but only "
+                           "110 s are left; give a budget about 15 s larger"):  # fmt: skip
+            xferclass.train_auto(root, **options)
+
+
+def test_time_the_final_fine_tuning_will_not_need_goes_back_to_the_frozen_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xferclass import _auto_finetune
+
+    results = _fine_tuning_that_wins(monkeypatch, deeper_wins=False)
+    # Fine-tuning is estimated to need all the time: only the floor runs before it.
+    monkeypatch.setattr(_auto_finetune, "fine_tune_seconds", lambda *args: 1e6)
+    monkeypatch.setattr(_auto_finetune, "deeper_seconds", lambda *args: 1e6)
+    logged: list[int] = []
+    compare = _auto_finetune._compare
+
+    def count(search: Any, *args: Any) -> Any:
+        logged.append(len(search.log))
+        return compare(search, *args)
+
+    monkeypatch.setattr(_auto_finetune, "_compare", count)
+    root = make_shape_dataset(tmp_path / "data", per_class=10)
+    result = xferclass.train_auto(root, budget=150, backbone="test_tiny", weights=None)
+    report = result.report
+    kinds = [entry["experiment"] for entry in report["experiments"]]
+    # Fine-tuning was measured after the floor (and perhaps its averaged heads) alone ...
+    assert results and results[0].wins and len(logged) == 1
+    assert kinds[0] == "floor" and "views" not in kinds[: logged[0]]
+    # ... and after it won, the frozen search went on: the views were measured.
+    assert "views" in kinds[logged[0] :]
+    fine = report["fine_tune"]
+    if fine["wins"]:  # still the best estimate: the fine-tuned model is returned
+        assert result.plan.fine_tune_epochs == fine["epochs"] and "final" in fine
+    else:  # a frozen choice estimated higher: it is returned, and the report says why
+        assert "the frozen search went on" in fine["superseded"]
+        assert result.plan.fine_tune_epochs == 0
+        assert "not kept (the frozen search went on" in auto.format_report(report)

@@ -42,6 +42,7 @@ __all__ = [
     "fine_tune_seconds",
     "plan_epochs",
     "run_fine_tune",
+    "with_training_views",
 ]
 
 #: Measured ratio of one fine-tuning epoch of the top of the backbone (forward and
@@ -110,8 +111,9 @@ class FineTuned:
 
 
 def plan_epochs(
-    seconds_left: float, images: int, folds: int, pass_seconds: float, keras_seconds: float = 0.0
-) -> int:
+    seconds_left: float, images: int, folds: int, pass_seconds: float, keras_seconds: float = 0.0,
+    views: int = 1, tta_views: int = 1,
+) -> int:  # fmt: skip
     """Epochs of fine-tuning that fit twice (on the other folds, then on every image)
     in ``seconds_left``, with the passes that cache the cut and score the held-out
     fold; 0 when fewer than :data:`MIN_EPOCHS` fit. The arguments are as in
@@ -121,17 +123,23 @@ def plan_epochs(
         >>> plan_epochs(600, 1000, 5, 0.01), plan_epochs(20, 1000, 5, 0.01)
         (10, 0)
     """
-    fixed = fine_tune_seconds(0, images, folds, pass_seconds, keras_seconds)
-    per_epoch = fine_tune_seconds(1, images, folds, pass_seconds, keras_seconds) - fixed
+    fixed = fine_tune_seconds(0, images, folds, pass_seconds, keras_seconds, views, tta_views)
+    per_epoch = (fine_tune_seconds(1, images, folds, pass_seconds, keras_seconds, views,
+                                   tta_views) - fixed)  # fmt: skip
     epochs = int((seconds_left - fixed) // max(per_epoch, 1e-9))
     return min(MAX_EPOCHS, epochs) if epochs >= MIN_EPOCHS else 0
 
 
 def fine_tune_seconds(
-    epochs: int, images: int, folds: int, pass_seconds: float, keras_seconds: float = 0.0
-) -> float:
+    epochs: int, images: int, folds: int, pass_seconds: float, keras_seconds: float = 0.0,
+    views: int = 1, tta_views: int = 1,
+) -> float:  # fmt: skip
     """Estimated seconds of fine-tuning for ``epochs`` epochs on the other folds, then
     again on every image, with the passes that cache the cut and score the held-out fold.
+
+    ``views`` is the number of training views of each image (every epoch shows each
+    image in each of them, as the frozen search's heads saw them), ``tta_views`` the
+    number of test-time views the held-out fold is scored with.
 
     ``pass_seconds`` is the frozen pass's measured seconds per image, on the engine that
     will also cache the cut. ``keras_seconds`` is the Keras forward pass's, per image:
@@ -145,8 +153,10 @@ def fine_tune_seconds(
         149
     """
     share = (folds - 1) / folds
-    fixed = pass_seconds * images * (share + 1.0 / folds + 1.0) + 10.0
-    epoch = FINE_TUNE_EPOCH_RATIO * max(pass_seconds, keras_seconds) * images * (share + 1.0)
+    fixed = pass_seconds * images * (views * (share + 1.0) + tta_views / folds) + 10.0
+    epoch = (
+        FINE_TUNE_EPOCH_RATIO * max(pass_seconds, keras_seconds) * images * views * (share + 1.0)
+    )
     return fixed + epochs * epoch
 
 
@@ -192,8 +202,10 @@ def _fine_tuned_model(
     model.get_layer(HEAD_DENSE).set_weights(head[:2])
     model.get_layer(PREDICTIONS).set_weights(head[2:])
     weights = _headcv.class_weight_vector(labels, classes, choice.class_weight)
-    dataset = _subset(images, rows).dataset(choice.size, search.batch_size, shuffle=True,
-                                            seed=search.seed)  # fmt: skip
+    dataset = with_training_views(
+        _subset(images, rows).dataset(choice.size, search.batch_size, shuffle=True,
+                                      seed=search.seed), choice.train_views,
+    )  # fmt: skip
     history = training.fine_tune(
         model, dataset, None, head_epochs=0, fine_tune_epochs=epochs, unfreeze=unfreeze,
         learning_rate=LEARNING_RATE,
@@ -201,6 +213,25 @@ def _fine_tuned_model(
         verbose=0, seed=search.seed, deadline=_monotonic_deadline(search, deadline),
     )  # fmt: skip
     return model, int(history.epochs_completed)
+
+
+def with_training_views(dataset: Any, train_views: str) -> Any:
+    """``dataset``'s ``(images, labels)`` batches with every image in each view of
+    ``train_views`` (see :data:`xferclass._auto_search.VIEW_SETS`), as the frozen search
+    trained its heads: each batch becomes the batch in each view, stacked (the cut's
+    cache then shuffles the rows)."""
+    from ._auto_search import VIEW_SETS
+    from ._tta import view
+
+    views = VIEW_SETS[train_views]
+    if len(views) == 1:
+        return dataset
+    import tensorflow as tf
+
+    def stack(x: Any, y: Any) -> tuple[Any, Any]:
+        return tf.concat([view(x, name) for name in views], 0), tf.tile(y, [len(views), 1])
+
+    return dataset.map(stack)
 
 
 def _monotonic_deadline(search: Search, deadline: float) -> float:

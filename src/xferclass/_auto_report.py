@@ -97,6 +97,7 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"({fine['images']} images) against {fine['frozen_score']:.4f} for "
             f"{fine.get('against', 'the frozen choice')}: "
             + ("kept" if fine["wins"] else "not kept")
+            + (f" ({fine['superseded']})" if fine.get("superseded") else "")
             + (f"; {fine['final']}" if fine.get("final") else "")
         )
         deeper = fine.get("deeper", {})

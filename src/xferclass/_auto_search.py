@@ -130,6 +130,8 @@ class Search:
         fixed_epochs: Epochs set by the caller instead (the floor keeps its 10).
         batch_size: Images per batch.
         verbose: 1 shows a progress bar for each caching pass.
+        latest: When the run must end at the very latest (the budget with its allowed
+            overrun, less the time to save): the floor, which must run, may run until then.
     """
 
     images: Images
@@ -145,6 +147,7 @@ class Search:
     fixed_epochs: int | None = None
     batch_size: int = 32
     verbose: int = 0
+    latest: float = math.inf
     features: dict[tuple[str, int], FeatureSet] = field(default_factory=dict)
     oof: dict[Choice, np.ndarray] = field(default_factory=dict)
     seconds: dict[Choice, float] = field(default_factory=dict)

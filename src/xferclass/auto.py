@@ -56,6 +56,7 @@ from ._auto_search import (
 from ._errors import InvalidArgumentError, InvalidArgumentTypeError
 from ._headcv import METRICS, stratified_folds
 from ._log import logger
+from ._provenance import record_training_files
 from ._tta import with_views
 
 __all__ = [
@@ -92,9 +93,9 @@ OVERRIDABLE = (
     "fine_tune_epochs",
 )  # fmt: skip
 
-#: The floor runs when its estimated time is at most this many times the time left
-#: (it is refused beyond: the budget is plainly too small).
-FLOOR_SLACK = 2.0
+#: A run ends within this many times its budget: the floor, which must run, may use the
+#: safety share and this overrun; it is refused when its estimate does not fit even so.
+OVERRUN = 1.15
 
 #: Share of the budget the frozen search may use at least before fine-tuning is
 #: measured (more when fine-tuning, at its most epochs, is estimated to need less than
@@ -384,17 +385,26 @@ def _candidates(backbone: str | Sequence[str] | None, fixed: dict[str, Any]) -> 
 
 
 def _gather(train: Any, validation: Any) -> tuple[Any, DataSummary, list[str]]:
-    """Every labelled image of both folders, in one order, and what was skipped."""
+    """Every labelled image of both folders, in one order, and what was skipped.
+
+    A label table with a split column gives its train rows, and its validation rows
+    too when ``validation`` is None (both join the cross-validation); a table given as
+    ``validation`` gives its validation rows. Test rows are never read.
+    """
     from ._auto_features import Images
     from ._facts import facts_of
+    from ._tables import role_split, table_has_split
     from .data import load_image_dataset
 
-    first = load_image_dataset(train, (32, 32), shuffle=False)
+    first = load_image_dataset(train, (32, 32), shuffle=False, split=role_split(train, "train"))
     facts = [facts_of(first)]
+    if validation is None and table_has_split(train, "validation"):
+        validation = train
     if validation is not None:
         names = list(facts[0].class_names or ())
+        rows = role_split(validation, "validation")
         facts.append(facts_of(load_image_dataset(validation, (32, 32), shuffle=False,
-                                                 class_names=names)))  # fmt: skip
+                                                 class_names=names, split=rows)))  # fmt: skip
     if any(f.multi_label for f in facts):
         raise InvalidArgumentError(
             "train_auto trains single-label classifiers; this data is multi-label: use "
@@ -525,10 +535,11 @@ def _run_search(
         left = search.deadline - search.clock()
         label = f"{experiment.kind} {experiment.backbone} {experiment.size} px"
         if experiment.kind == "floor":
-            left = hard_deadline - search.clock()
-        # The floor always runs unless it plainly cannot fit: estimates on a busy machine
-        # are rough, and a model a little late beats no model.
-        if experiment.kind == "floor" and need > FLOOR_SLACK * left:
+            latest = search.latest if math.isfinite(search.latest) else hard_deadline
+            left = latest - search.clock()
+        # The floor always runs unless it cannot fit even in the budget's overrun: a model a
+        # little late beats no model, a model far later than asked for does not.
+        if experiment.kind == "floor" and need > left:
             raise InvalidArgumentError(
                 f"budget too small: the floor ({label}, one pass over {len(search.images.paths)}"
                 f" images and its comparison) needs about {need:.0f} s, but only {left:.0f} s "
@@ -941,6 +952,9 @@ def train_auto(
     )  # fmt: skip
     report["total_s"] = round(clock() - started, 1)  # before saving
     store_report(model, report)
+    # What it trained on (every labelled image: the folds pool both folders), so that
+    # evaluate and report can say when a score is not held out.
+    record_training_files(model, search.images.paths)
     if out is not None:
         from ._checkpoint import save_model
 
@@ -976,7 +990,8 @@ def _search_then_fine_tune(
         cost = _pass_cost(search, best.backbone, best.size, timed, native)
         in_keras = _keras_cost(best.backbone, best.size, timed, native)
         most = min(MAX_EPOCHS, wanted) if wanted > 0 else MAX_EPOCHS
-        need = FINE_TUNE_SLACK * fine_tune_seconds(most, images, folds, cost, in_keras)
+        need = FINE_TUNE_SLACK * fine_tune_seconds(most, images, folds, cost, in_keras,
+                                                   *_view_counts(best))  # fmt: skip
         return min(end, max(frozen_deadline, end - need))
 
     search.deadline = frozen_until()
@@ -988,7 +1003,8 @@ def _search_then_fine_tune(
     base = base.single()  # fine-tuning trains one head
     cost = _pass_cost(search, base.backbone, base.size, timed, native)
     in_keras = _keras_cost(base.backbone, base.size, timed, native)
-    epochs = plan_epochs(end - search.clock(), images, folds, cost, in_keras)
+    epochs = plan_epochs(end - search.clock(), images, folds, cost, in_keras,
+                         *_view_counts(base))  # fmt: skip
     epochs = min(epochs, wanted) if wanted > 0 and epochs else epochs
     if wanted == 0:
         fine["reason"] = "turned off by the caller (fine_tune_epochs=0)"
@@ -1013,14 +1029,53 @@ def _search_then_fine_tune(
             kept, final, fine["deeper"] = _deeper(search, base, result, final, build, end)
             depths = 2 if fine["deeper"]["measured"] else 1
             held = search.images.labels[search.fold == 0]
-            decision = _fine_tune_decision(decision, result, base, kept, depths, held, against)
-            return {"choice": base, "decision": decision, "fine_tune": fine,
-                    "skipped": skipped, "fine_tuned": final}  # fmt: skip
+            tuned = _fine_tune_decision(decision, result, base, kept, depths, held, against)
+            return _search_on(setup, fixed, end, base, kept, tuned, fine, skipped, final)
         # Not kept: the time it would have had on every image goes to the frozen search.
         search.deadline = end
         skipped = _run_search(search, builder, timed, native, floor, fixed, end)
         choice, decision = _decide(search, floor, fixed)
     return {"choice": choice, "decision": decision, "fine_tune": fine, "skipped": skipped}
+
+
+def _search_on(
+    setup: Mapping[str, Any], fixed: Mapping[str, Any], end: float, base: Choice, kept: Any,
+    tuned: dict[str, Any], fine: dict[str, Any], skipped: list[str], final: Callable[[], Any],
+) -> dict[str, Any]:  # fmt: skip
+    """After fine-tuning ``base`` won (``kept``, the depth kept; its decision ``tuned``):
+    the time its final run on every image will not need before ``end`` goes back to the
+    frozen search, and what that finds is returned instead only when its estimate is
+    higher."""
+    search, builder, floor = setup["search"], setup["builder"], setup["floor"]
+    folds = int(search.fold.max() + 1)
+    tuned_run = {"choice": base, "decision": tuned, "fine_tune": fine,
+                 "skipped": skipped, "fine_tuned": final}  # fmt: skip
+    need = FINE_TUNE_SLACK * kept.trained_seconds * folds / max(1, folds - 1)
+    if end - need - search.clock() <= 0:
+        return tuned_run
+    search.deadline = end - need
+    skipped = _run_search(search, builder, setup["timed"], setup["native"], floor, fixed,
+                          search.deadline)  # fmt: skip
+    search.deadline = end
+    frozen, again = _decide(search, floor, fixed)
+    if again["estimate"]["value"] <= tuned["estimate"]["value"]:
+        return {**tuned_run, "skipped": skipped}
+    fine["wins"] = False
+    fine["superseded"] = (
+        f"the frozen search went on in the time the final fine-tuning would not need and "
+        f"found {_label(frozen)}, estimated at {again['estimate']['value']:.4f} against "
+        f"fine-tuning's {tuned['estimate']['value']:.4f}"
+    )
+    logger.info("fine-tune: not kept: %s", fine["superseded"])
+    return {"choice": frozen, "decision": again, "fine_tune": fine, "skipped": skipped}
+
+
+def _view_counts(choice: Choice) -> tuple[int, int]:
+    """The training views and test-time views of ``choice``: how many of each."""
+    from ._auto_search import TTA_OF, VIEW_SETS
+
+    source = next(s for s, t in TTA_OF.items() if t == choice.tta)
+    return len(VIEW_SETS[choice.train_views]), len(VIEW_SETS[source])
 
 
 def _deeper(
@@ -1143,6 +1198,7 @@ def _setup(
         fixed_epochs=int(fixed["head_epochs"]) if "head_epochs" in fixed else None,
         batch_size=batch_size,
     )  # fmt: skip
+    search.latest = started + seconds * OVERRUN - SAVE_SECONDS
     logger.info(
         "%d images in %d classes, %d folds; floor %s at %d px; %.0f s left of %.0f s",
         len(images.paths), len(images.class_names), k, *floor_pair, deadline - clock(), seconds,
