@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import DatasetError, ModelFileError
+from ._errors import DatasetError, InvalidArgumentError, ModelFileError
 
 __all__ = [
     "DIGEST",
@@ -160,11 +160,13 @@ def _as_keys(keys: Any) -> np.ndarray:
     else:
         rows = list(keys)
         if any(len(bytes(row)) != DIGEST_SIZE for row in rows):
-            raise ValueError(f"every digest must be {DIGEST_SIZE} bytes")
+            raise InvalidArgumentError(f"every digest must be {DIGEST_SIZE} bytes")
         joined = b"".join(bytes(row) for row in rows)
         array = np.frombuffer(joined, dtype=np.uint8).reshape(len(rows), DIGEST_SIZE)
     if array.ndim != 2 or array.shape[1] != DIGEST_SIZE:
-        raise ValueError(f"digests must be of shape (n, {DIGEST_SIZE}); got {array.shape}")
+        raise InvalidArgumentError(
+            f"digests must be of shape (n, {DIGEST_SIZE}); got {array.shape}"
+        )
     return np.ascontiguousarray(array)
 
 
@@ -196,7 +198,7 @@ class BloomFilter:
 
     def __post_init__(self) -> None:
         if self.bits < 1 or self.hashes < 1 or self.count < 0:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"BloomFilter: bits={self.bits}, hashes={self.hashes} and count={self.count} "
                 "must be positive (count: not negative)"
             )
@@ -205,7 +207,7 @@ class BloomFilter:
             self.packed = np.zeros(size, dtype=np.uint8)
         self.packed = np.ascontiguousarray(self.packed, dtype=np.uint8)
         if self.packed.shape != (size,):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"BloomFilter: {self.packed.size} bytes for {self.bits} bits; expected {size}"
             )
 
@@ -217,7 +219,7 @@ class BloomFilter:
         ``hashes = round(-log2(rate))``: 19.2 bits per digest and 13 hashes at 1e-4.
         """
         if not 0.0 < rate < 1.0:
-            raise ValueError(f"rate={rate!r} must be between 0 and 1")
+            raise InvalidArgumentError(f"rate={rate!r} must be between 0 and 1")
         count = max(int(count), 1)
         bits = max(64, math.ceil(-count * math.log(rate) / math.log(2) ** 2))
         return cls(bits=bits, hashes=max(1, round(-math.log2(rate))))
@@ -290,7 +292,7 @@ class BloomFilter:
                 packed=packed.copy(), digest=str(data["digest"]),
             )  # fmt: skip
         except (KeyError, TypeError, binascii.Error) as error:
-            raise ValueError(f"not a Bloom filter record: {error!r}") from error
+            raise ModelFileError(f"not a Bloom filter record: {error!r}") from error
 
 
 # --------------------------------------------------------------------------- in a model

@@ -572,7 +572,7 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
             return value.item()
         if isinstance(value, np.ndarray):
             return value.tolist()
-        raise TypeError(f"{type(value).__name__} is not JSON data")
+        raise InvalidArgumentTypeError(f"{type(value).__name__} is not JSON data")
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=plain) + "\n", encoding="utf-8")
