@@ -92,6 +92,8 @@ def main() -> None:
     from xferclass._tta import without_views
 
     load_start = load_average()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="xferclass-delivered-"))
     out = work / "model.keras"
     started = time.monotonic()
@@ -133,8 +135,7 @@ def main() -> None:
         scores[f"export {fmt}, run in its runtime"] = accuracy(probabilities)
     entry = {
         "command": "python benchmarks/bench_delivered.py " + " ".join(sys.argv[1:]),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                 capture_output=True, text=True).stdout.strip(),  # fmt: skip
+        "commit": commit,
         "machine": f"{cpu_model()}, {cores()} cores; load average {load_start} at the start, "
         f"{load_average()} at the end",
         "date": time.strftime("%Y-%m-%d"),
