@@ -100,8 +100,13 @@ def test_train_auto_returns_a_measured_choice_and_saves_its_report(tmp_path: Pat
     # The HTML report shows the recipe's report, candidates and estimate included.
     from xferclass.report import write_report
 
-    page = write_report(out, root, tmp_path / "report.html", top_losses=2).read_text()
+    page = write_report(out, root, tmp_path / "report.html", top_losses=2,
+                        json_path=tmp_path / "report.json").read_text()  # fmt: skip
     assert "Automatic recipe" in page and "held-out estimate" in page
+    # The recipe trained on every one of these images: the page says so, and its JSON.
+    assert "60 of 60 images scored here were used in training" in page
+    summary = json.loads((tmp_path / "report.json").read_text())
+    assert json.dumps(summary).count('"seen_in_training": 60') == 1
     assert "candidates (cross-validated accuracy over 5 folds)" in page
     loaded = xferclass.load_model(out)
     images, _ = tiny_arrays(4)
