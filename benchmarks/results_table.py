@@ -23,6 +23,9 @@ Sections:
   ``benchmarks/bench_engine.py --scaling`` (``engine="auto"`` against Keras by the
   number of images), of ``bench_engine_first_run.py`` and of ``bench_epoch_ends.py``,
   as recorded from the docs.
+- ``delivered``: ``benchmarks/results/delivered.json``, the runs of
+  ``benchmarks/bench_delivered.py`` (the saved model, by hand and in every export,
+  against the recipe's estimate).
 """
 
 from __future__ import annotations
@@ -356,12 +359,63 @@ def engine_scaling(data: Mapping[str, Any]) -> str:
     ])  # fmt: skip
 
 
+# ------------------------------------------------------------------------------ delivered
+
+DELIVERED_TITLE = "The model delivered against the model measured (`bench_delivered.py`)"
+
+DELIVERED_INTRO = """\
+`benchmarks/bench_delivered.py` runs `train_auto` on `DATA/train` and scores, on held-out
+images the recipe never saw: the saved model through `xferclass evaluate` with no flags,
+the same model with the recipe's test-time views applied by hand (the classifier inside
+it, averaged over the views by `predict(tta=...)`), and every exported format run by
+its own runtime on the pixels `read_images` decodes. Next to them, the recipe's own
+held-out estimate. Every run is in `benchmarks/results/delivered.json`.
+
+```bash
+python benchmarks/make_suite_data.py --out /tmp/suite
+python benchmarks/bench_delivered.py --data /tmp/suite/ordinal --held-out test --budget 10m
+python benchmarks/bench_delivered.py --budget 5m    # clothing: train/, scored on validation/
+```"""
+
+DELIVERED_COLUMNS = (
+    ("estimate", "estimate"), ("evaluate, no flags", "xferclass evaluate"),
+    ("by hand", "by hand"), ("SavedModel", "export saved_model"), ("ONNX", "export onnx"),
+    ("OpenVINO", "export openvino"), ("LiteRT", "export litert,"),
+    ("LiteRT int8", "export litert int8"),
+)  # fmt: skip
+
+
+def delivered(runs: Sequence[Run]) -> str:
+    """The section of ``delivered.json``: one row per run."""
+    rows = []
+    for run in runs:
+        scores = run["accuracy"]
+        found = [next((f"{v:.4f}" for k, v in scores.items() if k.startswith(prefix)), "-")
+                 for _, prefix in DELIVERED_COLUMNS]  # fmt: skip
+        data = Path(run.get("data") or "clothing").name
+        plan = run["returned"]
+        rows.append([
+            f"{data} ({run.get('held_out', 'validation')})", run["budget"], run["seed"],
+            f"`{run['commit']}`", f"{plan['backbone']} {plan['input_size']} px",
+            run["tta"], f"{run['trained_s']:.0f} s", *found,
+        ])  # fmt: skip
+    headers = ["data (scored on)", "budget", "seed", "commit", "returned", "views inside",
+               "took", *[name for name, _ in DELIVERED_COLUMNS]]  # fmt: skip
+    machines = sorted({run["machine"] for run in runs})
+    return "\n\n".join([
+        f"## {DELIVERED_TITLE}", DELIVERED_INTRO, table(headers, rows),
+        "Machines: " + "; ".join(machines) + ". Accuracy on the held-out images; int8 "
+        "LiteRT is calibrated on about 64 of them (pixels only, no labels).",
+    ])  # fmt: skip
+
+
 # ------------------------------------------------------------------------------ sections
 
 #: Section name on the page -> (results file, renderer).
-SECTIONS: dict[str, tuple[Path, Callable[[Mapping[str, Any]], str]]] = {
+SECTIONS: dict[str, tuple[Path, Callable[[Any], str]]] = {
     "auto_suite": (RESULTS / "auto_suite.json", auto_suite),
     "engine_scaling": (RESULTS / "engine_scaling.json", engine_scaling),
+    "delivered": (RESULTS / "delivered.json", delivered),
 }
 
 
