@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,21 @@ def test_class_names_threshold_and_report_travel_in_the_preprocessing_layer(tmp_
     store_class_names(plain, ["a", "b"])  # nothing to store them in: no error
     assert not store_report(plain, {}) and read_report(plain) is None
     assert model_multi_label(plain) == (True, 0.5)
+
+
+def test_a_model_saved_by_release_0_3_loads_and_predicts_as_it_did() -> None:
+    # tests/fixtures/make_saved_models.py wrote it with the code of release 0.3: an average
+    # of two tiny classifiers (one with averaged heads) with rotations inside, class names
+    # and a report. Every registered layer it holds must still load, with safe mode on.
+    from xferclass.auto import read_report
+    from xferclass.layers import built_in_views
+
+    fixtures = Path(__file__).resolve().parent / "fixtures"
+    saved = np.load(fixtures / "saved_0.3.npz")
+    model = xferclass.load_model(fixtures / "saved_0.3.keras")
+    found = model.predict(saved["images"], verbose=0)
+    np.testing.assert_allclose(found, saved["probabilities"], rtol=0, atol=1e-5)
+    assert built_in_views(model) == "rotations"
+    assert read_report(model)["plan"]["tta"] == "rotations"
+    predicted = xferclass.predict(model, saved["images"])
+    assert predicted.class_names == ["circle", "square", "triangle"]
