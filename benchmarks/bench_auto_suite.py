@@ -45,7 +45,7 @@ def _scores(model: Any, root: Path, size: int, names: list[str], tta: Any) -> di
     import numpy as np
 
     import xferclass
-    from xferclass._headcv import score
+    from xferclass.evaluation._headcv import score
     from xferclass.metrics import collect_predictions
 
     dataset = xferclass.load_image_dataset(_test_dir(root), size, shuffle=False, class_names=names)

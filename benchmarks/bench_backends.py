@@ -56,9 +56,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     import keras
 
     import xferclass
-    from xferclass._cache import CacheDirectory, _Budget, cache_split
-    from xferclass._common import forward_function
     from xferclass.models import POOL
+    from xferclass.runtime._common import forward_function
+    from xferclass.training._cache import CacheDirectory, _Budget, cache_split
 
     assert keras.backend.backend() == args.child
     dataset = xferclass.load_image_dataset(args.folder, args.size, batch_size=32, shuffle=False)

@@ -27,7 +27,8 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from xferclass import _filecheck, _folders, data
+from xferclass import data
+from xferclass.data import _filecheck, _folders
 
 
 def _jpeg_variants(size: int, count: int = 64) -> list[bytes]:

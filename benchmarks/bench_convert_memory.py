@@ -23,7 +23,8 @@ CHILD = r"""
 import contextlib, json, resource, sys, tempfile, time
 import numpy as np
 import xferclass
-from xferclass import _gc, _runtime
+from xferclass.core import _gc
+from xferclass.runtime import _runtime
 name, size, step = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 if step:
     _gc.STEP = step * 2**20

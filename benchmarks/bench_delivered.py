@@ -89,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     quiet_tensorflow()
     import xferclass
-    from xferclass._tta import without_views
+    from xferclass.evaluation._tta import without_views
 
     load_start = load_average()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,

@@ -46,10 +46,10 @@ import tensorflow as tf  # noqa: E402
 
 import xferclass  # noqa: E402
 from xferclass import _runtime  # noqa: E402
-from xferclass._cache import CacheDirectory, _Budget, cache_split  # noqa: E402
-from xferclass._common import forward_function  # noqa: E402
 from xferclass.data import load_image_dataset  # noqa: E402
 from xferclass.models import POOL  # noqa: E402
+from xferclass.runtime._common import forward_function  # noqa: E402
+from xferclass.training._cache import CacheDirectory, _Budget, cache_split  # noqa: E402
 
 ENGINES = ("keras", "onnxruntime", "openvino", "auto")
 #: The caching passes measured: each engine, and "auto" twice: on its first run

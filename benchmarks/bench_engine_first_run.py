@@ -22,9 +22,10 @@ import _bench
 import numpy as np
 from bench_engine import _fresh_cache, extractor, pipeline_rate
 
-from xferclass import _runtime, load_image_dataset
-from xferclass._cache import CacheDirectory, _Budget, cache_split
-from xferclass._common import forward_function
+from xferclass import load_image_dataset
+from xferclass.runtime import _runtime
+from xferclass.runtime._common import forward_function
+from xferclass.training._cache import CacheDirectory, _Budget, cache_split
 
 
 class _Timed:

@@ -138,7 +138,8 @@ def memory(work: str, count: int) -> None:
 
 
 def speed(work: str, n: int, repeats: int) -> None:
-    from xferclass import _filecheck, data
+    from xferclass import data
+    from xferclass.data import _filecheck
 
     root = os.path.join(work, "many")
     variants = [

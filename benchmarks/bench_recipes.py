@@ -47,10 +47,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import xferclass  # noqa: E402
-from xferclass._engine import cut_models, head_model, set_trainable  # noqa: E402
 from xferclass.data import load_image_dataset  # noqa: E402
 from xferclass.models import split_classifier  # noqa: E402
 from xferclass.training import _first_unfrozen  # noqa: E402
+from xferclass.training._engine import cut_models, head_model, set_trainable  # noqa: E402
 
 OPTIONS = {"base", "ls", "cos", "flip", "nocw", "ema"}
 

@@ -605,7 +605,7 @@ def evaluate(
 def training_overlap(model: Any, splits: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
     """For each evaluated split: how many of its images the model trained on (or None
     when the model does not record its training files), by the files' content digests."""
-    from xferclass._provenance import overlap_summary
+    from xferclass.training._provenance import overlap_summary
 
     return {name: overlap_summary(model, splits[name].file_paths) for name in results}
 

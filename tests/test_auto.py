@@ -18,8 +18,8 @@ import xferclass
 from conftest import make_shape_dataset
 from helpers import example_module, tiny_arrays
 from xferclass import auto
-from xferclass._tta import VIEWS
 from xferclass.auto import parse_budget
+from xferclass.evaluation._tta import VIEWS
 
 # --------------------------------------------------------------------------- budget
 
@@ -160,7 +160,7 @@ def _with_losing_fine_tune(
     """Shapes to train on, with ``run_fine_tune`` replaced by a stand-in that records the
     experiments run so far and loses, and no share of the budget kept for the frozen
     search before fine-tuning; returns the folder and the record."""
-    from xferclass import _auto_finetune
+    from xferclass.auto import _finetune as _auto_finetune
 
     calls: list[list[str]] = []
 
@@ -179,7 +179,7 @@ def _with_losing_fine_tune(
 def test_the_frozen_search_goes_on_when_fine_tuning_is_not_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xferclass import _auto_finetune
+    from xferclass.auto import _finetune as _auto_finetune
 
     root, calls = _with_losing_fine_tune(tmp_path, monkeypatch)
     # Fine-tuning is estimated to need all the time there is: only the floor runs first.
@@ -207,7 +207,7 @@ def _fine_tuning_that_wins(monkeypatch: pytest.MonkeyPatch, deeper_wins: bool) -
     one is kept when ``deeper_wins``; returns the list each result is appended to."""
     import dataclasses
 
-    from xferclass import _auto_finetune
+    from xferclass.auto import _finetune as _auto_finetune
 
     results: list[Any] = []
     compare = _auto_finetune._compare
@@ -249,7 +249,7 @@ def _top_layers(model: Any, fraction: float) -> int:
 def test_fine_tuning_depth_is_measured_against_the_shallower_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deeper_wins: bool
 ) -> None:
-    from xferclass import _auto_finetune
+    from xferclass.auto import _finetune as _auto_finetune
 
     results = _fine_tuning_that_wins(monkeypatch, deeper_wins)
     root = make_shape_dataset(tmp_path / "data", per_class=10)
@@ -289,8 +289,8 @@ def test_fine_tuning_depth_is_measured_against_the_shallower_run(
 
 
 def test_a_kept_fine_tuning_is_estimated_as_the_frozen_estimate_plus_its_paired_gain() -> None:
-    from xferclass._auto_finetune import FineTuned
-    from xferclass._auto_search import Choice
+    from xferclass.auto._finetune import FineTuned
+    from xferclass.auto._search import Choice
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 200)
@@ -325,7 +325,7 @@ def test_a_kept_fine_tuning_is_estimated_as_the_frozen_estimate_plus_its_paired_
 def test_fine_tuning_deeper_is_not_measured_when_it_does_not_fit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xferclass import _auto_finetune
+    from xferclass.auto import _finetune as _auto_finetune
 
     results = _fine_tuning_that_wins(monkeypatch, deeper_wins=True)
     monkeypatch.setattr(_auto_finetune, "deeper_seconds", lambda *args: 1e6)
@@ -357,7 +357,7 @@ def test_fine_tuning_deeper_is_not_measured_when_it_does_not_fit(
 def test_time_no_experiment_fits_goes_to_averaged_heads_of_the_next_recipes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xferclass import _auto_search
+    from xferclass.auto import _search as _auto_search
 
     seconds_needed = _auto_search.Search.seconds_needed
 
@@ -397,7 +397,7 @@ def test_only_the_callers_class_weights_are_candidates(fixed: dict, allowed: set
     # The floor's pass trains unweighted heads for every epoch count compared, whatever the
     # caller fixed (the floor is always a candidate); none but the floor may be returned
     # against the caller's class weights.
-    from xferclass._auto_search import Choice
+    from xferclass.auto._search import Choice
 
     for weight in ("none", "sqrt", "balanced"):
         choice = Choice("test_tiny", 32, "plain", weight, 3, "none")
@@ -473,7 +473,7 @@ def test_train_auto_rejects_bad_arguments(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_fine_tuning_is_planned_only_when_its_epochs_fit_twice() -> None:
-    from xferclass._auto_finetune import FINE_TUNE_EPOCH_RATIO, MAX_EPOCHS, plan_epochs
+    from xferclass.auto._finetune import FINE_TUNE_EPOCH_RATIO, MAX_EPOCHS, plan_epochs
 
     # 1,000 images at 10 ms a pass, 5 folds: the passes take 10 s each.
     assert plan_epochs(10_000, 1000, 5, 0.01) == MAX_EPOCHS
@@ -493,7 +493,7 @@ def test_fine_tuning_is_planned_only_when_its_epochs_fit_twice() -> None:
 def test_fine_tuning_is_planned_from_the_keras_pass_of_its_backbone_at_its_size(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xferclass import _auto_finetune
+    from xferclass.auto import _finetune as _auto_finetune
 
     timed: list[dict[str, float]] = []
     planned: list[tuple[Any, ...]] = []
@@ -636,7 +636,7 @@ def test_the_plan_names_the_model_input_size_and_keeps_the_old_name_working() ->
 
 
 def test_the_floor_is_lite0_whatever_one_timed_batch_said() -> None:
-    from xferclass._auto_plan import floor_of
+    from xferclass.auto._plan import floor_of
 
     native = {"efficientnet_lite0": 224, "efficientnet_lite2": 260, "other": 128}
     noisy = {"efficientnet_lite0": 0.02, "efficientnet_lite2": 0.01}  # a busy machine
@@ -664,7 +664,7 @@ def test_the_floor_is_lite0_whatever_one_timed_batch_said() -> None:
 def test_a_fixed_training_view_still_measures_every_test_time_view(
     augment: str | None, caches: list, trains: list
 ) -> None:
-    from xferclass._auto_plan import view_experiments
+    from xferclass.auto._plan import view_experiments
 
     queue = view_experiments(("test_tiny", 32), {"augment": augment})
     assert [set(e.views) for e in queue] == [set(v) for v in caches]
@@ -677,10 +677,10 @@ def test_the_model_returned_averages_the_views_its_choice_was_measured_with(
     # Whatever the data, make the recipe return its best choice that averages the
     # rotations: the returned model, its saved file, the command line and an exported
     # file must then all give that choice's probabilities with no flag.
-    from xferclass._auto_search import Choice
-    from xferclass._headcv import score
-    from xferclass._tta import without_views
+    from xferclass.auto._search import Choice
     from xferclass.cli import main
+    from xferclass.evaluation._headcv import score
+    from xferclass.evaluation._tta import without_views
 
     decide = auto._decide
 
@@ -726,9 +726,10 @@ def test_fine_tuning_trains_on_the_training_views_of_its_base_recipe(
 ) -> None:
     from types import SimpleNamespace
 
-    from xferclass import _auto_finetune, training
-    from xferclass._auto_features import FeatureSet, Images
-    from xferclass._auto_search import VIEW_SETS, Choice, Search
+    from xferclass import training
+    from xferclass.auto import _finetune as _auto_finetune
+    from xferclass.auto._features import FeatureSet, Images
+    from xferclass.auto._search import VIEW_SETS, Choice, Search
 
     root = make_shape_dataset(tmp_path / "data", per_class=3)
     paths = tuple(sorted(str(p) for p in root.rglob("*.*")))
@@ -776,7 +777,7 @@ def test_the_floor_runs_only_when_it_fits_in_the_budget_with_its_overrun(
     # On a clock that stands still, a 100 s budget leaves the floor 100 * 1.15 - 5 = 110 s
     # at the latest: an estimate of 100 s runs (past the search's own deadline, 75 s),
     # one of 115 s is refused with the budget it would need.
-    from xferclass._auto_search import Search
+    from xferclass.auto._search import Search
 
     estimate = Search.seconds_needed
 
@@ -801,7 +802,7 @@ def test_the_floor_runs_only_when_it_fits_in_the_budget_with_its_overrun(
 def test_time_the_final_fine_tuning_will_not_need_goes_back_to_the_frozen_search(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xferclass import _auto_finetune
+    from xferclass.auto import _finetune as _auto_finetune
 
     results = _fine_tuning_that_wins(monkeypatch, deeper_wins=False)
     # Fine-tuning is estimated to need all the time: only the floor runs before it.
@@ -834,8 +835,8 @@ def test_time_the_final_fine_tuning_will_not_need_goes_back_to_the_frozen_search
 
 
 def test_the_plan_of_an_average_counts_its_members_heads() -> None:
-    from xferclass._auto_ensemble import Ensemble
-    from xferclass._auto_search import Choice
+    from xferclass.auto._ensemble import Ensemble
+    from xferclass.auto._search import Choice
 
     five = Choice("a", 224, "plain", "none", 10, "none", heads=5)
     one = Choice("b", 224, "flip", "sqrt", 5, "none")

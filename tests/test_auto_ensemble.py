@@ -12,9 +12,9 @@ import pytest
 import xferclass
 from helpers import tiny_arrays
 from xferclass import auto
-from xferclass._auto_ensemble import Ensemble, build_ensemble, ensemble_candidates
-from xferclass._auto_report import store_report
-from xferclass._auto_search import Choice
+from xferclass.auto._ensemble import Ensemble, build_ensemble, ensemble_candidates
+from xferclass.auto._search import Choice
+from xferclass.evaluation._auto_report import store_report
 
 NAMES = ["circle", "square", "triangle"]
 
@@ -116,7 +116,7 @@ def test_the_averaged_model_exports_and_its_artifacts_verify(tmp_path: Path, fmt
 
 
 def _heads_average() -> keras.Model:
-    from xferclass._auto_ensemble import build_head_average
+    from xferclass.auto._ensemble import build_head_average
 
     classifier = _member(4, 32)
     rng = np.random.default_rng(0)

@@ -285,6 +285,6 @@ def test_a_backend_whose_package_is_missing_is_named_with_its_extra() -> None:
     done = _python("import xferclass", missing)
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1] == (
-        f"xferclass._errors.MissingDependencyError: KERAS_BACKEND={missing} needs {missing}, "
+        f"xferclass.core._errors.MissingDependencyError: KERAS_BACKEND={missing} needs {missing}, "
         f'which is not installed; pip install "xferclass[{missing}]"'
     )

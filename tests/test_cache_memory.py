@@ -39,7 +39,7 @@ import textwrap
 
 import pytest
 
-from xferclass._cache import PREFETCH_BATCHES
+from xferclass.training._cache import PREFETCH_BATCHES
 
 IMAGES = 20_000
 FEATURES = 2048
@@ -73,7 +73,7 @@ CHILD = textwrap.dedent(
     import tensorflow as tf
 
     import xferclass
-    from xferclass import _cache
+    from xferclass.training import _cache
 
     images, features, side, batch, classes, budget, folder = json.loads(sys.argv[1])
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import xferclass
-from xferclass._checkpoint import read_resume_state
+from xferclass.core._checkpoint import read_resume_state
 
 SCRIPT = textwrap.dedent(
     """
@@ -106,7 +106,8 @@ def test_resume_state_writes_stay_within_their_share_and_are_fsynced(
     import keras
 
     from helpers import tiny_dataset, tiny_model
-    from xferclass import _engine, _files
+    from xferclass.core import _files
+    from xferclass.training import _engine
 
     clock = _Clock()
     written: list[int] = []

@@ -44,7 +44,7 @@ def trained(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_train_writes_a_loadable_model_with_class_names(trained: Path) -> None:
     model = xferclass.load_model(trained)
-    from xferclass._common import model_class_names
+    from xferclass.runtime._common import model_class_names
 
     assert model_class_names(model) == ["circle", "square", "triangle"]
     assert model.input_shape == (None, 32, 32, 3)

@@ -16,11 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import TINY_CLASSES, TINY_PER_CLASS, make_shape_dataset
-from xferclass import DatasetError, InvalidArgumentError, _decode, _exif
+from xferclass import DatasetError, InvalidArgumentError
 from xferclass import data as data_module
 from xferclass.data import (
     IMAGE_EXTENSIONS,
     SkippedFilesWarning,
+    _decode,
+    _exif,
     image_paths_dataset,
     is_image_file,
     load_image_dataset,
@@ -674,8 +676,8 @@ def test_passes_over_files_and_over_a_callers_dataset_run_without_autotuning(
 ) -> None:
     # With tf.data's autotuning on, a finished pass waits for its model thread's sleep
     # (see _decode.without_autotune); every pipeline of files has it off.
-    from xferclass import _cache
-    from xferclass._decode import without_autotune
+    from xferclass.data._decode import without_autotune
+    from xferclass.training import _cache
 
     paths = sorted(str(p) for p in tiny_dataset_dir.rglob("*") if p.is_file())
     built = [
@@ -717,7 +719,7 @@ def test_passes_over_files_and_over_a_callers_dataset_run_without_autotuning(
         directory.close()
     assert theirs.options().autotune.enabled is not False
     # So does the pass that checks every file decodes.
-    from xferclass import _filecheck
+    from xferclass.data import _filecheck
 
     monkeypatch.setattr(_filecheck, "without_autotune", spy)
     assert _filecheck.decode_pass(paths).all()

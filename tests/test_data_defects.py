@@ -51,7 +51,7 @@ def late_jpeg(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarra
 
 
 def test_late_frame_header_is_beyond_the_python_reader(late_jpeg: tuple[Path, np.ndarray]) -> None:
-    from xferclass._imagesize import image_header
+    from xferclass.data._imagesize import image_header
 
     assert image_header(late_jpeg[0]) is None  # the case the bound must still cover
 
@@ -137,7 +137,7 @@ def test_unlistable_subfolder_is_reported_in_skipped(tmp_path: Path, unlistable:
 def test_image_paths_dataset_decodes_each_file_once(
     tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xferclass import _filecheck
+    from xferclass.data import _filecheck
 
     paths = sorted(str(p) for p in (tiny_dataset_dir / "square").iterdir())
     decoded: list[str] = []
@@ -173,7 +173,7 @@ def test_image_paths_dataset_names_a_file_that_fails_to_decode(
 def test_training_labels_reads_the_labels_without_decoding(
     tiny_dataset_dir: Path, tmp_path: Path
 ) -> None:
-    from xferclass._engine import training_labels
+    from xferclass.training._engine import training_labels
 
     folder = tmp_path / "copy"
     shutil.copytree(tiny_dataset_dir, folder)
@@ -185,7 +185,7 @@ def test_training_labels_reads_the_labels_without_decoding(
 
 
 def test_training_labels_of_a_plain_dataset() -> None:
-    from xferclass._engine import training_labels
+    from xferclass.training._engine import training_labels
 
     rows = np.eye(3, dtype=np.float32)[[0, 2, 2, 1]]
     dataset = tf.data.Dataset.from_tensor_slices((np.zeros((4, 2, 2, 3)), rows)).batch(3)
@@ -206,7 +206,7 @@ def test_out_of_range_seed_fails_up_front(tiny_dataset_dir: Path, seed: int) -> 
 
 
 def test_negative_training_seed_fails_up_front() -> None:
-    from xferclass._engine import TrainConfig
+    from xferclass.training._engine import TrainConfig
 
     with pytest.raises(InvalidArgumentError, match="seed=-5"):
         TrainConfig(seed=-5)
@@ -214,7 +214,7 @@ def test_negative_training_seed_fails_up_front() -> None:
 
 
 def test_cache_memory_variable_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from xferclass._cache import DEFAULT_MEMORY_LIMIT, memory_limit_from_env
+    from xferclass.training._cache import DEFAULT_MEMORY_LIMIT, memory_limit_from_env
 
     monkeypatch.delenv("XFERCLASS_CACHE_MEMORY", raising=False)
     assert memory_limit_from_env(None) == DEFAULT_MEMORY_LIMIT

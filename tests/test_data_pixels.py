@@ -23,7 +23,7 @@ from PIL import Image
 import xferclass
 from conftest import make_shape_dataset
 from xferclass import DatasetError, SkippedFilesWarning, load_image_dataset, read_images
-from xferclass._imagesize import (
+from xferclass.data._imagesize import (
     DEFAULT_MAX_PIXELS,
     MAX_PIXELS_ENV,
     image_dimensions,
@@ -308,7 +308,7 @@ def test_check_in_rounds_gives_the_same_result(
     bomb_folder: Path, files_per_round: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Headers are read a round ahead of the decoding; any round size gives one answer."""
-    from xferclass import _filecheck
+    from xferclass.data import _filecheck
 
     monkeypatch.setattr(_filecheck, "CHECK_ROUND", files_per_round)
     _filecheck.clear_check_cache()
@@ -337,7 +337,7 @@ def _graph_pixels() -> object:
     """The in-graph header reader, traced once for the whole module."""
     import tensorflow as tf
 
-    from xferclass import _decode
+    from xferclass.data import _decode
 
     return tf.function(_decode.pixels_in_graph, input_signature=[tf.TensorSpec([], tf.string)])
 
@@ -347,7 +347,7 @@ def _graph_header() -> object:
     """The in-graph ``(width, height, pixels)`` reader, traced once for the whole module."""
     import tensorflow as tf
 
-    from xferclass import _decode
+    from xferclass.data import _decode
 
     return tf.function(_decode.header_in_graph, input_signature=[tf.TensorSpec([], tf.string)])
 

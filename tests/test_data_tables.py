@@ -274,8 +274,8 @@ def test_cli_trains_and_evaluates_on_a_label_table(
 
     import helpers  # noqa: F401  (registers the tiny test backbone)
     import xferclass
-    from xferclass._common import model_class_names, model_multi_label
     from xferclass.cli import main
+    from xferclass.runtime._common import model_class_names, model_multi_label
 
     rows = folder_rows(images)
     uses = ["train", "train", "validation", "test"]

@@ -34,7 +34,7 @@ import pytest
 import tensorflow as tf
 
 import xferclass
-from xferclass import _registry
+from xferclass.backbones import _registry
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

@@ -29,8 +29,8 @@ from sklearn.utils.class_weight import compute_class_weight
 import xferclass
 from conftest import make_shape_dataset
 from helpers import SIZE, tiny_arrays, tiny_dataset, tiny_model, twin
-from xferclass._cache import epoch_plan
-from xferclass._compile import balanced_class_weight, default_objective
+from xferclass.core._compile import balanced_class_weight, default_objective
+from xferclass.training._cache import epoch_plan
 
 SEED = 7
 BATCH = 8
@@ -279,7 +279,7 @@ def test_restore_best_puts_back_the_best_epoch(tmp_path):
 
 
 def test_best_model_is_written_only_on_improvement(tmp_path, monkeypatch):
-    from xferclass import _engine
+    from xferclass.training import _engine
 
     writes = []
     real = _engine.save_model
@@ -300,7 +300,7 @@ def test_checkpoint_writes_stay_within_their_share_and_the_file_holds_the_best_e
     tmp_path, monkeypatch, restore_best
 ):
     """A write that costs more than the epochs since the last one waits; none is lost."""
-    from xferclass import _engine
+    from xferclass.training import _engine
 
     class Clock:  # training takes no time, each write 10 s: only the first is due
         now = 0.0

@@ -8,7 +8,7 @@ import pytest
 
 import xferclass
 from helpers import tiny_dataset, tiny_model
-from xferclass import _engine
+from xferclass.training import _engine
 
 
 class _Tick(keras.callbacks.Callback):

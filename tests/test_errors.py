@@ -2,7 +2,7 @@
 
 The walk reads every ``raise`` statement in ``src/`` with :mod:`ast` and fails
 on one that creates a built-in exception (``ValueError(...)``, ``TypeError``,
-...): those must be the classes of :mod:`xferclass._errors`, which subclass
+...): those must be the classes of :mod:`xferclass.core._errors`, which subclass
 both :class:`xferclass.XferclassError` and the built-in that callers catch.
 A bare ``raise`` and ``raise error`` (re-raising a caught exception) are fine.
 """
@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import xferclass
-from xferclass import _errors
+from xferclass.core import _errors
 
 SOURCE = Path(xferclass.__file__).parent
 
@@ -109,7 +109,7 @@ def test_bad_input_errors_are_caught_both_ways():
 
 
 def test_a_damaged_imagenet_class_list_is_an_xferclass_error(monkeypatch):
-    from xferclass import _imagenet
+    from xferclass.backbones import _imagenet
 
     class Damaged:
         def joinpath(self, name: str) -> Any:
@@ -148,7 +148,7 @@ needs_ort = pytest.mark.skipif(
 
 @pytest.fixture
 def onnx_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    from xferclass import _runtime
+    from xferclass.runtime import _runtime
 
     monkeypatch.setenv("XFERCLASS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(_runtime, "_DECISIONS", {})
@@ -160,8 +160,8 @@ def onnx_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
 @needs_ort
 def test_onnxruntime_errors_are_export_errors_with_the_first_line(onnx_cache, tmp_path):
     from helpers import tiny_arrays, tiny_model
-    from xferclass import _runtime
-    from xferclass._common import forward_function
+    from xferclass.runtime import _runtime
+    from xferclass.runtime._common import forward_function
 
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not an onnx model")
@@ -179,7 +179,7 @@ def test_onnxruntime_errors_are_export_errors_with_the_first_line(onnx_cache, tm
 @needs_ort
 def test_a_runtime_fallback_is_a_warning(onnx_cache, monkeypatch, caplog):
     from helpers import tiny_arrays, tiny_model
-    from xferclass._common import forward_function
+    from xferclass.runtime._common import forward_function
 
     def broken(self: keras.Model, filepath: str, **kwargs: Any) -> None:
         raise ValueError("Unsupported op: SomeOp\ndetails")
@@ -238,7 +238,7 @@ def test_a_runtime_fallback_is_seen_at_verbose_0(tmp_path):
 @pytest.mark.parametrize("size", [0, -3, 1.5, "big", True, (10,), (10, 0), (10, 2.0), "7"])
 def test_one_image_size_check(size):
     import helpers  # noqa: F401  (registers the test_tiny backbone)
-    from xferclass._args import as_size
+    from xferclass.core._args import as_size
 
     with pytest.raises(xferclass.InvalidArgumentError, match=r"input_size=.* is not an image size"):
         as_size(size, "input_size")
@@ -247,7 +247,7 @@ def test_one_image_size_check(size):
 
 
 def test_image_sizes_that_pass():
-    from xferclass._args import as_size
+    from xferclass.core._args import as_size
 
     assert as_size(np.int64(7), "size") == (7, 7)
     assert as_size([5, np.int32(6)], "size") == (5, 6)

@@ -9,7 +9,7 @@ import pytest
 
 import xferclass
 from helpers import tiny_model
-from xferclass._auto_ensemble import build_ensemble
+from xferclass.auto._ensemble import build_ensemble
 from xferclass.explain import spatial_layers
 
 PATCH = 8
@@ -104,7 +104,7 @@ def test_an_averaged_model_with_nested_members_is_explained() -> None:
 
 
 def test_a_model_with_views_inside_is_explained_on_the_image_as_given() -> None:
-    from xferclass._tta import with_views
+    from xferclass.evaluation._tta import with_views
 
     plain = tiny_model(seed=1)
     inside = with_views(plain, "rotations")

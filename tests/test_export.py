@@ -27,7 +27,7 @@ from PIL import Image
 
 import xferclass
 from helpers import CLASSES, SIZE, tiny_arrays, tiny_model
-from xferclass._common import store_class_names
+from xferclass.runtime._common import store_class_names
 
 export_module = importlib.import_module("xferclass.export")
 
@@ -559,8 +559,8 @@ def test_support_table_in_the_docs_is_current(tmp_path: Path) -> None:
     documented = matrix.documented_cells()
     assert set(documented) == set(matrix.REPRESENTATIVES)
     represented = [name for names in matrix.REPRESENTATIVES.values() for name in names]
-    from xferclass._backbones import _KERAS_APPLICATIONS
-    from xferclass._lite_arch import VARIANTS
+    from xferclass.backbones._backbones import _KERAS_APPLICATIONS
+    from xferclass.backbones._lite_arch import VARIANTS
 
     builtin = [row[0] for row in _KERAS_APPLICATIONS] + list(VARIANTS)
     assert sorted(represented) == sorted(builtin), "every built-in backbone is represented once"

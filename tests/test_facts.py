@@ -1,4 +1,4 @@
-"""Dataset facts survive the user's tf.data steps, as documented in ``xferclass._facts``."""
+"""Dataset facts survive the user's tf.data steps, as documented in ``xferclass.data._facts``."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import tensorflow as tf
 import xferclass
 from helpers import tiny_dataset, tiny_model
 from xferclass import DatasetFacts, dataset_facts, with_facts
-from xferclass._common import model_class_names
-from xferclass._engine import training_labels
+from xferclass.runtime._common import model_class_names
+from xferclass.training._engine import training_labels
 
 Transform = Callable[[tf.data.Dataset], tf.data.Dataset]
 

@@ -1,4 +1,4 @@
-"""Full garbage collections while a converter runs (xferclass._gc)."""
+"""Full garbage collections while a converter runs (xferclass.core._gc)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xferclass import _gc
+from xferclass.core import _gc
 
 
 class _Cycle:
@@ -145,7 +145,7 @@ def test_both_onnx_conversions_run_inside_collecting(
     import keras
 
     import xferclass
-    from xferclass import _runtime
+    from xferclass.runtime import _runtime
 
     export_module = importlib.import_module("xferclass.export")
 

@@ -16,10 +16,10 @@ from sklearn.utils.class_weight import compute_class_weight
 
 import xferclass
 from helpers import tiny_arrays
-from xferclass import _headcv
-from xferclass._auto_features import FeatureSet
-from xferclass._auto_search import Choice, Search, train_final_head
 from xferclass.auto import _decide
+from xferclass.auto._features import FeatureSet
+from xferclass.auto._search import Choice, Search, train_final_head
+from xferclass.evaluation import _headcv
 
 # --------------------------------------------------------------------------- folds and weights
 
@@ -168,7 +168,7 @@ def test_averaged_heads_run_the_backbone_once_and_predict_the_mean_of_their_head
 ) -> None:
     import keras
 
-    from xferclass._auto_ensemble import build_head_average
+    from xferclass.auto._ensemble import build_head_average
     from xferclass.models import POOL
 
     images, onehot = tiny_arrays(30)
@@ -193,7 +193,7 @@ def test_averaged_heads_run_the_backbone_once_and_predict_the_mean_of_their_head
 
 def _random_search(rows: int, seed: int) -> tuple[Search, FeatureSet]:
     """A search over features and labels that are pure noise: nothing can be learnt."""
-    from xferclass._auto_features import Images
+    from xferclass.auto._features import Images
 
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 3, rows)
@@ -305,7 +305,7 @@ def test_derived_candidates_are_rebuilt_without_the_fold_they_are_scored_on() ->
 
 
 def _search(labels: np.ndarray, fold: np.ndarray, oof: dict[Choice, np.ndarray]) -> Search:
-    from xferclass._auto_features import Images
+    from xferclass.auto._features import Images
 
     images = Images(tuple(f"{i}.png" for i in range(len(labels))), labels, ("a", "b", "c"),
                     ("train",) * len(labels))  # fmt: skip

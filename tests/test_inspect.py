@@ -15,8 +15,8 @@ import tensorflow as tf
 import xferclass
 from helpers import SIZE  # noqa: F401  (registers the test_tiny backbone)
 from xferclass import inspection
-from xferclass._headcv import stratified_folds
 from xferclass.cli import main
+from xferclass.evaluation._headcv import stratified_folds
 
 TINY: dict[str, Any] = dict(backbone="test_tiny", weights=None, input_size=32, folds=3)
 

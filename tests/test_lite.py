@@ -24,7 +24,11 @@ import numpy as np
 import pytest
 
 from xferclass import WeightsUnavailableError
-from xferclass._torch_checkpoint import CheckpointError, RestrictedUnpickler, load_torch_state_dict
+from xferclass.backbones._torch_checkpoint import (
+    CheckpointError,
+    RestrictedUnpickler,
+    load_torch_state_dict,
+)
 
 VARIANTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
@@ -221,7 +225,7 @@ def test_zip_format_and_garbage_are_clear_errors(tmp_path: Path) -> None:
 
 def test_imagenet_class_names() -> None:
     from xferclass import InvalidArgumentError
-    from xferclass._imagenet import decode_imagenet_predictions, imagenet_class_names
+    from xferclass.backbones._imagenet import decode_imagenet_predictions, imagenet_class_names
 
     names = imagenet_class_names()
     assert len(names) == 1000
@@ -381,7 +385,7 @@ def state(variant: str) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def imagenet_model(variant: str, cache_env: Path) -> Any:
     """The variant with its ImageNet top, for any input size."""
-    from xferclass._lite import efficientnet_lite
+    from xferclass.backbones._lite import efficientnet_lite
 
     return efficientnet_lite(variant, (None, None, 3), weights="imagenet", include_top=True)
 
@@ -417,8 +421,8 @@ def test_logits_match_numpy_reference(
 @pytest.mark.parametrize("variant_name", VARIANTS)
 def test_block_structure(variant_name: str) -> None:
     from xferclass import InvalidArgumentError
-    from xferclass._lite import efficientnet_lite
-    from xferclass._lite_arch import get_variant
+    from xferclass.backbones._lite import efficientnet_lite
+    from xferclass.backbones._lite_arch import get_variant
 
     widths, repeats = _LAYOUTS[variant_name]
     spec = get_variant(variant_name)
@@ -441,7 +445,7 @@ def test_block_structure(variant_name: str) -> None:
 
 def test_unknown_variant_and_bad_weights() -> None:
     from xferclass import InvalidArgumentError, InvalidArgumentTypeError, WeightsUnavailableError
-    from xferclass._lite import efficientnet_lite
+    from xferclass.backbones._lite import efficientnet_lite
 
     with pytest.raises(InvalidArgumentError, match="efficientnet_lite0, efficientnet_lite1"):
         efficientnet_lite("efficientnet_lite9", weights=None)
@@ -453,8 +457,8 @@ def test_unknown_variant_and_bad_weights() -> None:
 
 @pytest.mark.data
 def test_imagenet_predictions_on_real_photos(variant: str, imagenet_model: Any) -> None:
-    from xferclass._imagenet import decode_imagenet_predictions, imagenet_class_names
-    from xferclass._lite_arch import get_variant
+    from xferclass.backbones._imagenet import decode_imagenet_predictions, imagenet_class_names
+    from xferclass.backbones._lite_arch import get_variant
 
     size = get_variant(variant).size
     names = imagenet_class_names()
@@ -486,9 +490,9 @@ def test_imagenet_predictions_on_real_photos(variant: str, imagenet_model: Any) 
 def test_converted_weights_are_cached_per_variant(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import xferclass._lite_weights as lite_weights
-    from xferclass._lite import efficientnet_lite0, efficientnet_lite1
-    from xferclass._lite_arch import get_variant
+    import xferclass.backbones._lite_weights as lite_weights
+    from xferclass.backbones._lite import efficientnet_lite0, efficientnet_lite1
+    from xferclass.backbones._lite_arch import get_variant
 
     monkeypatch.setenv("XFERCLASS_CACHE_DIR", str(tmp_path))
     first = efficientnet_lite0((64, 64, 3), weights="imagenet")
@@ -529,7 +533,7 @@ def test_missing_package_names_the_package_and_extra(
     variant_name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     import xferclass
-    from xferclass._lite import efficientnet_lite
+    from xferclass.backbones._lite import efficientnet_lite
 
     monkeypatch.setenv("XFERCLASS_CACHE_DIR", str(tmp_path))  # nothing cached
     monkeypatch.setitem(sys.modules, _package(variant_name), None)  # import fails
@@ -568,7 +572,7 @@ def test_build_classifier_uses_the_imagenet_backbone(cache_env: Path) -> None:
     import keras
 
     import xferclass
-    from xferclass._lite import efficientnet_lite0
+    from xferclass.backbones._lite import efficientnet_lite0
 
     imagenet_model = efficientnet_lite0((None, None, 3), weights="imagenet", include_top=True)
     model = xferclass.build_classifier("efficientnet_lite0", num_classes=10, input_size=96)

@@ -90,7 +90,7 @@ def test_evaluate_regression_style_on_a_model():
 
 
 def test_evaluation_refuses_the_model_classes_in_another_order():
-    from xferclass._common import store_class_names
+    from xferclass.runtime._common import store_class_names
 
     model = tiny_model()
     store_class_names(model, ["red", "green", "blue"])

@@ -98,7 +98,7 @@ def test_register_custom_backbone_and_use_it_by_name():
         with pytest.raises(ValueError, match="preprocess='bogus'"):
             xferclass.register_backbone("tiny2", builder, preprocess="bogus", default_size=24)
     finally:
-        from xferclass._registry import _REGISTRY
+        from xferclass.backbones._registry import _REGISTRY
 
         _REGISTRY.pop("tiny_test", None)
 

@@ -21,8 +21,10 @@ import pytest
 import xferclass
 from conftest import make_shape_dataset
 from helpers import example_module, tiny_dataset, tiny_model
-from xferclass._auto_report import store_report
-from xferclass._provenance import (
+from xferclass.cli import main
+from xferclass.evaluation._auto_report import store_report
+from xferclass.layers import preprocessing_layer
+from xferclass.training._provenance import (
     HOW,
     METADATA_KEY,
     BloomFilter,
@@ -32,8 +34,6 @@ from xferclass._provenance import (
     record_training_files,
     trained_on,
 )
-from xferclass.cli import main
-from xferclass.layers import preprocessing_layer
 
 SIZE = 32
 #: Images per class of each generated folder (3 classes).

@@ -21,9 +21,9 @@ import tensorflow as tf
 
 import xferclass
 from helpers import CLASSES, tiny_arrays, tiny_dataset, tiny_model
-from xferclass import _runtime
-from xferclass._common import forward_function
 from xferclass.models import POOL
+from xferclass.runtime import _runtime
+from xferclass.runtime._common import forward_function
 
 
 def _have(*modules: str) -> bool:

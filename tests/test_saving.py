@@ -121,9 +121,9 @@ def test_load_model_names_the_first_line_of_a_file_error(tmp_path):
 def test_class_names_threshold_and_report_travel_in_the_preprocessing_layer(tmp_path):
     import keras
 
-    from xferclass._auto_report import read_report, store_report
-    from xferclass._common import model_class_names, model_multi_label, store_class_names
+    from xferclass.evaluation._auto_report import read_report, store_report
     from xferclass.layers import preprocessing_layer
+    from xferclass.runtime._common import model_class_names, model_multi_label, store_class_names
 
     model = tiny_model()
     store_class_names(model, ["circle", "square", "triangle"])

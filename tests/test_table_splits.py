@@ -15,8 +15,8 @@ import xferclass
 from conftest import TINY_CLASSES, make_shape_dataset
 from test_data_tables import folder_rows, write_csv
 from xferclass import auto
-from xferclass._common import store_class_names
 from xferclass.cli import main
+from xferclass.runtime._common import store_class_names
 
 #: The split of row ``i`` of each class: half train, a quarter validation, a quarter test.
 USES = ("train", "train", "validation", "test")

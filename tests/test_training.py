@@ -10,8 +10,8 @@ import tensorflow as tf
 
 import xferclass
 from helpers import SIZE, tiny_arrays, tiny_dataset, tiny_model, twin
-from xferclass import _cache
 from xferclass.models import split_classifier
+from xferclass.training import _cache
 
 
 def _plain_fit(model, train, validation, epochs, learning_rate=1e-3):
@@ -63,7 +63,7 @@ def test_cache_is_used_only_when_the_backbone_is_frozen(monkeypatch):
         calls.append(kwargs["name"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("xferclass._engine.cache_split", spy)
+    monkeypatch.setattr("xferclass.training._engine.cache_split", spy)
     xferclass.fit(tiny_model(), tiny_dataset(), tiny_dataset(), epochs=1, verbose=0)
     assert calls == ["train", "validation"]
     calls.clear()
@@ -84,7 +84,7 @@ def test_cache_spills_to_disk_and_cleans_up(tmp_path, monkeypatch):
         seen.append(split.on_disk)
         return split
 
-    monkeypatch.setattr("xferclass._engine.cache_split", spy)
+    monkeypatch.setattr("xferclass.training._engine.cache_split", spy)
     in_memory = tiny_model()
     spilled = twin(in_memory)
     xferclass.fit(in_memory, tiny_dataset(), epochs=2, verbose=0, seed=3)
@@ -115,7 +115,7 @@ def test_float16_cache_is_close(monkeypatch):
         cached.append((store.dtype, store.take(np.arange(len(split)))))
         return split
 
-    monkeypatch.setattr("xferclass._engine.cache_split", spy)
+    monkeypatch.setattr("xferclass.training._engine.cache_split", spy)
     a = tiny_model()
     b = twin(a)
     xferclass.fit(a, tiny_dataset(), epochs=2, verbose=0, cache_dtype="float32")
@@ -141,7 +141,7 @@ def test_float16_fallback_for_a_short_memory_budget_is_a_warning(monkeypatch):
         dtypes.append(split.stores[0].dtype)
         return split
 
-    monkeypatch.setattr("xferclass._engine.cache_split", spy)
+    monkeypatch.setattr("xferclass.training._engine.cache_split", spy)
     with pytest.warns(xferclass.FallbackWarning, match='cache_dtype="float32"'):
         xferclass.fit(tiny_model(), tiny_dataset(), epochs=1, verbose=0, cache_memory=1000)
     with warnings.catch_warnings():

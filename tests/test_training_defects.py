@@ -19,10 +19,11 @@ from sklearn.utils.class_weight import compute_class_weight
 
 import xferclass
 from helpers import CLASSES, tiny_arrays, tiny_dataset, tiny_model, twin
-from xferclass import _cache, _headcv
-from xferclass._common import model_class_names, store_class_names
-from xferclass._compile import balanced_class_weights, resolve_class_weight, resolve_compile
-from xferclass._errors import DatasetError, InvalidArgumentError
+from xferclass.core._compile import balanced_class_weights, resolve_class_weight, resolve_compile
+from xferclass.core._errors import DatasetError, InvalidArgumentError
+from xferclass.evaluation import _headcv
+from xferclass.runtime._common import model_class_names, store_class_names
+from xferclass.training import _cache
 
 BATCH = 8
 

@@ -17,8 +17,8 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error
 
 import xferclass
 from helpers import tiny_arrays, tiny_dataset, tiny_model
-from xferclass._tta import check_tta, resolve_tta, tta_views, with_views
 from xferclass.cli import main
+from xferclass.evaluation._tta import check_tta, resolve_tta, tta_views, with_views
 from xferclass.layers import TestTimeViews, ViewMean, built_in_views
 from xferclass.metrics import regression_metrics
 

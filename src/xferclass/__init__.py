@@ -1,5 +1,22 @@
 """xferclass: a folder of labelled images in, a trained image classifier out.
 
+The package is laid out as the pipeline a user's images flow through; each subpackage
+imports only those listed before it (``tests/test_imports.py`` checks it):
+
+- ``core``: errors, arguments, logging, files, the Keras backend check;
+- ``data``: reading folders and label tables, decoding, checking and resizing images;
+- ``backbones``: the registry, the classifier (``models``), its layers, saving and loading;
+- ``runtime``: the runtimes a forward pass runs on (Keras, ONNX Runtime, OpenVINO);
+- ``training``: ``fit``, ``fine_tune``, their caches, and the record of what a model
+  trained on;
+- ``evaluation``: metrics, prediction, test-time views, plots, Grad-CAM, data inspection
+  and the HTML report;
+- ``auto``: the automatic recipe;
+- ``deploy``: export to SavedModel, ONNX, OpenVINO and LiteRT.
+
+The modules of the earlier flat layout (``xferclass.layers``, ``xferclass.metrics``,
+``xferclass.report``, ...) still import, as the same module objects.
+
 Examples:
     >>> import xferclass
     >>> train = xferclass.load_image_dataset("clothes/train")  # doctest: +SKIP
@@ -9,8 +26,13 @@ Examples:
 
 from __future__ import annotations
 
-from . import _backend  # noqa: F401 (first: names a missing backend package's extra)
-from ._errors import (
+from .auto import AutoPlan, AutoResult, train_auto
+from .backbones._registry import BackboneSpec, get_backbone, list_backbones, register_backbone
+from .backbones.layers import Preprocessing
+from .backbones.models import build_classifier
+from .backbones.saving import load_model
+from .core import _backend  # noqa: F401 (first: names a missing backend package's extra)
+from .core._errors import (
     BackboneNotFoundError,
     DatasetError,
     ExportError,
@@ -24,18 +46,13 @@ from ._errors import (
     WeightsUnavailableError,
     XferclassError,
 )
-from ._facts import DatasetFacts, dataset_facts, with_facts
-from ._registry import BackboneSpec, get_backbone, list_backbones, register_backbone
-from .auto import AutoPlan, AutoResult, train_auto
 from .data import SkippedFilesWarning, is_image_file, load_image_dataset, read_images
-from .explain import explain
-from .export import export
-from .inference import Predictions, predict
-from .inspection import Inspection, inspect
-from .layers import Preprocessing
-from .metrics import evaluate_regression_style
-from .models import build_classifier
-from .saving import load_model
+from .data._facts import DatasetFacts, dataset_facts, with_facts
+from .deploy.export import export
+from .evaluation.explain import explain
+from .evaluation.inference import Predictions, predict
+from .evaluation.inspection import Inspection, inspect
+from .evaluation.metrics import evaluate_regression_style
 from .training import fine_tune, fit, make_augmentation, save_model
 
 __version__ = "0.1.0"
@@ -83,3 +100,28 @@ __all__ = [
     "train_auto",
     "with_facts",
 ]
+
+
+def _keep_flat_module_paths() -> None:
+    """The module paths of the flat layout name the same module objects as before:
+    ``import xferclass.layers`` is ``xferclass.backbones.layers``. ``xferclass.explain``
+    and ``xferclass.export`` stay the functions, as they always were."""
+    import importlib
+    import sys
+
+    moved = {
+        "explain": "evaluation.explain", "export": "deploy.export",
+        "inference": "evaluation.inference", "inspection": "evaluation.inspection",
+        "layers": "backbones.layers", "metrics": "evaluation.metrics",
+        "models": "backbones.models", "plots": "evaluation.plots",
+        "report": "evaluation.report", "saving": "backbones.saving",
+    }  # fmt: skip
+    package = sys.modules[__name__]
+    for old, new in moved.items():
+        module = importlib.import_module(f"{__name__}.{new}")
+        sys.modules[f"{__name__}.{old}"] = module
+        if not hasattr(package, old):
+            setattr(package, old, module)
+
+
+_keep_flat_module_paths()

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ._errors import InvalidArgumentError
+from .core._errors import InvalidArgumentError
 
 __all__ = ["main"]
 
@@ -279,7 +279,7 @@ def _table_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _table_options(args: argparse.Namespace) -> dict[str, Any]:
     """load_image_dataset options from the command line (table ones only for tables)."""
-    from ._tables import is_label_table
+    from .data._tables import is_label_table
 
     options: dict[str, Any] = {"max_pixels": args.max_pixels}
     table = {
@@ -298,7 +298,7 @@ def _table_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _table_splits(args: argparse.Namespace) -> tuple[bool, bool]:
     """Whether the table has a split column, and whether it has validation rows."""
-    from ._tables import split_values
+    from .data._tables import split_values
 
     values = split_values(args.data_dir, path_column=args.path_column)
     return values is not None, bool(values and "validation" in values)
@@ -329,7 +329,7 @@ _RECIPE_FLAGS = {
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ._tables import is_label_table
+    from .data._tables import is_label_table
 
     given = [name for name in _RECIPE_FLAGS if getattr(args, name) is not None]
     table = [name for name in _TABLE_OPTIONS if getattr(args, name, None) is not None]
@@ -412,7 +412,7 @@ def _train_auto(args: argparse.Namespace, given: list[str]) -> int:
 
 def _train_manual(args: argparse.Namespace) -> int:
     import xferclass
-    from xferclass._facts import class_names_of, facts_of
+    from xferclass.data._facts import class_names_of, facts_of
 
     verbose = 0 if args.quiet else 1
     spec = xferclass.get_backbone(args.backbone)
@@ -501,7 +501,7 @@ def _evaluated_split(args: argparse.Namespace, options: dict[str, Any]) -> str |
     if args.split is not None:
         options["split"] = args.split
         return str(args.split)
-    from ._tables import split_values
+    from .data._tables import split_values
 
     values = split_values(args.data_dir, path_column=args.path_column)
     if values is None:
@@ -518,14 +518,14 @@ def _evaluated_split(args: argparse.Namespace, options: dict[str, Any]) -> str |
 
 def _evaluate(args: argparse.Namespace) -> int:
     import xferclass
-    from xferclass._common import model_class_names, model_multi_label
-    from xferclass._facts import class_names_of, facts_of
+    from xferclass.data._facts import class_names_of, facts_of
     from xferclass.metrics import (
         collect_predictions,
         multilabel_metrics,
         per_class_report,
         regression_metrics,
     )
+    from xferclass.runtime._common import model_class_names, model_multi_label
 
     model = xferclass.load_model(args.model)
     size = tuple(model.input_shape[1:3])
@@ -567,7 +567,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             metrics["held_out_estimate"] = estimate
         print(json.dumps(metrics, indent=2))
     else:
-        from ._provenance import estimate_text, overlap_sentence
+        from .training._provenance import estimate_text, overlap_sentence
 
         seen = bool(overlap and overlap["seen_in_training"])
         if estimate is not None:
@@ -597,7 +597,7 @@ def _training_overlap(
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """How many of the scored files ``model`` trained on (None: not recorded), and the
     automatic recipe's held-out estimate when some were (else None)."""
-    from ._provenance import held_out_estimate, overlap_summary
+    from .training._provenance import held_out_estimate, overlap_summary
 
     overlap = overlap_summary(model, paths) if paths is not None else None
     seen = bool(overlap and overlap["seen_in_training"])
@@ -702,7 +702,7 @@ def _inspect_splits(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     A folder with ``train/`` inside is split as for ``train``; a table with a
     split column gives its ``train``, ``validation`` and ``test`` rows.
     """
-    from ._tables import is_label_table, split_values
+    from .data._tables import is_label_table, split_values
 
     if not is_label_table(args.data):
         train, validation = _split_dirs(args.data, args.validation)
@@ -775,7 +775,7 @@ def _add_explain(commands: Any) -> None:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from .report import write_explanations
+    from .evaluation.report import write_explanations
 
     for path in write_explanations(args.model, args.images, args.out, class_name=args.class_name):
         print(f"wrote {path}")
@@ -783,7 +783,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .evaluation.report import write_report
 
     path = write_report(
         args.model, args.data, args.out, inspect=args.inspect, top_losses=args.top,
@@ -820,7 +820,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "explain": _explain,
         "report": _report,
     }
-    from ._errors import XferclassError, first_line
+    from .core._errors import XferclassError, first_line
 
     try:
         return handlers[args.command](args)

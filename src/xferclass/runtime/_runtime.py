@@ -1,0 +1,767 @@
+"""Frozen forward passes on a faster CPU runtime: ONNX Runtime or OpenVINO.
+
+The frozen part of a model (the feature extractor of :func:`xferclass.fit`,
+the bottom of the backbone up to the cut of :func:`xferclass.fine_tune`, or a
+whole trained classifier in :func:`xferclass.predict`) is converted to ONNX by
+Keras's own ``model.export(path, format="onnx")`` and run by an onnxruntime
+``InferenceSession`` or an OpenVINO compiled model on the CPU. Training itself
+stays in Keras.
+
+Converted models are cached as ``onnx/<name>.onnx`` under
+``$XFERCLASS_CACHE_DIR`` (default ``~/.cache/xferclass``), keyed by the model's
+structure, a hash of its weights, its input size and its output layers (the
+cut), and written atomically; a second run with the same frozen part loads the
+file and pays nothing for conversion.
+
+``engine="auto"`` (see :func:`runtime_forward` and :class:`_Auto`) uses a
+runtime only on a CPU, only when one is installed, only when the images left
+in the pass pay back the conversion, and only when it measured faster than
+Keras on timed batches of the pass itself; otherwise, and whenever conversion
+fails, it stays on Keras and says why in one line of the ``xferclass`` logger: a warning when
+it falls back because something failed (conversion, loading, a runtime's
+answers), so that it shows at ``verbose=0`` too. A runtime's own errors reach
+the caller as :class:`~xferclass.ExportError` with the first line of the cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from ..core._errors import ExportError, InvalidArgumentError, MissingDependencyError, first_line
+from ..core._files import atomic_write
+from ..core._gc import collecting
+from ..core._log import logger
+
+__all__ = [
+    "RUNTIMES",
+    "RuntimeForward",
+    "available_runtimes",
+    "convert_to_onnx",
+    "onnx_cache_dir",
+    "runtime_forward",
+]
+
+#: Runtimes other than Keras, in the order ``engine="auto"`` tries them.
+RUNTIMES = ("onnxruntime", "openvino")
+
+#: Largest difference from Keras, relative to the largest Keras output (and at
+#: least absolute), that ``engine="auto"`` accepts on the first batch.
+TOLERANCE = 1e-4
+
+#: Batches after the first (which traces Keras's function) that ``"auto"`` times
+#: on Keras before it decides whether converting would pay back.
+PROBE_BATCHES = 2
+
+#: Rounds of timed batches after conversion: each runs one batch on every
+#: engine left, Keras included, timed from its call to the next call.
+TIMED_ROUNDS = 2
+
+#: How much faster than Keras the runtime must be on the timed batches for
+#: ``"auto"`` to switch: a wrong switch costs more than a missed one.
+MIN_SPEEDUP = 1.1
+
+#: Ratio of a runtime's pass speed to Keras's that ``"auto"`` assumes before it
+#: has measured one on this machine: below every ratio measured (ONNX Runtime
+#: ran Lite0's raw pass 1.5x and MobileNetV2's 1.85x on an AVX-512 CPU, 3x or
+#: more on AVX2).
+PRIOR_RATIO = 1.4
+
+#: Seconds ``"auto"`` assumes a conversion takes before it has measured one on
+#: this machine (Lite0 and MobileNetV2 took 2.5-2.8 s on 2 cores).
+CONVERSION_SECONDS = 3.0
+
+#: Seconds ``"auto"`` assumes loading an already converted model takes.
+SESSION_SECONDS = 0.5
+
+#: How many times its cost (conversion and the comparison batch) the expected
+#: saving must be for ``"auto"`` to convert.
+PAYBACK = 1.2
+
+#: Engine that ``"auto"`` chose for each converted model in this process (also
+#: kept on disk per machine, see :func:`_remember`), so a second pass over the
+#: same frozen part (the validation split, the next run) is not timed again.
+_DECISIONS: dict[Path, str] = {}
+
+_EXTRA = 'pip install "xferclass[export]"'
+
+
+def onnx_cache_dir() -> Path:
+    """Where converted models go: ``$XFERCLASS_CACHE_DIR/onnx`` or ``~/.cache/xferclass/onnx``."""
+    from ..backbones._lite_weights import cache_dir
+
+    return cache_dir() / "onnx"
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def available_runtimes() -> list[str]:
+    """The runtimes of :data:`RUNTIMES` whose packages (and the ONNX converter) are installed.
+
+    Examples:
+        >>> from xferclass.runtime._runtime import available_runtimes
+        >>> set(available_runtimes()) <= {"onnxruntime", "openvino"}
+        True
+    """
+    if not (_installed("onnx") and _installed("tf2onnx")):
+        return []
+    return [name for name in RUNTIMES if _installed(name)]
+
+
+def require_runtime(engine: str) -> None:
+    """Raise :class:`MissingDependencyError` when ``engine``'s packages are missing."""
+    missing = [m for m in ("onnx", "tf2onnx", engine) if not _installed(m)]
+    if missing:
+        raise MissingDependencyError(
+            f"engine={engine!r} needs the {', '.join(missing)} package(s): {_EXTRA}"
+        )
+
+
+# ---------------------------------------------------------------- conversion
+
+
+def _output_names(model: keras.Model) -> list[str]:
+    names = []
+    for tensor in model.outputs:
+        history = getattr(tensor, "_keras_history", None)
+        names.append(history[0].name if history is not None else str(tensor.name))
+    return names
+
+
+def _backbone_label(model: keras.Model) -> str:
+    """A readable name for the cache file: the nested backbone's name, else the model's."""
+    for layer in model.layers:
+        inner = getattr(layer, "model", None) or getattr(layer, "layer", None)
+        if isinstance(inner, keras.Model):
+            return str(inner.name)
+        if isinstance(layer, keras.Model):
+            return str(layer.name)
+    # A sub-model's own name is numbered per process (functional_3): not in the key.
+    return "model" if str(model.name).startswith("functional") else str(model.name)
+
+
+def _structure(model: keras.Model) -> str:
+    """The layer types and configurations, without the names Keras makes up.
+
+    Keras numbers unnamed layers per process (``input_layer_3``), so a model
+    built twice would get two keys if the names counted; the layer sequence,
+    configurations and shapes (with the weights, hashed separately) identify it.
+    Class names and metadata are left out: they do not change what the model computes.
+    """
+    parts = []
+    for layer in model._flatten_layers(include_self=False):
+        kind = layer.__class__.__name__
+        if isinstance(layer, (keras.Model, keras.layers.Wrapper)):
+            parts.append(kind)  # their content is in the layers inside
+            continue
+        try:
+            config = dict(layer.get_config())
+        except Exception:  # a layer without get_config: its type has to do
+            parts.append(kind)
+            continue
+        config.pop("name", None)
+        # What travels with a model without changing its arithmetic (class names, the
+        # recipe's report, the record of its training files) does not make a new model.
+        for key in ("class_names", "metadata", "threshold", "multi_label"):
+            config.pop(key, None)
+        parts.append(f"{kind}:{json.dumps(config, sort_keys=True, default=str)}")
+    return "\n".join(parts)
+
+
+def model_key(model: keras.Model) -> str:
+    """A file name for ``model``'s conversion: backbone, input size, cut and a digest.
+
+    The digest covers the model's structure (layer configs, with the cut), every
+    weight's name and bytes, the input and output shapes, and the versions of
+    Keras and the converter, so a model whose weights changed gets a new file.
+    """
+    digest = hashlib.sha256()
+    digest.update(_structure(model).encode())
+    for name, value in (("in", model.input_shape), ("out", model.output_shape)):
+        digest.update(f"{name}={value}".encode())
+    for weight in model.weights:
+        array = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
+        digest.update(f"{weight.path}:{array.dtype}:{array.shape}".encode())
+        digest.update(array.tobytes())
+    import tf2onnx
+
+    # The Keras backend too: it converts (tf2onnx, jax2onnx, torch.onnx) and it is what
+    # the runtimes are timed against, so its choice is remembered apart.
+    digest.update(
+        f"keras={keras.__version__};tf2onnx={tf2onnx.__version__};"
+        f"backend={keras.backend.backend()}".encode()
+    )
+    shape = model.input_shape if isinstance(model.input_shape, tuple) else model.input_shape[0]
+    size = "x".join(str(side) for side in shape[1:3]) if len(shape) == 4 else "any"
+    cut = "+".join(_output_names(model))
+    label = "-".join([_backbone_label(model), size, cut])
+    label = "".join(c if c.isalnum() or c in "._+-" else "_" for c in label)
+    return f"{label[:120]}-{digest.hexdigest()[:20]}"
+
+
+def convert_to_onnx(model: keras.Model, *, directory: Path | None = None) -> Path:
+    """Convert ``model`` to ONNX with ``model.export(format="onnx")``, cached on disk.
+
+    Args:
+        model: A Keras model (the frozen part of a classifier).
+        directory: Cache folder; defaults to :func:`onnx_cache_dir`.
+
+    Returns:
+        The path of the ``.onnx`` file (reused when it is already cached).
+
+    Raises:
+        MissingDependencyError: ``onnx`` or ``tf2onnx`` is not installed.
+        ExportError: Keras could not convert the model.
+
+    Examples:
+        >>> path = convert_to_onnx(extractor)  # doctest: +SKIP
+        >>> path.suffix  # doctest: +SKIP
+        '.onnx'
+    """
+    for module in ("onnx", "tf2onnx"):
+        if not _installed(module):
+            raise MissingDependencyError(
+                f"converting a model to ONNX needs the {module} package: {_EXTRA}"
+            )
+    folder = Path(directory) if directory is not None else onnx_cache_dir()
+    path = folder / f"{model_key(model)}.onnx"
+    if path.is_file():
+        logger.debug("reusing the converted model %s", path)
+        return path
+    start = time.perf_counter()
+    shape = model.input_shape
+    if isinstance(shape, tuple) and all(side is not None for side in shape[1:]):
+        model(np.zeros((1, *shape[1:]), dtype=model.inputs[0].dtype))  # builds every layer
+    try:
+        with collecting():  # tf2onnx's dropped graph copies, freed as they go
+            atomic_write(path, lambda name: model.export(name, format="onnx", verbose=False))
+    except MemoryError:
+        raise
+    except Exception as error:
+        raise ExportError(
+            f"Keras could not convert {model.name!r} to ONNX: {first_line(error)}"
+        ) from error
+    logger.info(
+        "converted %s to ONNX in %.1f s (cached as %s)",
+        _backbone_label(model),
+        time.perf_counter() - start,
+        path,
+    )
+    return path
+
+
+# ---------------------------------------------------------------- sessions
+
+
+def _threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class RuntimeForward:
+    """One converted model on one runtime: a batch of images in, a NumPy array out.
+
+    Calling it has the semantics of ``model.predict_on_batch``: the batch (a
+    NumPy array or a tensor) goes in whole, in inference mode, and the output
+    comes back as a float NumPy array (a list of them for several outputs).
+
+    Attributes:
+        engine: ``"onnxruntime"`` or ``"openvino"``.
+        path: The ONNX file it runs.
+    """
+
+    engine: str
+    path: Path
+    _run: Callable[[np.ndarray], list[np.ndarray]]
+    _dtype: np.dtype
+
+    def __call__(self, images: Any) -> Any:
+        array = np.asarray(images)
+        if array.dtype != self._dtype:
+            array = array.astype(self._dtype)
+        try:
+            outputs = self._run(np.ascontiguousarray(array))
+        except MemoryError:
+            raise
+        except Exception as error:
+            raise ExportError(
+                f"{self.engine} could not run {self.path.name}: {first_line(error)}"
+            ) from error
+        return outputs[0] if len(outputs) == 1 else outputs
+
+
+def _onnxruntime_session(path: Path) -> RuntimeForward:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = _threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    # Idle threads sleep instead of spinning: the tf.data pipeline decodes the
+    # next batch on the same cores while a batch runs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(
+        str(path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    (first,) = session.get_inputs()[:1]
+    name = first.name
+    dtype = np.float16 if first.type == "tensor(float16)" else np.float32
+
+    def run(array: np.ndarray) -> list[np.ndarray]:
+        return list(session.run(None, {name: array}))
+
+    return RuntimeForward("onnxruntime", path, run, np.dtype(dtype))
+
+
+def _openvino_session(path: Path) -> RuntimeForward:
+    import openvino
+
+    core = openvino.Core()
+    # f32: the CPU plugin otherwise computes in bf16 where the CPU has it,
+    # which moves the outputs by about 1e-3.
+    compiled = core.compile_model(
+        str(path),
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": _threads()},
+    )
+    request = compiled.create_infer_request()
+    count = len(compiled.outputs)
+
+    def run(array: np.ndarray) -> list[np.ndarray]:
+        results = request.infer([array])
+        return [np.array(results[compiled.output(i)]) for i in range(count)]
+
+    return RuntimeForward("openvino", path, run, np.dtype(np.float32))
+
+
+@functools.lru_cache(maxsize=8)
+def open_session(path: Path, engine: str) -> RuntimeForward:
+    """Load a converted model on ``engine`` (``"onnxruntime"`` or ``"openvino"``).
+
+    The last few sessions are kept, so the train and validation passes of one
+    run load the model once.
+    """
+    require_runtime(engine)
+    if engine not in RUNTIMES:
+        raise InvalidArgumentError(f"engine={engine!r} is not a runtime; use one of {RUNTIMES}")
+    try:
+        return _onnxruntime_session(path) if engine == "onnxruntime" else _openvino_session(path)
+    except MemoryError:
+        raise
+    except Exception as error:
+        raise ExportError(f"{engine} could not load {path.name}: {first_line(error)}") from error
+
+
+# ---------------------------------------------------------------- choosing
+
+
+def _on_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+def _mixed_precision(model: keras.Model) -> bool:
+    for layer in model._flatten_layers(include_self=False):
+        policy = getattr(layer, "dtype_policy", None)
+        if policy is not None and getattr(policy, "compute_dtype", "float32") != "float32":
+            return True
+    return False
+
+
+def _max_difference(expected: Any, actual: Any) -> tuple[float, float]:
+    pairs = zip(expected, actual) if isinstance(expected, (list, tuple)) else [(expected, actual)]
+    worst, scale = 0.0, 1.0
+    for a, b in pairs:
+        a = np.asarray(a, np.float64)
+        b = np.asarray(b, np.float64)
+        if a.shape != b.shape:
+            return float("inf"), scale
+        if a.size:
+            worst = max(worst, float(np.max(np.abs(a - b))))
+            scale = max(scale, float(np.max(np.abs(a))))
+    return worst, scale
+
+
+class _Auto:
+    """``engine="auto"`` on a first run: Keras first, a runtime only where it pays back.
+
+    The pass starts on Keras. Batch 1 traces Keras's function and is not timed;
+    batches 2 to 1 + :data:`PROBE_BATCHES` are timed. From their rate and the
+    batches still to come (``steps``), the model is converted only when the
+    expected saving, at the ratio last measured on this machine (else
+    :data:`PRIOR_RATIO`), is :data:`PAYBACK` times the cost of converting and
+    of the comparison batch (see :func:`_conversion_seconds`); otherwise the pass stays on Keras
+    and nothing is remembered. With ``steps`` unknown it converts once the time
+    already spent on Keras, at that ratio, would have paid for it.
+
+    After conversion the next batch runs on Keras and on every runtime, and a
+    runtime that differs from Keras by more than :data:`TOLERANCE` drops out.
+    Then :data:`TIMED_ROUNDS` rounds run one batch on each engine left, in
+    turn, each timed from its call to the next call: the pass as it runs, with
+    the pipeline's decoding, not the forward pass alone. Every batch's output
+    is returned (none is computed twice except the comparison batch). The pass
+    goes on with the fastest engine when it beat Keras by :data:`MIN_SPEEDUP`,
+    else with Keras, and the choice is remembered (see :func:`_remember`).
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        keras_forward: Callable[[Any], Any],
+        runtimes: list[str],
+        steps: int | None,
+    ) -> None:
+        self.model = model
+        self.keras_forward = keras_forward
+        self.names = list(runtimes)
+        self.runtimes: list[RuntimeForward] = []
+        self.steps = steps
+        self.chosen: Callable[[Any], Any] | None = None
+        self.runtime: RuntimeForward | None = None  # the winner, once chosen
+        self.path: Path | None = None
+        self.engine = "undecided"
+        self.calls = 0
+        self.batch = 1
+        self.plan: list[str] = []  # engines of the timed batches still to run
+        self.last: tuple[str, float] | None = None  # engine and start of a timed batch
+        self.seconds: dict[str, list[float]] = {"keras": []}
+        self.dropped = ""
+        self.estimates: tuple[float, float] | None = None  # gain and conversion seconds
+
+    def __call__(self, images: Any) -> Any:
+        if self.chosen is not None:
+            return self.chosen(images)
+        now = _clock()
+        if self.last is not None:
+            self.seconds.setdefault(self.last[0], []).append(now - self.last[1])
+            self.last = None
+        self.calls += 1
+        if self.runtimes:
+            if self.plan:
+                return self._timed(self.plan.pop(0), images, now)
+            self._decide()
+            return self(images)
+        probed = self.calls > 1 + PROBE_BATCHES
+        if probed and self._pays_back():
+            return self._convert_and_compare(images)
+        if probed and self.steps is not None:
+            self.chosen, self.engine = self.keras_forward, "keras"
+            logger.debug("engine='auto' stays on Keras: the rest of the pass would not pay back")
+            return self.keras_forward(images)
+        output = self.keras_forward(images)
+        if self.calls > 1:
+            self.last = ("keras", now)
+        return output
+
+    def _pays_back(self) -> bool:
+        """Whether converting now is expected to win back its cost (see the class)."""
+        keras_times = self.seconds["keras"]
+        per_batch = sum(keras_times) / max(len(keras_times), 1)
+        if self.estimates is None:  # read once: the record and the model's digest
+            ratio = _machine_record().get("ratio", PRIOR_RATIO)
+            self.estimates = (1.0 - 1.0 / max(ratio, 1e-9), _conversion_seconds(self.model))
+        gain, conversion = self.estimates
+        cost = conversion + per_batch * len(self.names)  # the comparison batch's extra runs
+        if gain <= 0:
+            return False
+        if self.steps is None:  # spend on Keras what converting would cost, then convert
+            return sum(keras_times) * gain >= cost
+        # Batches left that could run on a runtime: not the comparison batch nor
+        # Keras's timed ones (the runtimes' timed batches already save).
+        remaining = self.steps - self.calls - TIMED_ROUNDS
+        return remaining * per_batch * gain >= PAYBACK * cost
+
+    def _convert_and_compare(self, images: Any) -> Any:
+        cached = _cached_path(self.model) is not None
+        start = _clock()
+        try:
+            self.path = convert_to_onnx(self.model)
+        except Exception as error:
+            self._choose_keras(first_line(error), logging.WARNING)
+            return self.keras_forward(images)
+        if not cached:
+            _update_machine_record(conversion_s=_clock() - start)
+        for name in self.names:
+            try:
+                self.runtimes.append(open_session(self.path, name))
+            except Exception as error:
+                self.dropped = "; ".join(filter(None, [self.dropped, first_line(error)]))
+        expected = self.keras_forward(images)
+        for runtime in list(self.runtimes):
+            try:
+                actual = runtime(images)
+            except Exception as error:
+                self._drop(runtime, first_line(error))
+                continue
+            worst, scale = _max_difference(expected, actual)
+            if not worst <= TOLERANCE * scale:
+                self._drop(runtime, f"{runtime.engine} differs from Keras by {worst:.2e}")
+        if not self.runtimes:
+            self._choose_keras(self.dropped or "no runtime loaded the model", logging.WARNING)
+            return expected
+        self.seconds = {"keras": []}
+        self.plan = ([r.engine for r in self.runtimes] + ["keras"]) * TIMED_ROUNDS
+        return expected
+
+    def _timed(self, engine: str, images: Any, now: float) -> Any:
+        self.batch = len(np.asarray(images))
+        if engine != "keras":
+            runtime = next(r for r in self.runtimes if r.engine == engine)
+            try:
+                output = runtime(images)
+            except Exception as error:
+                self._drop(runtime, first_line(error))
+                self.plan = [e for e in self.plan if e != engine]
+                if not self.runtimes:
+                    self._choose_keras(self.dropped, logging.WARNING)
+                return self.keras_forward(images)
+        else:
+            output = self.keras_forward(images)
+        self.last = (engine, now)
+        return output
+
+    def _drop(self, runtime: RuntimeForward, reason: str) -> None:
+        self.runtimes.remove(runtime)
+        self.seconds.pop(runtime.engine, None)
+        self.dropped = "; ".join(filter(None, [self.dropped, reason]))
+
+    def _decide(self) -> None:
+        """Commit to the engine whose timed batches ran fastest, and remember it."""
+        means = {name: sum(t) / len(t) for name, t in self.seconds.items() if t}
+        rates = {name: round(self.batch / max(t, 1e-9), 1) for name, t in means.items()}
+        keras_time = means.get("keras", float("inf"))
+        left = [r for r in self.runtimes if r.engine in means]
+        if not left or self.path is None:
+            self._choose_keras(self.dropped or "no runtime was timed", logging.WARNING)
+            return
+        fastest = min(left, key=lambda r: means[r.engine])
+        runtime_time = means[fastest.engine]
+        _update_machine_record(ratio=keras_time / max(runtime_time, 1e-9))
+        if runtime_time * MIN_SPEEDUP < keras_time:
+            self.chosen, self.engine, self.runtime = fastest, fastest.engine, fastest
+            logger.info(
+                "engine='auto' runs the frozen pass on %s (%.2fx Keras's speed on the pass)",
+                fastest.engine,
+                keras_time / max(runtime_time, 1e-9),
+            )
+        else:
+            self._choose_keras(
+                f"{fastest.engine} was not {MIN_SPEEDUP}x faster on the pass "
+                f"({runtime_time:.3f} s vs {keras_time:.3f} s a batch)",
+                logging.INFO,
+            )
+        _remember(self.path, self.engine, rates)
+
+    def _choose_keras(self, reason: str, level: int) -> None:
+        """Go on with Keras: a measured choice (INFO) or a fallback (WARNING)."""
+        self.chosen, self.engine = self.keras_forward, "keras"
+        logger.log(level, "engine='auto' stays on Keras: %s", reason)
+
+
+def _clock() -> float:
+    """The clock ``"auto"`` times with (a function, so tests can replace it)."""
+    return time.perf_counter()
+
+
+def _cached_path(model: keras.Model) -> Path | None:
+    """The converted file of ``model`` when it is already in the cache."""
+    try:
+        path = onnx_cache_dir() / f"{model_key(model)}.onnx"
+    except Exception:  # the converter is not installed: converting will say why
+        return None
+    return path if path.is_file() else None
+
+
+def _conversion_seconds(model: keras.Model) -> float:
+    """What ``"auto"`` expects converting ``model`` (or loading it from the cache) to cost.
+
+    ``$XFERCLASS_CONVERSION_SECONDS`` when set; :data:`SESSION_SECONDS` when
+    the converted file is cached; else the last conversion measured on this
+    machine, or :data:`CONVERSION_SECONDS`.
+    """
+    with contextlib.suppress(KeyError, ValueError):
+        return float(os.environ["XFERCLASS_CONVERSION_SECONDS"])
+    if _cached_path(model) is not None:
+        return SESSION_SECONDS
+    return _machine_record().get("conversion_s", CONVERSION_SECONDS)
+
+
+def _machine_record_path() -> Path:
+    return onnx_cache_dir() / "auto-machine.json"
+
+
+def _machine_record() -> dict[str, float]:
+    """What ``"auto"`` measured last on this machine: ``ratio`` (Keras's time over the
+    fastest runtime's, on a pass) and ``conversion_s``."""
+    try:
+        entry = json.loads(_machine_record_path().read_text())[_machine()]
+        return {str(k): float(v) for k, v in entry.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _update_machine_record(**values: float) -> None:
+    path = _machine_record_path()
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        if not isinstance(record, dict):
+            record = {}
+    except (OSError, ValueError):
+        record = {}
+    entry = record.get(_machine())
+    entry = entry if isinstance(entry, dict) else {}
+    record[_machine()] = {**entry, **{k: round(v, 4) for k, v in values.items()}}
+    text = json.dumps(record, indent=1, sort_keys=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda name: Path(name).write_text(text))
+    except OSError as error:
+        logger.debug("could not keep the machine's timings in %s: %s", path, error)
+
+
+def _machine() -> str:
+    """What the speed of a frozen pass depends on besides the model: CPU model, threads and
+    the Keras backend (XLA's CPU kernels for depthwise convolutions, for one, are far
+    slower than TensorFlow's)."""
+    import platform
+
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{name} / {_threads()} threads / {keras.backend.backend()}"
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_suffix(".auto.json")
+
+
+def _remember(path: Path, engine: str, rates: dict[str, float]) -> None:
+    """Keep ``"auto"``'s choice for ``path``: in this process and, per machine, on disk.
+
+    The file beside the ONNX model maps a machine (:func:`_machine`) to the
+    engine chosen and the images/s each engine ran at; it is written atomically,
+    and a failure to write it only costs the next run a timing.
+    """
+    _DECISIONS[path] = engine
+    record_path = _record_path(path)
+    try:
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    except (OSError, ValueError):
+        record = {}
+    record[_machine()] = {"engine": engine, "images_per_s": rates}
+    text = json.dumps(record, indent=1, sort_keys=True)
+    try:
+        atomic_write(record_path, lambda name: Path(name).write_text(text))
+    except OSError as error:
+        logger.debug("could not keep the engine choice in %s: %s", record_path, error)
+
+
+def _recalled(path: Path) -> tuple[str, dict[str, float]] | None:
+    """The choice remembered for ``path`` on this machine, if any."""
+    if path in _DECISIONS:
+        return _DECISIONS[path], {}
+    try:
+        entry = json.loads(_record_path(path).read_text())[_machine()]
+        engine, rates = str(entry["engine"]), dict(entry.get("images_per_s", {}))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if engine != "keras" and engine not in RUNTIMES:
+        return None
+    _DECISIONS[path] = engine
+    return engine, rates
+
+
+def runtime_forward(
+    model: keras.Model,
+    keras_forward: Callable[[Any], Any],
+    *,
+    engine: str,
+    strategy: Any = None,
+    steps: int | None = None,
+) -> Callable[[Any], Any]:
+    """``model``'s forward pass on ``engine``, for
+    :func:`xferclass.runtime._common.forward_function`.
+
+    Args:
+        model: The frozen (sub)model.
+        keras_forward: Its Keras forward pass (``predict_on_batch`` or the
+            strategy-aware function), used by ``"auto"`` to compare and as the
+            fallback.
+        engine: ``"auto"``, ``"onnxruntime"`` or ``"openvino"``.
+        strategy: The tf.distribute strategy, if any; ``"auto"`` stays on Keras
+            under one.
+        steps: Batches in the pass, when known: ``"auto"`` converts only when
+            the batches left would pay the conversion back (see :class:`_Auto`).
+
+    Returns:
+        A callable mapping a batch of images to a NumPy array.
+
+    Raises:
+        MissingDependencyError: An explicit runtime is not installed.
+        ExportError: An explicit runtime was asked for and the model does not convert.
+    """
+    if engine in RUNTIMES:
+        require_runtime(engine)
+        return open_session(convert_to_onnx(model), engine)
+    if strategy is not None:
+        logger.debug("engine='auto' stays on Keras under a tf.distribute strategy")
+        return keras_forward
+    shortest = 2 + PROBE_BATCHES + TIMED_ROUNDS * 2
+    if steps is not None and 0 < steps < shortest:
+        logger.debug("engine='auto' stays on Keras: %d batches do not pay for a conversion", steps)
+        return keras_forward
+    runtimes = available_runtimes()
+    if not runtimes:
+        logger.debug("engine='auto' stays on Keras: no runtime installed (%s)", _EXTRA)
+        return keras_forward
+    if _on_gpu():
+        logger.debug("engine='auto' stays on Keras: a GPU is visible")
+        return keras_forward
+    if _mixed_precision(model):
+        logger.info("engine='auto' stays on Keras: the model computes in mixed precision")
+        return keras_forward
+    path = _cached_path(model)
+    recalled = _recalled(path) if path is not None else None
+    if path is None or recalled is None:
+        return _Auto(model, keras_forward, runtimes, steps)
+    engine, rates = recalled
+    if rates:
+        logger.info(
+            "engine='auto' runs the frozen pass on %s, as measured on this machine before "
+            "(images/s: %s)",
+            "Keras" if engine == "keras" else engine,
+            ", ".join(f"{name} {rate:g}" for name, rate in sorted(rates.items())),
+        )
+    if engine == "keras":
+        return keras_forward
+    if engine not in runtimes:
+        return _Auto(model, keras_forward, runtimes, steps)
+    try:
+        return open_session(path, engine)
+    except Exception as error:
+        logger.warning("engine='auto' stays on Keras: %s", first_line(error))
+        return keras_forward
