@@ -26,12 +26,15 @@ Examples:
 
 from __future__ import annotations
 
+from .core import _backend  # noqa: F401 (first: names a missing backend package's extra)
+
+# isort: split
 from .auto import AutoPlan, AutoResult, train_auto
+from .backbones import layers, models, saving  # noqa: F401 (flat-layout modules: see the end)
 from .backbones._registry import BackboneSpec, get_backbone, list_backbones, register_backbone
 from .backbones.layers import Preprocessing
 from .backbones.models import build_classifier
 from .backbones.saving import load_model
-from .core import _backend  # noqa: F401 (first: names a missing backend package's extra)
 from .core._errors import (
     BackboneNotFoundError,
     DatasetError,
@@ -49,6 +52,7 @@ from .core._errors import (
 from .data import SkippedFilesWarning, is_image_file, load_image_dataset, read_images
 from .data._facts import DatasetFacts, dataset_facts, with_facts
 from .deploy.export import export
+from .evaluation import inference, inspection, metrics, plots, report  # noqa: F401 (as above)
 from .evaluation.explain import explain
 from .evaluation.inference import Predictions, predict
 from .evaluation.inspection import Inspection, inspect
@@ -116,12 +120,8 @@ def _keep_flat_module_paths() -> None:
         "models": "backbones.models", "plots": "evaluation.plots",
         "report": "evaluation.report", "saving": "backbones.saving",
     }  # fmt: skip
-    package = sys.modules[__name__]
     for old, new in moved.items():
-        module = importlib.import_module(f"{__name__}.{new}")
-        sys.modules[f"{__name__}.{old}"] = module
-        if not hasattr(package, old):
-            setattr(package, old, module)
+        sys.modules[f"{__name__}.{old}"] = importlib.import_module(f"{__name__}.{new}")
 
 
 _keep_flat_module_paths()
