@@ -47,7 +47,9 @@ def check_installed() -> None:
 def check_package_data() -> None:
     package = resources.files("xferclass")
     assert package.joinpath("py.typed").is_file(), "py.typed is missing from the wheel"
-    text = package.joinpath("imagenet_classes.txt").read_text("utf-8")
+    text = (
+        resources.files("xferclass.backbones").joinpath("imagenet_classes.txt").read_text("utf-8")
+    )
     names = [line.strip() for line in text.splitlines() if line.strip()]
     assert len(names) == 1000 and names[0] == "tench", (len(names), names[:1])
     print("package data: py.typed and the 1000 ImageNet class names are installed")
