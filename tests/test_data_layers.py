@@ -9,6 +9,15 @@ import pytest
 
 SOURCE = Path(__file__).resolve().parent.parent / "src" / "xferclass"
 
+#: Where each module checked here lives.
+FILES = {
+    "data": "data/__init__.py", "_pipeline": "data/_pipeline.py",
+    "_filecheck": "data/_filecheck.py", "_folders": "data/_folders.py",
+    "_decode": "data/_decode.py", "_exif": "data/_exif.py",
+    "_imagesize": "data/_imagesize.py", "export": "deploy/export.py",
+    "_engine": "training/_engine.py", "inference": "evaluation/inference.py",
+}  # fmt: skip
+
 #: The data side, from the entry point down: each may import only those after it.
 LAYERS = ["data", "_pipeline", "_filecheck", "_folders", "_decode", "_exif", "_imagesize"]
 #: Modules that must use only public names of the package's other modules.
@@ -16,15 +25,17 @@ NO_PRIVATE_IMPORTS = [*LAYERS, "export", "_engine", "inference"]
 
 
 def package_imports(module: str) -> list[tuple[str, list[str]]]:
-    """``(module, names)`` of each import of a sibling module, lazy ones included."""
-    tree = ast.parse((SOURCE / f"{module}.py").read_text(encoding="utf-8"))
+    """``(module, names)`` of each import of another module of the package, lazy ones
+    included; a module is named by the last part of its path (``..core._errors`` is
+    ``_errors``, ``..data`` is ``data``)."""
+    tree = ast.parse((SOURCE / FILES[module]).read_text(encoding="utf-8"))
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
             if node.module is None:
                 found += [(alias.name, []) for alias in node.names]
             else:
-                found.append((node.module, [alias.name for alias in node.names]))
+                found.append((node.module.split(".")[-1], [a.name for a in node.names]))
     return found
 
 
