@@ -248,8 +248,8 @@ C allocator keep, which varies by tens of MiB from run to run and with the load,
 features. Kept in memory, the
 RSS grows by {memory / MIB:,.0f} MiB = {memory / features:.1f}x the feature bytes: the features
 themselves, kept as the per-batch chunks they were computed in, plus what TensorFlow's runtime and
-the allocator add while training. (`tests/test_cache_memory.py` checks the same bound without RSS
-noise, counting the bytes the process allocates with `tracemalloc`.)
+the allocator add while training. (`tests/training/test_cache_memory.py` checks the same bound
+without RSS noise, counting the bytes the process allocates with `tracemalloc`.)
 """
     _bench.section(
         "bench_cache_memory",

@@ -18,7 +18,7 @@ Run::
     python benchmarks/export_matrix.py            # print the table
     python benchmarks/export_matrix.py --write    # and rewrite it in docs/deploy.md
 
-``tests/test_export.py`` rebuilds a few cells and fails when the table differs.
+``tests/deploy/test_export.py`` rebuilds a few cells and fails when the table differs.
 """
 
 from __future__ import annotations

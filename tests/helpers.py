@@ -93,3 +93,47 @@ def twin(model: keras.Model) -> keras.Model:
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy
+
+
+# ------------------------------------------------------- exported artifacts, run
+
+
+def run_saved_model(path: Path, images: np.ndarray) -> np.ndarray:
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    return serve(tf.constant(images))["probabilities"].numpy()
+
+
+def run_litert(path: Path, images: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    entry = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(entry, list(images.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(entry, images.astype(np.float32))
+    interpreter.invoke()
+    return np.array(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+
+
+def run_onnx(path: Path, images: np.ndarray) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (entry,) = session.get_inputs()
+    return session.run(None, {entry.name: images.astype(np.float32)})[0]
+
+
+def run_openvino(path: Path, images: np.ndarray) -> np.ndarray:
+    import openvino
+
+    compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return np.asarray(compiled(images.astype(np.float32))[compiled.output(0)])
+
+
+#: format -> a function (artifact path, float images) -> probabilities, in its own runtime.
+RUNNERS = {
+    "saved_model": run_saved_model,
+    "litert": run_litert,
+    "onnx": run_onnx,
+    "openvino": run_openvino,
+}

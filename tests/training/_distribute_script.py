@@ -1,12 +1,12 @@
 """Train a tiny classifier under a tf.distribute strategy and save what came out.
 
-Run by ``tests/test_distribute.py`` in subprocesses, because a strategy's
+Run by ``tests/training/test_distribute.py`` in subprocesses, because a strategy's
 devices (two logical CPUs, or a cluster of worker processes) must be set up
 before TensorFlow initialises its runtime, which the pytest process has done.
 
 Usage::
 
-    python tests/_distribute_script.py {single,mirrored,multiworker} OUT.npz
+    python tests/training/_distribute_script.py {single,mirrored,multiworker} OUT.npz
 
 ``single`` trains on one device, ``mirrored`` under a ``MirroredStrategy`` over
 two logical CPUs, ``multiworker`` under a ``MultiWorkerMirroredStrategy`` whose

@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_corrupts_the_checkpoint(tmp_path: Path) -> None:
-    tests = str(Path(__file__).parent)
+    tests = str(Path(__file__).parents[1])
     rng = random.Random(1234)
     runs = []
     for k in range(3):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-SOURCE = Path(__file__).resolve().parent.parent / "src" / "xferclass"
+SOURCE = Path(__file__).resolve().parents[2] / "src" / "xferclass"
 
 #: Where each module checked here lives.
 FILES = {

@@ -1,11 +1,11 @@
 """Run xferclass on one Keras backend and save what came out.
 
-Run by ``tests/test_backends.py`` in subprocesses, because Keras picks its
+Run by ``tests/training/test_backends.py`` in subprocesses, because Keras picks its
 backend (``KERAS_BACKEND``) once, when it is first imported.
 
 Usage::
 
-    KERAS_BACKEND=jax python tests/_backend_script.py INITIAL.keras WIDE.keras OUT.npz \
+    KERAS_BACKEND=jax python tests/training/_backend_script.py INITIAL.keras WIDE.keras OUT.npz \
         [--devices 2]
 
 Each run loads the same initial model (``INITIAL.keras``, written once by the
@@ -129,6 +129,7 @@ def main(initial: str, wide: str, out: str, devices: int) -> None:
         )  # fmt: skip
         result["cli_reference"] = xferclass.predict(model, files).probabilities
         # The automatic recipe on a small folder, with the tests' tiny backbone.
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' helpers
         import helpers  # noqa: F401 (registers the "test_tiny" backbone)
         from conftest import make_shape_dataset
 

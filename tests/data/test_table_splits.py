@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_data_tables import folder_rows, write_csv
 
 import helpers  # noqa: F401  (registers the test_tiny backbone)
 import xferclass
 from conftest import TINY_CLASSES, make_shape_dataset
-from test_data_tables import folder_rows, write_csv
 from xferclass import auto
 from xferclass.cli import main
 from xferclass.runtime._common import store_class_names

@@ -26,13 +26,21 @@ import tensorflow as tf
 from PIL import Image
 
 import xferclass
-from helpers import CLASSES, SIZE, tiny_arrays, tiny_model
+from helpers import (
+    CLASSES,
+    RUNNERS,
+    SIZE,
+    run_litert,
+    run_onnx,
+    tiny_arrays,
+    tiny_model,
+)
 from xferclass.runtime._common import store_class_names
 
 export_module = importlib.import_module("xferclass.export")
 
 NAMES = ["red", "green", "blue"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: (format, quantize) -> the file name written for it.
 ARTIFACTS = {
     ("saved_model", None): "saved_model",
@@ -93,49 +101,6 @@ def artifacts(
         assert all(p.exists() for p in paths)
         written[(format, quantize)] = paths[0]
     return written
-
-
-# ----------------------------------------------------------------------- runtimes
-
-
-def run_saved_model(path: Path, images: np.ndarray) -> np.ndarray:
-    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-    return serve(tf.constant(images))["probabilities"].numpy()
-
-
-def run_litert(path: Path, images: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    entry = interpreter.get_input_details()[0]["index"]
-    interpreter.resize_tensor_input(entry, list(images.shape))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(entry, images.astype(np.float32))
-    interpreter.invoke()
-    return np.array(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
-
-
-def run_onnx(path: Path, images: np.ndarray) -> np.ndarray:
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (entry,) = session.get_inputs()
-    return session.run(None, {entry.name: images.astype(np.float32)})[0]
-
-
-def run_openvino(path: Path, images: np.ndarray) -> np.ndarray:
-    import openvino
-
-    compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    return np.asarray(compiled(images.astype(np.float32))[compiled.output(0)])
-
-
-RUNNERS = {
-    "saved_model": run_saved_model,
-    "litert": run_litert,
-    "onnx": run_onnx,
-    "openvino": run_openvino,
-}
 
 
 # ------------------------------------------------------------------------- parity

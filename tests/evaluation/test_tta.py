@@ -268,7 +268,7 @@ def test_the_command_line_runs_the_views_inside_a_model_with_no_flag(
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["saved_model", "onnx", "openvino", "litert"])
 def test_the_views_inside_travel_into_every_export(model: object, tmp_path: Path, fmt: str) -> None:
-    from test_export import RUNNERS
+    from helpers import RUNNERS
 
     inside = with_views(model, "rotations")
     target = {"saved_model": "sm", "onnx": "m.onnx", "openvino": "m.xml", "litert": "m.tflite"}

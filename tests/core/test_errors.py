@@ -205,7 +205,7 @@ def test_a_runtime_fallback_is_seen_at_verbose_0(tmp_path):
         f"""
         import sys
         import keras, numpy as np
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path.insert(0, {str(Path(__file__).parents[1])!r})
         from helpers import tiny_arrays, tiny_model
         import xferclass
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_distribute import relative_distance, trained
 
 import xferclass
-from test_distribute import relative_distance, trained
 
 SCRIPT = Path(__file__).with_name("_backend_script.py")
 # Seconds a run may take before it is killed: an idle 2-core machine needs about two
@@ -97,7 +97,6 @@ def _initial_models(folder: Path) -> None:
     """The weights every run starts from: a random MobileNetV2 at 32 px whose BatchNorm
     statistics are set from the training images, and one at 96 px for Grad-CAM."""
     import keras
-
     from _distribute_script import arrays, calibrate
 
     images = arrays(48, seed=0)[0]

