@@ -31,7 +31,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import xferclass  # noqa: E402
-from xferclass import _engine  # noqa: E402
+from xferclass.training import _engine  # noqa: E402
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

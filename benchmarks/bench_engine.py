@@ -45,9 +45,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import xferclass  # noqa: E402
-from xferclass import _runtime  # noqa: E402
 from xferclass.data import load_image_dataset  # noqa: E402
 from xferclass.models import POOL  # noqa: E402
+from xferclass.runtime import _runtime  # noqa: E402
 from xferclass.runtime._common import forward_function  # noqa: E402
 from xferclass.training._cache import CacheDirectory, _Budget, cache_split  # noqa: E402
 

@@ -37,7 +37,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from xferclass import _cache, _headcv  # noqa: E402
+from xferclass.evaluation import _headcv  # noqa: E402
+from xferclass.training import _cache  # noqa: E402
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -29,9 +29,9 @@ _bench.quiet_tensorflow()
 
 import numpy as np  # noqa: E402
 
-from xferclass import _headcv  # noqa: E402
 from xferclass.auto._ensemble import Ensemble, ensemble_candidates  # noqa: E402
 from xferclass.auto._search import Choice  # noqa: E402
+from xferclass.evaluation import _headcv  # noqa: E402
 
 WEIGHTS = ("none", "sqrt", "balanced")
 

@@ -196,3 +196,24 @@ def test_the_walk_finds_lazy_and_package_cycles(tmp_path: Path) -> None:
         "high/b.py:2 imports low.a",
         "low/a.py:1 imports high.b",
     ]
+
+
+def test_every_name_the_benchmarks_and_examples_import_from_the_package_exists() -> None:
+    """A module moved in the package must not leave a script importing its old path."""
+    import importlib
+
+    root = SOURCE.parents[1]
+    missing = []
+    for script in sorted([*root.glob("benchmarks/*.py"), *root.glob("examples/*.py")]):
+        for node in ast.walk(ast.parse(script.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith(PACKAGE):
+                continue
+            module = importlib.import_module(node.module or PACKAGE)
+            for alias in node.names:
+                if hasattr(module, alias.name):
+                    continue
+                try:
+                    importlib.import_module(f"{node.module}.{alias.name}")
+                except ImportError:
+                    missing.append(f"{script.name}:{node.lineno} {node.module}.{alias.name}")
+    assert not missing, missing
