@@ -5,8 +5,10 @@
 - :func:`image_folder` gives a folder of labelled images: the real clothing
   data (or a stratified subset of it, as symbolic links), else generated JPEGs;
 - :func:`forward_rate` measures a model's forward images/s on prefetched batches;
-- :func:`write_section` writes one script's section of ``docs/benchmarks.md``
-  between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` markers.
+- :func:`section` records a run's report as data in ``benchmarks/results/<name>.json``
+  (command, commit, date, machine, tables and notes) and renders its section of the
+  docs from that file (``results_table.py``), between ``<!-- BEGIN name -->`` and
+  ``<!-- END name -->`` markers.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import datetime as _datetime
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
 CLOTHING = Path(
     os.environ.get(
         "XFERCLASS_CLOTHING_DIR", str(ROOT.parent / "shared/data/clothing-dataset-small")
@@ -92,6 +94,23 @@ def command() -> str:
     return shlex.join(["python", script, *sys.argv[1:]])
 
 
+def git_commit() -> str:
+    """``git rev-parse --short HEAD``, with ``-dirty`` when tracked files have uncommitted
+    changes; ``unknown`` outside a git checkout."""
+
+    def git(*arguments: str) -> str:
+        found = subprocess.run(["git", *arguments], cwd=ROOT, capture_output=True, text=True,
+                               check=True, timeout=30)  # fmt: skip
+        return found.stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        changes = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head + ("-dirty" if changes else "")) if head else "unknown"
+
+
 class Machine:
     """What the report says about where and when it ran; ``finish()`` at the end."""
 
@@ -100,6 +119,7 @@ class Machine:
         self.load_start = load_average()
         self.load_end = ""
         self.command = command()
+        self.commit = git_commit()
 
     def finish(self) -> None:
         self.load_end = load_average()
@@ -117,6 +137,19 @@ class Machine:
                 f"- Software: {software}",
             ]
         )
+
+    def fields(self) -> dict[str, str]:
+        """What a results file records about the run (``results_table.provenance``)."""
+        software = ", ".join(f"{name} {version}" for name, version in versions().items())
+        load = f"{self.load_start} at the start, {self.load_end or load_average()} at the end"
+        return {
+            "command": self.command,
+            "commit": self.commit,
+            "date": f"{self.started:%Y-%m-%d %H:%M %Z}",
+            "machine": f"{cpu_model()}, {cores()} cores",
+            "load": f"{load} (1 / 5 / 15 min)",
+            "software": software,
+        }
 
 
 def machine() -> Machine:
@@ -315,8 +348,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(name: str, markdown: str, path: Path = DOCS) -> None:
-    """Replace (or append) the section ``name`` of ``docs/benchmarks.md``."""
+def write_markers(name: str, markdown: str, path: Path) -> None:
+    """Replace (or append) the section ``name`` of the page ``path``, between its markers."""
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     text = path.read_text(encoding="utf-8") if path.exists() else HEADER
     block = f"{begin}\n{markdown.strip()}\n{end}"
@@ -333,13 +366,102 @@ def write_section(name: str, markdown: str, path: Path = DOCS) -> None:
     print(f"wrote the {name} section of {os.path.relpath(path, ROOT)}")
 
 
-def section(name: str, title: str, info: Machine, body: str, *, write: bool = True) -> str:
-    """Print a report and, when ``write``, store it as section ``name``."""
-    markdown = f"## {title}\n\n{info.markdown()}\n\n{body.strip()}\n"
+def _results_table() -> Any:
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import results_table  # beside this file
+
+    return results_table
+
+
+def record_section(name: str, run: dict[str, Any]) -> None:
+    """Append ``run`` to ``benchmarks/results/<name>.json`` and render its pages from it."""
+    tables = _results_table()
+    path = tables.record(name, run)
+    print(f"recorded the {name} run in {os.path.relpath(path, ROOT)}")
+    markdown = tables.render(name)
+    for page in tables.pages(name):
+        write_markers(name, markdown, page)
+    if name in tables.SUMMARY:
+        for page in tables.pages("summary"):
+            write_markers("summary", tables.render("summary"), page)
+
+
+_BULLETS = {
+    "Command": "command",
+    "Date": "date",
+    "CPU": "machine",
+    "Load average (1 / 5 / 15 min)": "load",
+    "Software": "software",
+}
+
+
+def parse_section(markdown: str) -> dict[str, Any]:
+    """A run from a section's markdown as :meth:`Machine.markdown` heads it (``## title``,
+    then ``- Command: ...``, ``- Date: ...`` bullets), for :func:`write_section`."""
+    lines = markdown.strip("\n").splitlines()
+    run: dict[str, Any] = {"title": ""}
+    if lines and lines[0].startswith("## "):
+        run["title"] = lines.pop(0)[3:].strip()
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    while lines and lines[0].startswith("- ") and lines[0][2:].split(": ", 1)[0] in _BULLETS:
+        label, value = lines.pop(0)[2:].split(": ", 1)
+        value = value.strip()
+        if label == "Command":
+            value = value.strip("`")
+        elif label.startswith("Load average"):
+            value += " (1 / 5 / 15 min)"
+        run[_BULLETS[label]] = value
+    run.setdefault("commit", git_commit())
+    run["body"] = _results_table().parse_body("\n".join(lines))
+    return run
+
+
+def write_section(name: str, markdown: str, path: Path | None = None) -> None:
+    """Record section ``name`` as data and write it into its pages, from the markdown of a
+    section (as :func:`section` used to pass it: title, machine bullets, body).
+
+    With ``path``, a page that ``results_table.PAGE_OF`` does not give the section (a guide
+    page with a section of its own, such as docs/data_quality.md), the markdown is
+    written there as it is, between the markers, and nothing is recorded.
+    """
+    tables = _results_table()
+    if path is not None and Path(path).resolve() not in [p.resolve() for p in tables.pages(name)]:
+        write_markers(name, markdown, Path(path))
+        return
+    record_section(name, parse_section(markdown))
+
+
+def section(
+    name: str,
+    title: str,
+    info: Machine,
+    body: str,
+    *,
+    write: bool = True,
+    summary: dict[str, str] | None = None,
+    data: Any = None,
+) -> str:
+    """Print a run's section and, when ``write``, record it as data and render its pages.
+
+    The run goes to ``benchmarks/results/<name>.json`` (see ``results_table``): the
+    command, commit, date and machine from ``info``, and ``body`` as notes and tables.
+    ``summary`` (``benchmark``, ``result``, ``target``) is the run's row of the summary
+    table in docs/benchmarks.md; ``data``, the script's raw figures, is kept with the run.
+    """
+    tables = _results_table()
+    run: dict[str, Any] = {"title": title, **info.fields(), "body": tables.parse_body(body)}
+    if summary is not None:
+        run["summary"] = dict(summary)
+    if data is not None:
+        run["data"] = data
+    markdown = tables.render_run(run) + "\n"
     print()
     print(markdown)
     if write:
-        write_section(name, markdown)
+        record_section(name, run)
     return markdown
 
 

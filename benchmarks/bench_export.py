@@ -48,7 +48,6 @@ import tensorflow as tf  # noqa: E402
 
 import xferclass  # noqa: E402
 
-DEPLOY = _bench.ROOT / "docs" / "deploy.md"
 #: (label, format, quantize, file name)
 VARIANTS = [
     ("SavedModel", "saved_model", None, "saved_model"),
@@ -260,12 +259,12 @@ def main() -> int:
         "per round), every engine in turn within a round.\n\n"
         f"{table}\n\n{checks}\n"
     )
-    markdown = _bench.section(
+    # Recorded in benchmarks/results/bench_export.json; shown in docs/benchmarks_inference.md
+    # and docs/deploy.md (results_table.PAGE_OF).
+    _bench.section(
         "bench_export", "Exported formats vs Keras (`bench_export.py`)", info, body,
         write=not args.no_docs,
     )  # fmt: skip
-    if not args.no_docs:
-        _bench.write_section("bench_export", markdown, DEPLOY)
     return 0
 
 

@@ -15,8 +15,8 @@ For each variant at its native size (224, 240, 260 px) the script measures:
   epoch, and the wall time of that training (its caching pass included).
 
 These are the figures an automatic recipe needs to trade accuracy against
-time. Besides its section of ``docs/benchmarks.md``, the script writes them as
-JSON to ``benchmarks/results/bench_lite.json``.
+time. The script records them, with its section of the docs, in
+``benchmarks/results/bench_lite.json`` (each run's ``data``).
 
 Run::
 
@@ -27,7 +27,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import json
 
 import _bench
 
@@ -40,7 +39,6 @@ from bench_flops import count_flops  # noqa: E402
 import xferclass  # noqa: E402
 
 VARIANTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-RESULTS = _bench.ROOT / "benchmarks" / "results" / "bench_lite.json"
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -201,16 +199,13 @@ images (nearly all of it) and the {args.epochs} head epochs.
 The same figures are in `benchmarks/results/bench_lite.json`. Accuracies are of one seed on
 one split; on the 341 clothing validation images a seed moves them by about one point.
 """
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"command": info.command, "date": f"{info.started:%Y-%m-%d}", "results": results}
-    if not args.no_docs:
-        RESULTS.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    _bench.section(
+    _bench.section(  # the figures go to benchmarks/results/bench_lite.json as the run's data
         "bench_lite",
         "EfficientNet-Lite0/1/2: frozen-pass throughput and head accuracy",
         info,
         body,
         write=not args.no_docs,
+        data=results,
     )
     return results
 

@@ -1,46 +1,58 @@
-"""The tables of ``docs/benchmarks.md`` that are built from ``benchmarks/results/``.
+"""The benchmark sections of docs/, built from the results in ``benchmarks/results/``.
 
-A benchmark that records its runs as data (``benchmarks/results/*.json``) gets its
-section of the page from this script, not from hand-copied numbers: each section
-is rendered from its file and written between ``<!-- BEGIN name -->`` and
-``<!-- END name -->`` markers by ``_bench.write_section``, as the other scripts
-write theirs. ``tests/test_benchmark_results.py`` renders every section again
-and checks that the page holds it byte for byte, so a results file and the page
-cannot drift apart.
+Every measured section of ``docs/benchmarks*.md`` (and the exported formats' table in
+``docs/deploy.md``) is rendered from a results file and written between
+``<!-- BEGIN name -->`` and ``<!-- END name -->`` markers. ``PAGE_OF`` says which pages
+show each section. ``tests/test_benchmark_results.py`` renders every section again and
+checks that its pages hold it byte for byte, and that every marked section of a
+``docs/benchmarks*.md`` page has a results file, so the files and the pages cannot drift
+apart.
 
 Run (from the repository root)::
 
     python benchmarks/results_table.py           # rewrite the sections
-    python benchmarks/results_table.py --check   # exit 1 when the page is stale
+    python benchmarks/results_table.py --check   # exit 1 when a page is stale
 
-Sections:
+Results files:
 
-- ``auto_suite``: ``benchmarks/results/auto_suite.json``, the runs of
-  ``benchmarks/bench_auto_suite.py`` (the automatic recipe against its floor, on
-  test images no choice was made on). A rerun of the same data, seed and budget
-  replaces the earlier run in the tables, as in ``bench_auto_suite.latest``.
-- ``engine_scaling``: ``benchmarks/results/engine_scaling.json``, the runs of
-  ``benchmarks/bench_engine.py --scaling`` (``engine="auto"`` against Keras by the
-  number of images), of ``bench_engine_first_run.py`` and of ``bench_epoch_ends.py``,
-  as recorded from the docs.
-- ``delivered``: ``benchmarks/results/delivered.json``, the runs of
-  ``benchmarks/bench_delivered.py`` (the saved model, by hand and in every export,
-  against the recipe's estimate).
+- a *section record*, ``benchmarks/results/<section>.json``: ``{"section": name, "runs":
+  [...]}``, oldest run first; the pages show the last. ``_bench.section`` (every
+  ``bench_*.py`` script) appends a run each time a script writes its section: its
+  ``title``, ``command``, ``commit`` (``git rev-parse --short HEAD``, ``-dirty`` with
+  uncommitted changes to tracked files), ``date``, ``machine``, ``load``, ``software``
+  and ``body``: the notes as text and the tables as headers and rows (``parse_body``).
+  A run may carry a ``summary`` (its row of the summary table in docs/benchmarks.md)
+  and ``data`` (the script's raw figures). Runs copied from the pages before results
+  were kept as data have the commit ``UNKNOWN_COMMIT``.
+- files with a layout of their own (``SPECIAL``):
+
+  - ``auto_suite.json``: the runs of ``benchmarks/bench_auto_suite.py`` (the automatic
+    recipe against its floor, on test images no choice was made on). A rerun of the
+    same data, seed and budget replaces the earlier run in the tables, as in
+    ``bench_auto_suite.latest``.
+  - ``engine_scaling.json``: the runs of ``benchmarks/bench_engine.py --scaling``
+    (``engine="auto"`` against Keras by the number of images), of
+    ``bench_engine_first_run.py`` and of ``bench_epoch_ends.py``, as recorded from the
+    docs.
+  - ``delivered.json``: the runs of ``benchmarks/bench_delivered.py`` (the saved model,
+    by hand and in every export, against the recipe's estimate).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-PAGE = ROOT / "docs" / "benchmarks.md"
+DOCS = ROOT / "docs"
 
 Run = Mapping[str, Any]
 
@@ -85,7 +97,7 @@ def short(backbone: str) -> str:
 
 
 def block(name: str, markdown: str) -> str:
-    """A section as ``_bench.write_section`` writes it, markers included."""
+    """A section as ``_bench.write_markers`` writes it, markers included."""
     return f"<!-- BEGIN {name} -->\n{markdown.strip()}\n<!-- END {name} -->"
 
 
@@ -409,49 +421,271 @@ def delivered(runs: Sequence[Run]) -> str:
     ])  # fmt: skip
 
 
+# ------------------------------------------------------------------------------ sections as data
+
+#: The commit of a run recorded before the scripts kept their results as data.
+UNKNOWN_COMMIT = "unknown (before results were kept as data)"
+
+_SEPARATOR = re.compile(r"^\|(---\|)+$")
+_HASH = re.compile(r"^[0-9a-f]{7,40}(-dirty)?$")
+
+
+def _table_block(lines: Sequence[str]) -> dict[str, Any] | None:
+    """``{"headers", "rows"}`` of a table as ``table`` writes it; None for anything else."""
+    if len(lines) < 2 or not _SEPARATOR.match(lines[1]):
+        return None
+    if not all(line.startswith("| ") and line.endswith(" |") for line in [lines[0], *lines[2:]]):
+        return None
+    headers, *rows = [line[2:-2].split(" | ") for line in [lines[0], *lines[2:]]]
+    if table(headers, rows) != "\n".join(lines):  # only what renders back as it was
+        return None
+    return {"headers": headers, "rows": rows}
+
+
+def parse_body(markdown: str) -> list[dict[str, Any]]:
+    """A section's markdown as data: ``{"text": ...}`` and ``{"headers", "rows"}`` blocks.
+
+    Paragraphs (anything between blank lines) are kept as they are written; a table is
+    kept as its header and its rows of cells. ``render_body`` gives the markdown back.
+    """
+    blocks: list[dict[str, Any]] = []
+    for chunk in re.split(r"\n[ \t]*\n", markdown.strip("\n")):
+        groups: list[tuple[bool, list[str]]] = []
+        for line in chunk.strip("\n").splitlines():
+            is_table = line.startswith("|")
+            if groups and groups[-1][0] == is_table:
+                groups[-1][1].append(line)
+            else:
+                groups.append((is_table, [line]))
+        for is_table, lines in groups:
+            found = _table_block(lines) if is_table else None
+            blocks.append(found if found is not None else {"text": "\n".join(lines)})
+    return blocks
+
+
+def render_body(blocks: Sequence[Mapping[str, Any]]) -> str:
+    return "\n\n".join(
+        table(b["headers"], b["rows"]) if "headers" in b else str(b["text"]) for b in blocks
+    )
+
+
+def provenance(run: Run) -> str:
+    """One line: the command, the commit, the date and the machine of a run."""
+    command = run.get("command")
+    commands = [command] if isinstance(command, str) else list(command or [])
+    commit = str(run.get("commit") or UNKNOWN_COMMIT)
+    parts = ["Run: " + " and ".join(f"`{c}`" for c in commands)] if commands else []
+    parts.append(f"commit `{commit}`" if _HASH.match(commit) else f"commit {commit}")
+    parts += [str(run[key]) for key in ("date", "machine") if run.get(key)]
+    if run.get("load"):
+        parts.append(f"load average {run['load']}")
+    if run.get("software"):
+        parts.append(str(run["software"]))
+    return "; ".join(parts) + "."
+
+
+def render_run(run: Run) -> str:
+    """A run's section: its title, where and when it ran, its tables and notes."""
+    return "\n\n".join([f"## {run['title']}", provenance(run), render_body(run["body"])])
+
+
+def is_record(data: Any) -> bool:
+    """Whether ``data`` is a section record: ``{"section": name, "runs": [...]}``."""
+    return isinstance(data, dict) and "section" in data and isinstance(data.get("runs"), list)
+
+
+def dumps(data: Any) -> str:
+    """JSON as the results files keep it: indented, with a list of plain values (a row of
+    a table, the headers) on one line."""
+
+    def encode(value: Any, level: int) -> str:
+        pad, close = " " * (level + 1), " " * level
+        if isinstance(value, dict) and value:
+            items = [f"{pad}{json.dumps(k)}: {encode(v, level + 1)}" for k, v in value.items()]
+            return "{\n" + ",\n".join(items) + "\n" + close + "}"
+        if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+            items = [pad + encode(v, level + 1) for v in value]
+            return "[\n" + ",\n".join(items) + "\n" + close + "]"
+        return json.dumps(value, ensure_ascii=False)
+
+    return encode(data, 0) + "\n"
+
+
+def record(name: str, run: Run, results: Path | None = None) -> Path:
+    """Append ``run`` to ``results/<name>.json`` (a run equal to the last one is not repeated)."""
+    path = (results or RESULTS) / f"{name}.json"
+    data: dict[str, Any] = {"section": name, "runs": []}
+    if path.exists():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not is_record(data) or data["section"] != name:
+            raise ValueError(f"{path} is not the results file of section {name!r}; not changed")
+    if not data["runs"] or data["runs"][-1] != run:
+        data["runs"].append(dict(run))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(dumps(data), encoding="utf-8")
+    temporary.replace(path)
+    return path
+
+
+def records(results: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Every section record in ``results``, by section name (the file's name)."""
+    found = {}
+    for path in sorted((results or RESULTS).glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if is_record(data):
+            if data["section"] != path.stem:
+                raise ValueError(f"{path} holds section {data['section']!r}, not {path.stem!r}")
+            found[path.stem] = data
+    return found
+
+
+def slug(title: str) -> str:
+    """The anchor MkDocs gives a heading (Python-Markdown's ``toc`` slugify)."""
+    text = unicodedata.normalize("NFKD", re.sub(r"[`*]", "", title))
+    text = re.sub(r"[^\w\s-]", "", text.encode("ascii", "ignore").decode("ascii"))
+    return re.sub(r"[-\s]+", "-", text.strip().lower())
+
+
+# ------------------------------------------------------------------------------ summary
+
+#: The sections of the summary table, in its order.
+SUMMARY = ("bench_fit", "bench_fit_shuffle", "bench_finetune", "bench_pipeline", "bench_flops",
+           "bench_predict", "bench_export", "bench_cache_memory", "bench_checkpoint",
+           "bench_lite", "bench_tta")  # fmt: skip
+
+
+def summary(found: Mapping[str, Mapping[str, Any]]) -> str:
+    """One row per benchmark: the headline of its latest run, linked to its section.
+
+    A run recorded without a ``summary`` gets a row that sends the reader to its section,
+    so a rerun never leaves an earlier run's figures in this table.
+    """
+    rows = []
+    for name in SUMMARY:
+        if name not in found:
+            continue
+        run = found[name]["runs"][-1]
+        link = f"{PAGE_OF[name][0]}#{slug(run['title'])}"
+        if run.get("summary"):
+            headline = run["summary"]
+            rows.append([f"[{headline['benchmark']}]({link})", headline["result"],
+                         headline.get("target") or "—"])  # fmt: skip
+        else:
+            rows.append([f"[{run['title']}]({link})", "see the section", "—"])
+    return table(["benchmark (default settings)", "result", "target"], rows)
+
+
 # ------------------------------------------------------------------------------ sections
 
-#: Section name on the page -> (results file, renderer).
-SECTIONS: dict[str, tuple[Path, Callable[[Any], str]]] = {
-    "auto_suite": (RESULTS / "auto_suite.json", auto_suite),
-    "engine_scaling": (RESULTS / "engine_scaling.json", engine_scaling),
-    "delivered": (RESULTS / "delivered.json", delivered),
+#: Section -> its results file (in ``RESULTS``) and renderer, for the files with a layout
+#: of their own.
+SPECIAL: dict[str, tuple[str, Callable[[Any], str]]] = {
+    "auto_suite": ("auto_suite.json", auto_suite),
+    "engine_scaling": ("engine_scaling.json", engine_scaling),
+    "delivered": ("delivered.json", delivered),
 }
 
+#: Section -> the pages under docs/ that show it, its home page first, in page order.
+#: A section recorded by a script and not listed here goes to ``DEFAULT_PAGE``.
+PAGE_OF: dict[str, tuple[str, ...]] = {
+    "summary": ("benchmarks.md",),
+    "bench_fit": ("benchmarks_training.md",),
+    "bench_fit_shuffle": ("benchmarks_training.md",),
+    "bench_finetune": ("benchmarks_training.md",),
+    "bench_cache_memory": ("benchmarks_training.md",),
+    "bench_checkpoint": ("benchmarks_training.md",),
+    "backends": ("benchmarks_training.md",),
+    "recipes": ("benchmarks_training.md",),  # bench_recipes.py, when it is run
+    "bench_lite": ("benchmarks_backbones.md",),
+    "bench_flops": ("benchmarks_backbones.md",),
+    "bench_pipeline": ("benchmarks_backbones.md",),
+    "bench_pixel_limit": ("benchmarks_backbones.md",),
+    "bench_tta": ("benchmarks_backbones.md",),
+    "bench_predict": ("benchmarks_inference.md",),
+    "bench_engine": ("benchmarks_inference.md",),
+    "engine_end_to_end": ("benchmarks_inference.md",),
+    "engine_scaling": ("benchmarks_inference.md",),
+    "bench_convert_memory": ("benchmarks_inference.md",),
+    "bench_export": ("benchmarks_inference.md", "deploy.md"),
+    "auto_suite": ("benchmarks_auto.md",),
+    "delivered": ("benchmarks_auto.md",),
+}
+DEFAULT_PAGE = "benchmarks.md"
+#: The pages this script writes whole: every marked section on them is one of ours.
+OWNED = "benchmarks*.md"
 
-def render(name: str) -> str:
+
+def names(results: Path | None = None) -> list[str]:
+    """Every section there is data for, in the order of ``PAGE_OF``, then the others."""
+    special = {n for n, (file, _) in SPECIAL.items() if ((results or RESULTS) / file).exists()}
+    found = set(records(results)) | special
+    return [n for n in PAGE_OF if n in found or n == "summary"] + sorted(found - set(PAGE_OF))
+
+
+def pages(name: str, docs: Path | None = None) -> list[Path]:
+    """The pages that show section ``name``, its home page first."""
+    return [(docs or DOCS) / page for page in PAGE_OF.get(name, (DEFAULT_PAGE,))]
+
+
+def render(name: str, results: Path | None = None) -> str:
     """Section ``name`` as markdown, from its results file (without the markers)."""
-    path, renderer = SECTIONS[name]
-    return renderer(json.loads(path.read_text(encoding="utf-8")))
+    if name in SPECIAL:
+        file, renderer = SPECIAL[name]
+        return renderer(json.loads(((results or RESULTS) / file).read_text(encoding="utf-8")))
+    found = records(results)
+    if name == "summary":
+        return summary(found)
+    return render_run(found[name]["runs"][-1])
 
 
-def stale(page: Path = PAGE) -> list[str]:
-    """The sections ``page`` does not hold as they render now."""
-    text = page.read_text(encoding="utf-8")
-    return [name for name in SECTIONS if block(name, render(name)) not in text]
+def markers(page: Path) -> list[str]:
+    """The names of the marked sections of ``page``."""
+    return re.findall(r"^<!-- BEGIN (\S+) -->$", page.read_text(encoding="utf-8"), re.M)
 
 
-def write(page: Path = PAGE) -> None:
-    """Write every section into ``page`` (``_bench.write_section``)."""
+def stale(docs: Path | None = None, results: Path | None = None) -> list[str]:
+    """What is out of date: ``section (page)`` for each section a page does not hold as it
+    renders now, and, on the pages of ours, each marked section that nothing renders
+    there (no results file, or not that page's)."""
+    known = names(results)
+    found = []
+    for name in known:
+        expected = block(name, render(name, results))
+        for page in pages(name, docs):
+            if not page.exists() or expected not in page.read_text(encoding="utf-8"):
+                found.append(f"{name} ({page.name})")
+    for page in sorted((docs or DOCS).glob(OWNED)):
+        for name in markers(page):
+            if name not in known:
+                found.append(f"{name} ({page.name}): no results file")
+            elif page not in pages(name, docs):
+                found.append(f"{name} ({page.name}): its page is {pages(name, docs)[0].name}")
+    return found
+
+
+def write(docs: Path | None = None, results: Path | None = None) -> None:
+    """Write every section into its pages (``_bench.write_markers``)."""
     here = str(Path(__file__).resolve().parent)
     if here not in sys.path:
         sys.path.insert(0, here)
     import _bench
 
-    for name in SECTIONS:
-        _bench.write_section(name, render(name), page)
+    for name in names(results):
+        markdown = render(name, results)
+        for page in pages(name, docs):
+            _bench.write_markers(name, markdown, page)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 when the page is stale")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a page is stale")
     args = parser.parse_args()
     if args.check:
         found = stale()
         if found:
-            sys.exit(f"stale sections of {PAGE.relative_to(ROOT)}: {', '.join(found)}; "
-                     "run python benchmarks/results_table.py")  # fmt: skip
-        print(f"{PAGE.relative_to(ROOT)} is current")
+            sys.exit(f"stale sections: {', '.join(found)}; run python benchmarks/results_table.py")
+        print("the benchmark sections of docs/ are current")
         return
     write()
 

@@ -15,7 +15,9 @@ runs at most 1 epoch per phase with at most 1 cached augmented view, and
 A block opts out with a first line ``# docs-test: skip (reason)``; few may
 (see ``test_few_blocks_are_skipped``). The other tests check that the API pages
 cover every name in ``xferclass.__all__``, that mkdocs.yml's nav lists every
-page, and that the ``--help`` texts in docs/cli.md are what the command prints.
+page, that the ``--help`` texts in docs/cli.md are what the command prints, that
+no guide runs past ``MAX_PAGE_LINES`` and that links between pages reach a page
+and a heading that exist.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ SIZE = 32
 SMALL_SIDE = 64
 #: Most epochs per training phase while the docs run.
 MAX_EPOCHS = 1
+#: The most lines of a docs page; the references below list what they list.
+MAX_PAGE_LINES = 250
+LONG_PAGES = {"cli.md"}
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^\n`]*)$")
 
@@ -332,3 +337,53 @@ def test_cli_help_in_the_docs_is_current(
         printed = capsys.readouterr().out
         # Compare words, not line breaks: argparse wraps to the terminal's width.
         assert printed.split() == documented.split(), f"docs/cli.md is out of date for {command}"
+
+
+def test_pages_are_short() -> None:
+    """A guide says what a user can do in the fewest words that are still exact; the
+    history goes to CHANGELOG.md and the measurements to benchmarks/results/."""
+    pages = [page for page in DOCS.rglob("*.md") if not {"_ext", "api"} & set(page.parts)]
+    long = {
+        page.name: count
+        for page in pages
+        if page.name not in LONG_PAGES
+        and (count := len(page.read_text(encoding="utf-8").splitlines())) > MAX_PAGE_LINES
+    }
+    assert not long, f"pages over {MAX_PAGE_LINES} lines: {long}"
+
+
+_LINK = re.compile(r"\]\((?P<path>[^()\s#]*\.md)?(?:#(?P<anchor>[^()\s]+))?\)")
+
+
+def _anchors(page: Path) -> set[str]:
+    """The ids MkDocs gives the headings of ``page`` (Python-Markdown's ``toc``), and the
+    object paths of its ``::: name`` API entries (mkdocstrings' headings)."""
+    markdown = pytest.importorskip("markdown")
+    converter = markdown.Markdown(extensions=["toc", "tables", "fenced_code", "admonition"])
+    text = page.read_text(encoding="utf-8")
+    converter.convert(text)
+    found = {line[4:].strip() for line in text.splitlines() if line.startswith("::: ")}
+    tokens = list(converter.toc_tokens)
+    while tokens:
+        token = tokens.pop()
+        found.add(token["id"])
+        tokens += token["children"]
+    return found
+
+
+def test_links_between_pages_reach_a_heading() -> None:
+    """``[...](page.md#anchor)`` in README.md and docs/ names a page and a heading that
+    exist (mkdocs build --strict checks the same, with ``validation: anchors``)."""
+    broken = []
+    for page in [*sorted(DOCS.rglob("*.md")), ROOT / "README.md"]:
+        if "_ext" in page.parts:
+            continue
+        for match in _LINK.finditer(page.read_text(encoding="utf-8")):
+            if match["path"] is None and match["anchor"] is None:
+                continue
+            target = (page.parent / match["path"]).resolve() if match["path"] else page
+            if not target.is_file():
+                broken.append(f"{page.name}: {match.group(0)} (no such page)")
+            elif match["anchor"] and match["anchor"] not in _anchors(target):
+                broken.append(f"{page.name}: {match.group(0)} (no such heading)")
+    assert not broken, broken
