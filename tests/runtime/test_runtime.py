@@ -340,10 +340,13 @@ def test_auto_converts_only_when_the_images_left_pay_back(
     _pass(forward, many, clock)
     assert forward.engine in _runtime.available_runtimes()
     assert list((_cache / "onnx").glob("*.onnx"))
-    # Too short to even time: plain Keras, no wrapper.
-    assert _runtime.runtime_forward(sub, sub.predict_on_batch, engine="auto", steps=5) == (
-        sub.predict_on_batch
+    # Too short to even time: plain Keras, no wrapper, unless the choice was made before.
+    other = _extractor(tiny_model(seed=2))
+    assert _runtime.runtime_forward(other, other.predict_on_batch, engine="auto", steps=5) == (
+        other.predict_on_batch
     )
+    remembered = _runtime.runtime_forward(sub, sub.predict_on_batch, engine="auto", steps=5)
+    assert remembered.engine == forward.engine
 
 
 @needs_ort

@@ -254,7 +254,9 @@ def paths_pipeline(
             return expected + 1, (tf.identity(index), image)
 
     dataset = dataset.concatenate(end).scan(tf.constant(0, tf.int64), check)
-    dataset = dataset.filter(lambda i, image: i < count).map(lambda i, image: image)
+    # Two lambdas on one line would make AutoGraph warn that it cannot tell them apart.
+    dataset = dataset.filter(lambda index, _: index < count)
+    dataset = dataset.map(lambda _, image: image)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
     return without_autotune(dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 

@@ -120,7 +120,7 @@ def store_class_names(model: keras.Model, class_names: Any) -> None:
 
 
 #: Inference engines a frozen forward pass can run on (``engine=`` arguments).
-ENGINES = ("auto", "keras", "onnxruntime", "openvino")
+ENGINES = ("auto", "keras", "onnxruntime", "openvino", "openvino-bf16")
 
 
 def check_engine(engine: Any) -> str:
@@ -131,7 +131,13 @@ def check_engine(engine: Any) -> str:
 
 
 def forward_function(
-    sub: keras.Model, strategy: Any = None, *, engine: str = "keras", steps: int | None = None
+    sub: keras.Model,
+    strategy: Any = None,
+    *,
+    engine: str = "keras",
+    steps: int | None = None,
+    probabilities: bool = False,
+    head: Callable[[Any], Any] | None = None,
 ) -> Callable[[tf.Tensor], Any]:
     """``sub``'s inference on one batch, computed whole by this process.
 
@@ -144,7 +150,11 @@ def forward_function(
     :mod:`xferclass.runtime._runtime`). Every engine returns NumPy arrays, as
     ``predict_on_batch`` does. ``steps``, the number of batches of the pass
     when it is known, lets ``"auto"`` skip the conversion for a pass too short
-    to pay for it.
+    to pay for it. ``"auto"`` also tries ``"openvino-bf16"`` where the CPU
+    computes bfloat16 natively, and keeps it only when it measured harmless on
+    the pass's first images: by their decisions when ``probabilities`` (``sub``
+    is a whole classifier), else by a linear probe on the labels the caller
+    passes to the function's ``note_labels`` (see :func:`engine_used` for what ran).
 
     Without a strategy this is ``predict_on_batch``. Under a strategy it cannot
     be: Keras hands the whole batch to every replica and concatenates their
@@ -160,8 +170,64 @@ def forward_function(
     if strategy is None:
         strategy = getattr(sub, "_distribute_strategy", None)
     return runtime_forward(
-        sub, _keras_forward(sub, strategy), engine=engine, strategy=strategy, steps=steps
+        sub,
+        _keras_forward(sub, strategy),
+        engine=engine,
+        strategy=strategy,
+        steps=steps,
+        probabilities=probabilities,
+        head=head,
     )
+
+
+class _ExtractorThenHead:
+    """A classifier's pass as its feature extractor's (on any engine) then its head's
+    (on Keras): the extractor's conversion is the one ``fit`` made, shared by every head
+    trained on that backbone."""
+
+    def __init__(self, extract: Callable[[Any], Any], head: keras.Model) -> None:
+        self.extract, self.head = extract, head
+
+    @property
+    def engine(self) -> str:
+        return engine_used(self.extract)
+
+    def __call__(self, images: Any) -> Any:
+        return self.head.predict_on_batch(np.asarray(self.extract(images)))
+
+
+def classifier_forward(
+    model: keras.Model, *, engine: str = "keras", steps: int | None = None
+) -> Callable[[tf.Tensor], Any]:
+    """A whole classifier's pass, for :func:`xferclass.predict`: on a runtime, a model
+    of :func:`~xferclass.build_classifier`'s layout runs as its feature extractor (the
+    very model ``fit`` caches from, so converted once per backbone and input size, not
+    per trained head) followed by its head on Keras; any other model runs whole."""
+    from ..backbones.models import POOL, split_classifier
+
+    parts = split_classifier(model) if check_engine(engine) != "keras" else None
+    if parts is None:
+        return forward_function(model, engine=engine, steps=steps, probabilities=True)
+    extractor = keras.Model(model.input, model.get_layer(POOL).output)
+    features = keras.Input(shape=tuple(extractor.output.shape[1:]))
+    x = features
+    for layer in parts.head[1:]:
+        x = layer(x)
+    head = keras.Model(features, x)
+    extract = forward_function(
+        extractor, engine=engine, steps=steps, head=lambda rows: head.predict_on_batch(rows)
+    )
+    return _ExtractorThenHead(extract, head)
+
+
+def engine_used(forward: Any) -> str:
+    """The engine a forward function of :func:`forward_function` ran its pass on:
+    ``"keras"``, a runtime, or a runtime in reduced precision (``"openvino-bf16"``);
+    ``"auto"`` while it has not decided yet."""
+    engine = getattr(forward, "engine", None)
+    if engine is None:
+        return "keras"
+    return "auto" if engine == "undecided" else str(engine)
 
 
 def _keras_forward(sub: keras.Model, strategy: Any) -> Callable[[tf.Tensor], Any]:

@@ -57,6 +57,28 @@ __all__ = [
 #: Runtimes other than Keras, in the order ``engine="auto"`` tries them.
 RUNTIMES = ("onnxruntime", "openvino")
 
+#: Runtimes in a reduced precision: OpenVINO's CPU plugin in bfloat16, which
+#: ``engine="auto"`` adds to :data:`RUNTIMES` where the processor computes bf16
+#: natively (AMX or AVX-512-bf16) and keeps only where it measured harmless on
+#: the pass's own images (see :func:`harmless`).
+REDUCED = ("openvino-bf16",)
+
+#: Least share of the compared images on which a reduced precision must give
+#: float32's top class (a multi-label model's label set).
+AGREEMENT = 0.99
+
+#: Images at the start of a pass (and at most :data:`SAMPLE_BYTES` of them) that
+#: ``"auto"`` keeps, with Keras's float32 outputs, to judge a reduced precision on.
+SAMPLE_IMAGES = 128
+SAMPLE_BYTES = 192 * 2**20
+
+#: Ridge penalty of the linear probe that judges reduced-precision features,
+#: relative to the mean squared norm of the (standardised) rows.
+PROBE_RIDGE = 1.0
+
+#: Folds of the probe's cross-validation.
+PROBE_FOLDS = 4
+
 #: Largest difference from Keras, relative to the largest Keras output (and at
 #: least absolute), that ``engine="auto"`` accepts on the first batch.
 TOLERANCE = 1e-4
@@ -78,6 +100,11 @@ MIN_SPEEDUP = 1.1
 #: ran Lite0's raw pass 1.5x and MobileNetV2's 1.85x on an AVX-512 CPU, 3x or
 #: more on AVX2).
 PRIOR_RATIO = 1.4
+
+#: The same where the CPU computes bfloat16 natively and OpenVINO may run in it:
+#: below the caching passes measured on a 2-core Xeon with AMX (3.0x Keras when
+#: decoding takes its share of the cores; the raw pass ran 4.1x).
+PRIOR_RATIO_BF16 = 2.5
 
 #: Seconds ``"auto"`` assumes a conversion takes before it has measured one on
 #: this machine (Lite0 and MobileNetV2 took 2.5-2.8 s on 2 cores).
@@ -111,6 +138,43 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def precision_setting() -> str:
+    """``$XFERCLASS_PRECISION``: ``"auto"`` (the default: reduced precision where it
+    measures harmless) or ``"f32"`` (``engine="auto"`` never leaves float32).
+
+    Raises:
+        InvalidArgumentError: Another value.
+    """
+    value = os.environ.get("XFERCLASS_PRECISION", "auto").strip().lower() or "auto"
+    if value not in ("auto", "f32"):
+        raise InvalidArgumentError(
+            f"XFERCLASS_PRECISION={value!r} must be 'auto' or 'f32' (float32 only)"
+        )
+    return value
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bfloat16 natively on this processor
+    (its ``OPTIMIZATION_CAPABILITIES`` list ``BF16``: AMX or AVX-512-bf16)."""
+    if not _installed("openvino"):
+        return False
+    import openvino
+
+    try:
+        capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # no CPU plugin: the runtime will say why when it is asked for
+        return False
+    return "BF16" in capabilities
+
+
+def reduced_runtimes() -> list[str]:
+    """The runtimes of :data:`REDUCED` that ``engine="auto"`` may try on this machine."""
+    if precision_setting() == "f32" or not cpu_bf16():
+        return []
+    return [name for name in REDUCED if _package(name) in available_runtimes()]
+
+
 def available_runtimes() -> list[str]:
     """The runtimes of :data:`RUNTIMES` whose packages (and the ONNX converter) are installed.
 
@@ -124,9 +188,14 @@ def available_runtimes() -> list[str]:
     return [name for name in RUNTIMES if _installed(name)]
 
 
+def _package(engine: str) -> str:
+    """The package that runs ``engine`` (``"openvino-bf16"`` is OpenVINO's)."""
+    return engine.split("-", 1)[0]
+
+
 def require_runtime(engine: str) -> None:
     """Raise :class:`MissingDependencyError` when ``engine``'s packages are missing."""
-    missing = [m for m in ("onnx", "tf2onnx", engine) if not _installed(m)]
+    missing = [m for m in ("onnx", "tf2onnx", _package(engine)) if not _installed(m)]
     if missing:
         raise MissingDependencyError(
             f"engine={engine!r} needs the {', '.join(missing)} package(s): {_EXTRA}"
@@ -285,14 +354,16 @@ class RuntimeForward:
     comes back as a float NumPy array (a list of them for several outputs).
 
     Attributes:
-        engine: ``"onnxruntime"`` or ``"openvino"``.
+        engine: ``"onnxruntime"``, ``"openvino"`` or ``"openvino-bf16"``.
         path: The ONNX file it runs.
+        precision: ``"f32"`` or ``"bf16"``, what it computes in.
     """
 
     engine: str
     path: Path
     _run: Callable[[np.ndarray], list[np.ndarray]]
     _dtype: np.dtype
+    precision: str = "f32"
 
     def __call__(self, images: Any) -> Any:
         array = np.asarray(images)
@@ -333,16 +404,16 @@ def _onnxruntime_session(path: Path) -> RuntimeForward:
     return RuntimeForward("onnxruntime", path, run, np.dtype(dtype))
 
 
-def _openvino_session(path: Path) -> RuntimeForward:
+def _openvino_session(path: Path, precision: str = "f32") -> RuntimeForward:
     import openvino
 
     core = openvino.Core()
-    # f32: the CPU plugin otherwise computes in bf16 where the CPU has it,
-    # which moves the outputs by about 1e-3.
+    # Precision set explicitly: the CPU plugin's default is bf16 where the CPU has
+    # it, which moves the outputs by about 1e-2 and is used only once judged harmless.
     compiled = core.compile_model(
         str(path),
         "CPU",
-        {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": _threads()},
+        {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": _threads()},
     )
     request = compiled.create_infer_request()
     count = len(compiled.outputs)
@@ -351,21 +422,26 @@ def _openvino_session(path: Path) -> RuntimeForward:
         results = request.infer([array])
         return [np.array(results[compiled.output(i)]) for i in range(count)]
 
-    return RuntimeForward("openvino", path, run, np.dtype(np.float32))
+    engine = "openvino" if precision == "f32" else f"openvino-{precision}"
+    return RuntimeForward(engine, path, run, np.dtype(np.float32), precision)
 
 
 @functools.lru_cache(maxsize=8)
 def open_session(path: Path, engine: str) -> RuntimeForward:
-    """Load a converted model on ``engine`` (``"onnxruntime"`` or ``"openvino"``).
+    """Load a converted model on ``engine`` (one of :data:`RUNTIMES` or :data:`REDUCED`).
 
     The last few sessions are kept, so the train and validation passes of one
     run load the model once.
     """
+    if engine not in RUNTIMES + REDUCED:
+        raise InvalidArgumentError(
+            f"engine={engine!r} is not a runtime; use one of {RUNTIMES + REDUCED}"
+        )
     require_runtime(engine)
-    if engine not in RUNTIMES:
-        raise InvalidArgumentError(f"engine={engine!r} is not a runtime; use one of {RUNTIMES}")
     try:
-        return _onnxruntime_session(path) if engine == "onnxruntime" else _openvino_session(path)
+        if engine == "onnxruntime":
+            return _onnxruntime_session(path)
+        return _openvino_session(path, "f32" if engine == "openvino" else engine.split("-")[1])
     except MemoryError:
         raise
     except Exception as error:
@@ -403,6 +479,83 @@ def _max_difference(expected: Any, actual: Any) -> tuple[float, float]:
     return worst, scale
 
 
+def _agreement(expected: np.ndarray, actual: np.ndarray) -> float:
+    """Share of rows whose decision is the same: the top class where the rows sum to 1
+    (softmax), else the set of outputs at or above 0.5 (sigmoid, multi-label)."""
+    if np.allclose(expected.sum(axis=1), 1.0, atol=1e-3):
+        return float(np.mean(expected.argmax(axis=1) == actual.argmax(axis=1)))
+    return float(np.mean(np.all((expected >= 0.5) == (actual >= 0.5), axis=1)))
+
+
+def _probe_scores(features: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Per-row correctness of a ridge linear probe, each row scored by the probe fitted
+    on the other folds: one-vs-rest least squares with an intercept on standardised
+    features (scikit-learn's ``RidgeClassifier`` up to the ±1 coding of its targets),
+    solved in the dual form because the rows are few."""
+    correct = np.zeros(len(labels), dtype=bool)
+    classes = int(labels.max()) + 1
+    for fold in np.unique(folds):
+        train, test = folds != fold, folds == fold
+        mean = features[train].mean(axis=0)
+        scale = features[train].std(axis=0) + 1e-6
+        x = (features[train] - mean) / scale
+        targets = np.eye(classes)[labels[train]]
+        gram = x @ x.T
+        ridge = PROBE_RIDGE * float(np.trace(gram)) / max(len(x), 1)
+        prior = targets.mean(axis=0)  # the intercept: features are centred
+        dual = np.linalg.solve(gram + ridge * np.eye(len(x)), targets - prior)
+        scores = ((features[test] - mean) / scale) @ (x.T @ dual) + prior
+        correct[test] = scores.argmax(axis=1) == labels[test]
+    return correct
+
+
+def harmless(
+    expected: np.ndarray, actual: np.ndarray, labels: np.ndarray | None, *, probabilities: bool
+) -> tuple[bool, str]:
+    """Whether a reduced precision's outputs may stand for float32's, and why.
+
+    Args:
+        expected: Float32 (Keras) outputs of the sample, one row per image.
+        actual: The reduced precision's outputs of the same images.
+        labels: The images' class indices when known (a ``fit`` caching pass).
+        probabilities: Whether the rows are a classifier's probabilities.
+
+    Probabilities: the decision (top class, or a multi-label model's set) must
+    agree on at least :data:`AGREEMENT` of the images. Features: a ridge linear
+    probe is cross-validated (:data:`PROBE_FOLDS` folds, stratified) on each
+    precision's features with the same folds, and the reduced precision's
+    accuracy must be within one standard error of float32's. Features without
+    labels are not judged: float32 stays.
+    """
+    expected = np.asarray(expected, np.float64).reshape(len(expected), -1)
+    actual = np.asarray(actual, np.float64).reshape(len(actual), -1)
+    if expected.shape != actual.shape or not np.all(np.isfinite(actual)):
+        return False, "its outputs are not float32's shape or not finite"
+    if probabilities:
+        share = _agreement(expected, actual)
+        verdict = share >= AGREEMENT
+        return verdict, f"the same decision as float32 on {share:.1%} of {len(expected)} images"
+    if labels is None or len(labels) != len(expected):
+        return False, "features without labels are not judged"
+    labels = np.asarray(labels)
+    labels = labels.argmax(axis=1) if labels.ndim == 2 else labels.astype(int)
+    counts = np.bincount(labels)
+    if np.count_nonzero(counts >= PROBE_FOLDS) < 2:
+        return False, f"{len(labels)} images hold too few of each class to judge features"
+    # Stratified folds: each class's images dealt in turn.
+    order = np.argsort(labels, kind="stable")
+    folds = np.empty(len(labels), dtype=int)
+    folds[order] = np.arange(len(labels)) % PROBE_FOLDS
+    full = float(_probe_scores(expected, labels, folds).mean())
+    reduced = float(_probe_scores(actual, labels, folds).mean())
+    error = max(np.sqrt(full * (1 - full) / len(labels)), 1 / len(labels))
+    verdict = reduced >= full - error
+    return verdict, (
+        f"a linear probe's cross-validated accuracy {reduced:.3f} against float32's "
+        f"{full:.3f} (standard error {error:.3f}) on {len(labels)} images"
+    )
+
+
 class _Auto:
     """``engine="auto"`` on a first run: Keras first, a runtime only where it pays back.
 
@@ -416,7 +569,12 @@ class _Auto:
     already spent on Keras, at that ratio, would have paid for it.
 
     After conversion the next batch runs on Keras and on every runtime, and a
-    runtime that differs from Keras by more than :data:`TOLERANCE` drops out.
+    float32 runtime that differs from Keras by more than :data:`TOLERANCE` drops
+    out. A reduced-precision runtime (:data:`REDUCED`) runs again the images
+    Keras has run so far (up to :data:`SAMPLE_IMAGES`, kept with Keras's
+    outputs) and drops out unless :func:`harmless` accepts it, judging
+    ``probabilities`` by their decisions and features by a linear probe on the
+    labels that :meth:`note_labels` passed in.
     Then :data:`TIMED_ROUNDS` rounds run one batch on each engine left, in
     turn, each timed from its call to the next call: the pass as it runs, with
     the pipeline's decoding, not the forward pass alone. Every batch's output
@@ -431,10 +589,21 @@ class _Auto:
         keras_forward: Callable[[Any], Any],
         runtimes: list[str],
         steps: int | None,
+        *,
+        reduced: list[str] | None = None,
+        probabilities: bool = False,
+        head: Callable[[Any], Any] | None = None,
     ) -> None:
         self.model = model
+        self.head = head
         self.keras_forward = keras_forward
-        self.names = list(runtimes)
+        self.names = list(runtimes) + list(reduced or [])
+        self.reduced = set(reduced or [])
+        self.probabilities = probabilities or head is not None
+        #: Batches Keras ran before the runtimes were judged: (images, outputs, labels).
+        self.sample: list[tuple[np.ndarray, Any, Any]] = []
+        self.labels: Any = None  # of the batch about to run, from note_labels
+        self.judged: dict[str, str] = {}  # reduced runtime -> the verdict's reason
         self.runtimes: list[RuntimeForward] = []
         self.steps = steps
         self.chosen: Callable[[Any], Any] | None = None
@@ -448,6 +617,21 @@ class _Auto:
         self.seconds: dict[str, list[float]] = {"keras": []}
         self.dropped = ""
         self.estimates: tuple[float, float] | None = None  # gain and conversion seconds
+
+    def note_labels(self, labels: Any) -> None:
+        """The labels of the batch the next call runs (one call per view of it)."""
+        self.labels = labels
+
+    def _keep(self, images: Any, output: Any) -> None:
+        """Keep a batch Keras ran, to judge a reduced precision on (see the class)."""
+        if not self.reduced or isinstance(output, (list, tuple)):
+            return
+        array = np.asarray(images)
+        rows = sum(len(kept[0]) for kept in self.sample)
+        size = sum(kept[0].nbytes for kept in self.sample) + array.nbytes
+        if rows < SAMPLE_IMAGES and size <= SAMPLE_BYTES:
+            labels = None if self.labels is None else np.asarray(self.labels)
+            self.sample.append((array, np.asarray(output), labels))
 
     def __call__(self, images: Any) -> Any:
         if self.chosen is not None:
@@ -470,6 +654,7 @@ class _Auto:
             logger.debug("engine='auto' stays on Keras: the rest of the pass would not pay back")
             return self.keras_forward(images)
         output = self.keras_forward(images)
+        self._keep(images, output)
         if self.calls > 1:
             self.last = ("keras", now)
         return output
@@ -479,7 +664,8 @@ class _Auto:
         keras_times = self.seconds["keras"]
         per_batch = sum(keras_times) / max(len(keras_times), 1)
         if self.estimates is None:  # read once: the record and the model's digest
-            ratio = _machine_record().get("ratio", PRIOR_RATIO)
+            prior = PRIOR_RATIO_BF16 if self.reduced else PRIOR_RATIO
+            ratio = _machine_record().get("ratio", prior)
             self.estimates = (1.0 - 1.0 / max(ratio, 1e-9), _conversion_seconds(self.model))
         gain, conversion = self.estimates
         cost = conversion + per_batch * len(self.names)  # the comparison batch's extra runs
@@ -508,7 +694,11 @@ class _Auto:
             except Exception as error:
                 self.dropped = "; ".join(filter(None, [self.dropped, first_line(error)]))
         expected = self.keras_forward(images)
+        self._keep(images, expected)
         for runtime in list(self.runtimes):
+            if runtime.engine in self.reduced:
+                self._judge(runtime)
+                continue
             try:
                 actual = runtime(images)
             except Exception as error:
@@ -517,12 +707,43 @@ class _Auto:
             worst, scale = _max_difference(expected, actual)
             if not worst <= TOLERANCE * scale:
                 self._drop(runtime, f"{runtime.engine} differs from Keras by {worst:.2e}")
+        self.sample = []
         if not self.runtimes:
-            self._choose_keras(self.dropped or "no runtime loaded the model", logging.WARNING)
+            if self.dropped or not self.judged:
+                self._choose_keras(self.dropped or "no runtime loaded the model", logging.WARNING)
+            else:  # a measured verdict, not a failure
+                self._choose_keras("; ".join(self.judged.values()), logging.INFO)
             return expected
         self.seconds = {"keras": []}
         self.plan = ([r.engine for r in self.runtimes] + ["keras"]) * TIMED_ROUNDS
         return expected
+
+    def _judge(self, runtime: RuntimeForward) -> None:
+        """Keep a reduced-precision runtime only if :func:`harmless` accepts its outputs
+        on the sample; the verdict is logged either way."""
+        if not self.sample:
+            self._drop(runtime, f"{runtime.engine}: no sample to judge it on", quiet=True)
+            return
+        try:
+            actual = np.concatenate([np.asarray(runtime(images)) for images, _, _ in self.sample])
+        except Exception as error:
+            self._drop(runtime, first_line(error))
+            return
+        expected = np.concatenate([output for _, output, _ in self.sample])
+        if self.head is not None:  # features judged by the classifier's own decisions
+            expected, actual = np.asarray(self.head(expected)), np.asarray(self.head(actual))
+        labels = [kept[2] for kept in self.sample]
+        known = None if any(label is None for label in labels) else np.concatenate(labels)
+        accepted, reason = harmless(expected, actual, known, probabilities=self.probabilities)
+        self.judged[runtime.engine] = reason
+        logger.info(
+            "engine='auto' %s %s: %s",
+            "may use" if accepted else "keeps float32 over",
+            runtime.engine,
+            reason,
+        )
+        if not accepted:
+            self._drop(runtime, f"{runtime.engine} was not harmless: {reason}", quiet=True)
 
     def _timed(self, engine: str, images: Any, now: float) -> Any:
         self.batch = len(np.asarray(images))
@@ -541,10 +762,13 @@ class _Auto:
         self.last = (engine, now)
         return output
 
-    def _drop(self, runtime: RuntimeForward, reason: str) -> None:
+    def _drop(self, runtime: RuntimeForward, reason: str, *, quiet: bool = False) -> None:
+        """Stop trying ``runtime``; ``quiet`` for a measured verdict, which is not a
+        failure to report when Keras is left alone."""
         self.runtimes.remove(runtime)
         self.seconds.pop(runtime.engine, None)
-        self.dropped = "; ".join(filter(None, [self.dropped, reason]))
+        if not quiet:
+            self.dropped = "; ".join(filter(None, [self.dropped, reason]))
 
     def _decide(self) -> None:
         """Commit to the engine whose timed batches ran fastest, and remember it."""
@@ -689,7 +913,7 @@ def _recalled(path: Path) -> tuple[str, dict[str, float]] | None:
         engine, rates = str(entry["engine"]), dict(entry.get("images_per_s", {}))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if engine != "keras" and engine not in RUNTIMES:
+    if engine != "keras" and engine not in RUNTIMES + REDUCED:
         return None
     _DECISIONS[path] = engine
     return engine, rates
@@ -702,6 +926,8 @@ def runtime_forward(
     engine: str,
     strategy: Any = None,
     steps: int | None = None,
+    probabilities: bool = False,
+    head: Callable[[Any], Any] | None = None,
 ) -> Callable[[Any], Any]:
     """``model``'s forward pass on ``engine``, for
     :func:`xferclass.runtime._common.forward_function`.
@@ -711,11 +937,16 @@ def runtime_forward(
         keras_forward: Its Keras forward pass (``predict_on_batch`` or the
             strategy-aware function), used by ``"auto"`` to compare and as the
             fallback.
-        engine: ``"auto"``, ``"onnxruntime"`` or ``"openvino"``.
+        engine: ``"auto"``, or one of :data:`RUNTIMES` and :data:`REDUCED`.
         strategy: The tf.distribute strategy, if any; ``"auto"`` stays on Keras
             under one.
         steps: Batches in the pass, when known: ``"auto"`` converts only when
             the batches left would pay the conversion back (see :class:`_Auto`).
+        probabilities: Whether ``model`` outputs a classifier's probabilities, by
+            which ``"auto"`` judges a reduced precision (see :func:`harmless`).
+        head: The rest of the classifier when ``model`` is its feature extractor:
+            ``"auto"`` judges a reduced precision by the probabilities it maps
+            each precision's features to.
 
     Returns:
         A callable mapping a batch of images to a NumPy array.
@@ -724,15 +955,11 @@ def runtime_forward(
         MissingDependencyError: An explicit runtime is not installed.
         ExportError: An explicit runtime was asked for and the model does not convert.
     """
-    if engine in RUNTIMES:
+    if engine in RUNTIMES + REDUCED:
         require_runtime(engine)
         return open_session(convert_to_onnx(model), engine)
     if strategy is not None:
         logger.debug("engine='auto' stays on Keras under a tf.distribute strategy")
-        return keras_forward
-    shortest = 2 + PROBE_BATCHES + TIMED_ROUNDS * 2
-    if steps is not None and 0 < steps < shortest:
-        logger.debug("engine='auto' stays on Keras: %d batches do not pay for a conversion", steps)
         return keras_forward
     runtimes = available_runtimes()
     if not runtimes:
@@ -744,10 +971,27 @@ def runtime_forward(
     if _mixed_precision(model):
         logger.info("engine='auto' stays on Keras: the model computes in mixed precision")
         return keras_forward
+    reduced = reduced_runtimes()
     path = _cached_path(model)
     recalled = _recalled(path) if path is not None else None
+
+    def measure() -> Callable[[Any], Any]:
+        shortest = 2 + PROBE_BATCHES + TIMED_ROUNDS * 2
+        if steps is not None and 0 < steps < shortest:
+            logger.debug("engine='auto' stays on Keras: %d batches do not pay for a measure", steps)
+            return keras_forward
+        return _Auto(
+            model,
+            keras_forward,
+            runtimes,
+            steps,
+            reduced=reduced,
+            probabilities=probabilities,
+            head=head,
+        )
+
     if path is None or recalled is None:
-        return _Auto(model, keras_forward, runtimes, steps)
+        return measure()
     engine, rates = recalled
     if rates:
         logger.info(
@@ -758,8 +1002,8 @@ def runtime_forward(
         )
     if engine == "keras":
         return keras_forward
-    if engine not in runtimes:
-        return _Auto(model, keras_forward, runtimes, steps)
+    if engine not in runtimes + reduced:  # or float32 only was asked for since
+        return measure()
     try:
         return open_session(path, engine)
     except Exception as error:

@@ -436,8 +436,11 @@ def cache_split(
     progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose)
     # All views of a batch are computed together, so row i is the same image
     # in every view whatever order the source yields its images in.
+    note_labels = getattr(extract, "note_labels", None)  # engine="auto" judges bf16 by them
     with _closed_on_error(stores):
         for step, (images, batch_labels, *batch_weights) in enumerate(source, start=1):
+            if note_labels is not None:
+                note_labels(batch_labels)
             for view in range(views):
                 shown = augment(images) if view > 0 and augment is not None else images
                 rows = np.asarray(extract(shown))

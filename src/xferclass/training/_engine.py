@@ -48,7 +48,7 @@ from ..core._errors import InvalidArgumentError, TrainingError
 from ..core._log import logger
 from ..data._augment import make_augmentation
 from ..data._facts import facts_of
-from ..runtime._common import check_engine, forward_function
+from ..runtime._common import check_engine, engine_used, forward_function
 from ._cache import (
     Budget,
     CacheDirectory,
@@ -315,6 +315,8 @@ class _Sources:
         self.views = 1 + (config.augment_views if self.augmentation is not None else 0)
         self.clock = EpochClock()
         self.cached: dict[str, tuple[CachedSplit, CachedSplit | None]] = {}
+        #: What each caching pass ran on ("train features": "openvino-bf16", ...).
+        self.engines: dict[str, str] = {}
 
     def forward(self, sub: keras.Model, steps: int | None = None, *, top: bool = False) -> Any:
         """``sub``'s frozen pass on the configured engine; ``steps``: batches, when known.
@@ -332,21 +334,25 @@ class _Sources:
         logger.info("caching activations at %s %s", where, shape)
         augment = self.augmentation
         steps = int(self.train.cardinality()) * self.views
+        forward = self.forward(extractor, steps)
         train = cache_split(
-            self.forward(extractor, steps), self.train, name="train", directory=self.folder,
+            forward, self.train, name="train", directory=self.folder,
             budget=self.budget, views=self.views, dtype=dtype, verbose=self.config.verbose,
             augment=(lambda x: augment(x, training=True)) if augment is not None else None,
         )  # fmt: skip
         key = "features" if where == "the pooling layer" else where
+        self.engines[f"train {key}"] = engine_used(forward)
         self.cached[key] = (train, None)  # closed by close() should the validation fail
         validation = None
         if self.validation is not None:
             steps = int(self.validation.cardinality())
+            forward = self.forward(extractor, steps)
             validation = cache_split(
-                self.forward(extractor, steps), self.validation, name="validation",
+                forward, self.validation, name="validation",
                 directory=self.folder, budget=self.budget, dtype=dtype,
                 verbose=self.config.verbose,
             )  # fmt: skip
+            self.engines[f"validation {key}"] = engine_used(forward)
         self.cached[key] = (train, validation)
         return train, validation
 
@@ -865,6 +871,8 @@ class _Run:
         history.monitor = self.monitor
         history.stopped_for_time = self.stopped_for_time
         history.epochs_completed = len(history.epoch) - int(self.stopped_mid_epoch)
+        sources = getattr(self, "sources", None)
+        history.frozen_engines = dict(sources.engines) if sources is not None else {}
         return history
 
 
