@@ -604,6 +604,7 @@ PAGE_OF: dict[str, tuple[str, ...]] = {
     "bench_tta": ("benchmarks_backbones.md",),
     "bench_predict": ("benchmarks_inference.md",),
     "bench_engine": ("benchmarks_inference.md",),
+    "bench_precision": ("benchmarks_inference.md",),
     "engine_end_to_end": ("benchmarks_inference.md",),
     "engine_scaling": ("benchmarks_inference.md",),
     "bench_convert_memory": ("benchmarks_inference.md",),
