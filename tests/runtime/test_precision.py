@@ -336,3 +336,77 @@ def test_an_explicit_bfloat16_engine_runs_and_says_so() -> None:
     assert result.probabilities.shape == (20, 3)
     np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0, atol=1e-2)
     np.testing.assert_allclose(result.probabilities, model.predict_on_batch(images), atol=0.05)
+
+
+# ---------------------------------------------------------------- a classifier's decisions
+
+
+def _classifier_with_bf16_features(monkeypatch: pytest.MonkeyPatch, damage: Any = None) -> Any:
+    """A tiny classifier whose extractor ``fit`` chose to run in bfloat16 on this machine
+    (onnxruntime measured the fastest float32 runtime); ``damage`` rewrites the bf16
+    session's features."""
+    import keras
+
+    model = tiny_model()
+    extractor = keras.Model(model.input, model.get_layer(POOL).output)
+    path = _runtime.convert_to_onnx(extractor)
+    rates = {"keras": 10.0, "onnxruntime": 30.0, "openvino": 25.0, "openvino-bf16": 60.0}
+    _runtime._remember(path, "openvino-bf16", rates)
+    if damage is not None:
+        _sessions(monkeypatch, _Clock(monkeypatch), dict.fromkeys(rates, 0.0), damage=damage)
+    return model, path
+
+
+def _classify(model: Any, batches: int) -> tuple[Any, np.ndarray, np.ndarray]:
+    from xferclass.runtime._common import classifier_forward
+
+    forward = classifier_forward(model, engine="auto")
+    images, _ = tiny_arrays(32 * batches, seed=12)
+    outputs = np.concatenate([forward(batch) for batch in np.split(images, batches)])
+    return forward, images, outputs
+
+
+@needs_openvino
+def test_a_classifier_runs_in_bfloat16_once_its_head_gave_float32s_decisions(
+    _bf16: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    model, path = _classifier_with_bf16_features(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="xferclass"):
+        forward, images, outputs = _classify(model, 6)
+    # The first 128 images ran on onnxruntime (float32) while bfloat16 was judged.
+    assert isinstance(forward.extract, _runtime._Judging)
+    assert forward.engine == "openvino-bf16"
+    assert any("runs openvino-bf16 for this classifier" in r.getMessage() for r in caplog.records)
+    expected = model.predict_on_batch(images)
+    np.testing.assert_allclose(outputs[:128], expected[:128], atol=1e-4)
+    np.testing.assert_allclose(outputs, expected, atol=0.05)
+    # Kept beside the converted model: the next pass with this head runs bf16 at once.
+    monkeypatch.setattr(_runtime, "_VERDICTS", {})
+    again, _, _ = _classify(model, 1)
+    assert isinstance(again.extract, _runtime.RuntimeForward)
+    assert again.engine == "openvino-bf16"
+    # Another head on the same backbone is judged again.
+    other = tiny_model(seed=4)
+    other.set_weights(model.get_weights()[:-2] + other.get_weights()[-2:])
+    assert isinstance(_classify(other, 1)[0].extract, _runtime._Judging)
+
+
+@needs_openvino
+def test_a_classifier_stays_in_float32_when_bfloat16_changes_its_decisions(
+    _bf16: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = np.random.default_rng(13)
+
+    def noise(features: np.ndarray) -> np.ndarray:  # features that tell nothing
+        scale = 10 * (np.abs(features).max() + 1)
+        return rng.normal(0, scale, features.shape).astype(features.dtype)
+
+    model, path = _classifier_with_bf16_features(monkeypatch, damage=noise)
+    with caplog.at_level(logging.INFO, logger="xferclass"):
+        forward, images, outputs = _classify(model, 6)
+    assert forward.engine == "onnxruntime"
+    assert any("keeps float32 over openvino-bf16" in r.getMessage() for r in caplog.records)
+    np.testing.assert_allclose(outputs, model.predict_on_batch(images), atol=1e-4)
+    monkeypatch.setattr(_runtime, "_VERDICTS", {})
+    again, _, _ = _classify(model, 1)
+    assert again.engine == "onnxruntime" and isinstance(again.extract, _runtime.RuntimeForward)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -138,6 +139,7 @@ def forward_function(
     steps: int | None = None,
     probabilities: bool = False,
     head: Callable[[Any], Any] | None = None,
+    head_key: str | None = None,
 ) -> Callable[[tf.Tensor], Any]:
     """``sub``'s inference on one batch, computed whole by this process.
 
@@ -177,6 +179,7 @@ def forward_function(
         steps=steps,
         probabilities=probabilities,
         head=head,
+        head_key=head_key,
     )
 
 
@@ -214,8 +217,15 @@ def classifier_forward(
     for layer in parts.head[1:]:
         x = layer(x)
     head = keras.Model(features, x)
+    digest = hashlib.sha256()
+    for weight in head.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
     extract = forward_function(
-        extractor, engine=engine, steps=steps, head=lambda rows: head.predict_on_batch(rows)
+        extractor,
+        engine=engine,
+        steps=steps,
+        head=lambda rows: head.predict_on_batch(rows),
+        head_key=digest.hexdigest()[:20],
     )
     return _ExtractorThenHead(extract, head)
 

@@ -122,6 +122,10 @@ PAYBACK = 1.2
 #: same frozen part (the validation split, the next run) is not timed again.
 _DECISIONS: dict[Path, str] = {}
 
+#: Whether a reduced precision gave a classifier's head float32's decisions, per
+#: converted extractor and head (also kept on disk, see :func:`_keep_verdict`).
+_VERDICTS: dict[tuple[Path, str], bool] = {}
+
 _EXTRA = 'pip install "xferclass[export]"'
 
 
@@ -891,17 +895,124 @@ def _remember(path: Path, engine: str, rates: dict[str, float]) -> None:
     and a failure to write it only costs the next run a timing.
     """
     _DECISIONS[path] = engine
+    _update_record(path, engine=engine, images_per_s=rates)
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """This machine's entry in the record beside ``path`` (empty when there is none)."""
+    try:
+        entry = json.loads(_record_path(path).read_text())[_machine()]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return entry if isinstance(entry, dict) else {}
+
+
+def _update_record(path: Path, **values: Any) -> None:
+    """Merge ``values`` into this machine's entry beside ``path``, written atomically; a
+    failure to write only costs the next run a measurement."""
     record_path = _record_path(path)
     try:
         record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        if not isinstance(record, dict):
+            record = {}
     except (OSError, ValueError):
         record = {}
-    record[_machine()] = {"engine": engine, "images_per_s": rates}
+    entry = record.get(_machine())
+    record[_machine()] = {**(entry if isinstance(entry, dict) else {}), **values}
     text = json.dumps(record, indent=1, sort_keys=True)
     try:
         atomic_write(record_path, lambda name: Path(name).write_text(text))
     except OSError as error:
         logger.debug("could not keep the engine choice in %s: %s", record_path, error)
+
+
+def _verdict(path: Path, head_key: str) -> bool | None:
+    """Whether a reduced precision gave this head float32's decisions, when judged."""
+    if (path, head_key) in _VERDICTS:
+        return _VERDICTS[(path, head_key)]
+    found = _read_record(path).get("decisions", {})
+    verdict = found.get(head_key) if isinstance(found, dict) else None
+    return verdict if isinstance(verdict, bool) else None
+
+
+def _keep_verdict(path: Path, head_key: str, accepted: bool) -> None:
+    _VERDICTS[(path, head_key)] = accepted
+    found = _read_record(path).get("decisions", {})
+    decisions = dict(found) if isinstance(found, dict) else {}
+    decisions[head_key] = accepted
+    _update_record(path, decisions=decisions)
+
+
+def _fastest_float32(path: Path, runtimes: list[str]) -> str:
+    """The float32 engine that ran ``path`` fastest on this machine (by its kept rates),
+    when it beat Keras by :data:`MIN_SPEEDUP`; else ``"keras"``."""
+    rates = _read_record(path).get("images_per_s", {})
+    rates = rates if isinstance(rates, dict) else {}
+    keras_rate = float(rates.get("keras", 0) or 0)
+    measured = [(float(rates[name]), name) for name in runtimes if name in rates]
+    if not measured:  # nothing kept: the float32 runtime of the bf16 one
+        return "openvino" if "openvino" in runtimes else "keras"
+    rate, name = max(measured)
+    return name if rate > MIN_SPEEDUP * keras_rate else "keras"
+
+
+class _Judging:
+    """A classifier's pass while a reduced precision is judged by its head's decisions.
+
+    The first :data:`SAMPLE_IMAGES` images run on a float32 engine (whose outputs are
+    returned) and on the reduced-precision runtime; the head maps both to
+    probabilities, and :func:`harmless` decides. The rest of the pass runs on the
+    reduced precision when it was accepted, else on the float32 engine; the verdict
+    is kept for this head (``head_key``) beside the converted model.
+    """
+
+    def __init__(
+        self,
+        reference: Callable[[Any], Any],
+        reduced: RuntimeForward,
+        head: Callable[[Any], Any],
+        path: Path,
+        head_key: str,
+    ) -> None:
+        self.reference, self.reduced, self.head = reference, reduced, head
+        self.path, self.head_key = path, head_key
+        self.expected: list[np.ndarray] = []
+        self.actual: list[np.ndarray] = []
+        self.chosen: Callable[[Any], Any] | None = None
+        self.engine = getattr(reference, "engine", "keras")
+
+    def __call__(self, images: Any) -> Any:
+        if self.chosen is not None:
+            return self.chosen(images)
+        expected = self.reference(images)
+        try:
+            actual = self.reduced(images)
+        except Exception as error:
+            self._decide(False, first_line(error))
+            return expected
+        self.expected.append(np.asarray(self.head(np.asarray(expected))))
+        self.actual.append(np.asarray(self.head(np.asarray(actual))))
+        if sum(len(rows) for rows in self.expected) >= SAMPLE_IMAGES:
+            accepted, reason = harmless(
+                np.concatenate(self.expected),
+                np.concatenate(self.actual),
+                None,
+                probabilities=True,
+            )
+            self._decide(accepted, reason)
+        return expected
+
+    def _decide(self, accepted: bool, reason: str) -> None:
+        self.chosen = self.reduced if accepted else self.reference
+        self.engine = self.reduced.engine if accepted else self.engine
+        self.expected, self.actual = [], []
+        _keep_verdict(self.path, self.head_key, accepted)
+        logger.info(
+            "engine='auto' %s %s for this classifier: %s",
+            "runs" if accepted else "keeps float32 over",
+            self.reduced.engine,
+            reason,
+        )
 
 
 def _recalled(path: Path) -> tuple[str, dict[str, float]] | None:
@@ -919,6 +1030,30 @@ def _recalled(path: Path) -> tuple[str, dict[str, float]] | None:
     return engine, rates
 
 
+def _under_head(
+    path: Path,
+    engine: str,
+    runtimes: list[str],
+    keras_forward: Callable[[Any], Any],
+    head: Callable[[Any], Any],
+    head_key: str,
+) -> Callable[[Any], Any]:
+    """The pass of a classifier whose extractor was chosen to run in reduced precision:
+    in it when this head's verdict accepted it, in float32 when it refused it, and
+    judged on the way (:class:`_Judging`) when there is no verdict yet."""
+    verdict = _verdict(path, head_key)
+    fallback = _fastest_float32(path, runtimes)
+    try:
+        reference = keras_forward if fallback == "keras" else open_session(path, fallback)
+        if verdict is False:
+            return reference
+        reduced = open_session(path, engine)
+    except Exception as error:
+        logger.warning("engine='auto' stays on Keras: %s", first_line(error))
+        return keras_forward
+    return reduced if verdict else _Judging(reference, reduced, head, path, head_key)
+
+
 def runtime_forward(
     model: keras.Model,
     keras_forward: Callable[[Any], Any],
@@ -928,6 +1063,7 @@ def runtime_forward(
     steps: int | None = None,
     probabilities: bool = False,
     head: Callable[[Any], Any] | None = None,
+    head_key: str | None = None,
 ) -> Callable[[Any], Any]:
     """``model``'s forward pass on ``engine``, for
     :func:`xferclass.runtime._common.forward_function`.
@@ -947,6 +1083,9 @@ def runtime_forward(
         head: The rest of the classifier when ``model`` is its feature extractor:
             ``"auto"`` judges a reduced precision by the probabilities it maps
             each precision's features to.
+        head_key: A digest of ``head``'s weights: a reduced precision chosen for
+            ``model``'s features (by ``fit``) runs under this head only once it gave
+            float32's decisions (see :class:`_Judging`), a verdict kept per head.
 
     Returns:
         A callable mapping a batch of images to a NumPy array.
@@ -1004,6 +1143,8 @@ def runtime_forward(
         return keras_forward
     if engine not in runtimes + reduced:  # or float32 only was asked for since
         return measure()
+    if engine in REDUCED and head is not None and head_key is not None:
+        return _under_head(path, engine, runtimes, keras_forward, head, head_key)
     try:
         return open_session(path, engine)
     except Exception as error:
