@@ -593,6 +593,7 @@ PAGE_OF: dict[str, tuple[str, ...]] = {
     "bench_fit": ("benchmarks_training.md",),
     "bench_fit_shuffle": ("benchmarks_training.md",),
     "bench_finetune": ("benchmarks_training.md",),
+    "bench_train_precision": ("benchmarks_training.md",),
     "bench_cache_memory": ("benchmarks_training.md",),
     "bench_checkpoint": ("benchmarks_training.md",),
     "backends": ("benchmarks_training.md",),
