@@ -20,6 +20,15 @@ Run::
     python benchmarks/bench_auto_suite.py --data digits=/tmp/suite/digits \\
         ordinal=/tmp/suite/ordinal clothing=../shared/data/clothing-dataset-small \\
         --budgets 1m 5m 15m --seeds 0 1 2
+
+``--precisions f32 auto`` runs the recipe once per setting of ``XFERCLASS_PRECISION``
+(float32 only, then bfloat16 where it measures harmless), each from its own empty cache
+of converted models, and records how many experiments each budget fitted and what they
+scored, in the ``auto_precision`` section::
+
+    python benchmarks/bench_auto_suite.py --data clothing=../shared/data/clothing-dataset-small \
+        --budgets 5m --seeds 0 --no-floor --precisions f32 auto \
+        --out benchmarks/results/auto_precision_runs.json
 """
 
 from __future__ import annotations
@@ -125,11 +134,41 @@ def _mean_sd(values: list[float]) -> str:
 
 
 def latest(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each (kind, data, seed, budget)'s last run: a rerun replaces what it measures again."""
+    """Each (kind, data, seed, budget, precision)'s last run: a rerun replaces what it
+    measures again (runs before bfloat16 existed ran in float32)."""
     kept: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in results:
-        kept[(r["kind"], r["data"], r["seed"], r.get("budget"))] = r
+        kept[(r["kind"], r["data"], r["seed"], r.get("budget"), r.get("precision", "f32"))] = r
     return list(kept.values())
+
+
+def precision_cache(precision: str) -> str:
+    """An empty cache of converted models for one precision setting, sharing the Lite
+    weights already converted in the user's cache (they do not depend on it)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix=f"xferclass-auto-{precision}-"))
+    home = Path(os.environ.get("XFERCLASS_CACHE_DIR", Path.home() / ".cache" / "xferclass"))
+    for weights in home.glob("efficientnet_lite*.weights.h5"):
+        (folder / weights.name).symlink_to(weights)
+    return str(folder)
+
+
+def precision_table(results: list[dict[str, Any]], metric: str) -> str:
+    """Experiments fitted and test scores per budget and precision setting."""
+    rows = []
+    runs = [r for r in latest(results) if r["kind"] == "auto" and "precision" in r]
+    for r in sorted(runs, key=lambda r: (r["data"], r["budget"], r["seed"], r["precision"])):
+        if "refused" in r:
+            rows.append([r["data"], r["budget"], r["seed"], r["precision"], "refused", "", "", ""])
+            continue
+        rows.append([
+            r["data"], r["budget"], r["seed"], r["precision"], r["experiments"],
+            f"{r['test'][metric]:.3f}", f"{r['estimate']['value']:.3f}", f"{r['wall_s']:.0f}",
+        ])  # fmt: skip
+    headers = ["data", "budget", "seed", "XFERCLASS_PRECISION", "experiments",
+               f"test {metric}", "estimate", "wall s"]  # fmt: skip
+    return _bench.table(headers, rows)
 
 
 def _run_facts() -> dict[str, Any]:
@@ -177,6 +216,11 @@ def main() -> None:
     parser.add_argument("--metric", default="accuracy")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor runs")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/auto_suite.json"))
+    parser.add_argument(
+        "--precisions", nargs="+", choices=["f32", "auto"], default=None,
+        help="run the recipe under each XFERCLASS_PRECISION, from an empty cache each",
+    )  # fmt: skip
+    parser.add_argument("--no-docs", action="store_true", help="do not record the section")
     args = parser.parse_args()
     info = _bench.machine()
     results: list[dict[str, Any]] = []
@@ -192,18 +236,36 @@ def main() -> None:
                 results.append({"kind": "floor", "data": name, "seed": seed, **found, **facts})
                 print(json.dumps(results[-1]), flush=True)
             for budget in args.budgets:
-                facts = _run_facts()
-                try:
-                    found = run_auto(root, seed, budget, args.metric)
-                except xferclass_error() as error:  # a refusal is a result too
-                    found = {"refused": str(error).splitlines()[0]}
-                results.append({"kind": "auto", "data": name, "seed": seed, "budget": budget,
-                                **found, **facts})  # fmt: skip
-                print(json.dumps(results[-1]), flush=True)
+                for precision in args.precisions or [None]:
+                    tagged = {}
+                    if precision is not None:
+                        os.environ["XFERCLASS_PRECISION"] = precision
+                        os.environ["XFERCLASS_CACHE_DIR"] = precision_cache(precision)
+                        tagged = {"precision": precision}
+                    facts = _run_facts()
+                    try:
+                        found = run_auto(root, seed, budget, args.metric)
+                    except xferclass_error() as error:  # a refusal is a result too
+                        found = {"refused": str(error).splitlines()[0]}
+                    results.append({"kind": "auto", "data": name, "seed": seed,
+                                    "budget": budget, **tagged, **found, **facts})  # fmt: skip
+                    print(json.dumps(results[-1]), flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({"machine": info.__dict__, "results": results},
                                            indent=1, default=str))  # fmt: skip
     print(summarise(results, args.metric))
+    if args.precisions:
+        info.finish()
+        body = f"""
+Each run from an empty cache of converted models (conversions paid in the run), seed and
+budget as listed; `f32` keeps every frozen pass in float32, `auto` lets `engine="auto"`
+run them in bfloat16 where the CPU has it and a probe finds it harmless. "experiments" is
+what the budget fitted; the test score is on images the recipe never saw.
+
+{precision_table(results, args.metric)}
+"""
+        _bench.section("auto_precision", "The recipe's budget per precision (`bench_auto_suite.py "
+                       "--precisions`)", info, body, write=not args.no_docs)  # fmt: skip
 
 
 if __name__ == "__main__":

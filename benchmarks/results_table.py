@@ -612,6 +612,7 @@ PAGE_OF: dict[str, tuple[str, ...]] = {
     "bench_export": ("benchmarks_inference.md", "deploy.md"),
     "auto_suite": ("benchmarks_auto.md",),
     "delivered": ("benchmarks_auto.md",),
+    "auto_precision": ("benchmarks_auto.md",),
 }
 DEFAULT_PAGE = "benchmarks.md"
 #: The pages this script writes whole: every marked section on them is one of ours.
