@@ -76,6 +76,9 @@ def test_train_auto_returns_a_measured_choice_and_saves_its_report(tmp_path: Pat
                                "heads": 1}  # fmt: skip
     assert "class weights (balanced, none, sqrt)" in report["measured"]
     assert "heads averaged (1, 5)" in report["measured"]
+    # Which engine (and precision) each frozen pass ran on: the tests keep float32.
+    assert "test_tiny 32 px plain" in report["engines"]
+    assert set(report["engines"].values()) <= {"keras", "onnxruntime", "openvino"}
     rows = report["candidates"]
     assert sum(row["chosen"] for row in rows) == 1 and sum(row["floor"] for row in rows) == 1
     estimate = report["estimate"]

@@ -410,3 +410,34 @@ def test_a_classifier_stays_in_float32_when_bfloat16_changes_its_decisions(
     monkeypatch.setattr(_runtime, "_VERDICTS", {})
     again, _, _ = _classify(model, 1)
     assert again.engine == "onnxruntime" and isinstance(again.extract, _runtime.RuntimeForward)
+
+
+def test_the_recipes_passes_hand_their_labels_to_the_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So that ``engine="auto"`` can judge bfloat16 features in ``train_auto`` too."""
+    from conftest import make_shape_dataset
+    from xferclass.auto import _features
+
+    root = make_shape_dataset(tmp_path / "data", per_class=5)
+    paths = sorted(str(p) for p in root.rglob("*.*"))
+    names = ("circle", "square", "triangle")
+    labels = np.array([names.index(Path(p).parent.name) for p in paths])
+    images = _features.Images(tuple(paths), labels, names, ("train",) * len(paths))
+    noted: list[np.ndarray] = []
+
+    class Forward:
+        engine = "openvino-bf16"
+
+        def note_labels(self, batch: Any) -> None:
+            noted.append(np.asarray(batch).argmax(axis=1))
+
+        def __call__(self, batch: Any) -> np.ndarray:
+            return np.zeros((len(batch), 4), np.float32)
+
+    monkeypatch.setattr("xferclass.runtime._common.forward_function", lambda *a, **k: Forward())
+    features = _features.FeatureSet("test_tiny", 32)
+    _features.extract(features, images, ["plain", "hflip"], extractor=None, batch_size=4,
+                      clock=lambda: 0.0)  # fmt: skip
+    np.testing.assert_array_equal(np.concatenate(noted), labels)
+    assert features.engines == {"plain": "openvino-bf16", "hflip": "openvino-bf16"}

@@ -851,6 +851,13 @@ def _report(
         },
         "estimate": decision["estimate"],
         "why": decision["why"],
+        # What each frozen pass of the search ran on: engine="auto" picks a runtime and,
+        # where it measured harmless, bfloat16 (see xferclass.runtime._runtime.harmless).
+        "engines": {
+            f"{backbone} {size} px {view}": engine
+            for (backbone, size), features in search.features.items()
+            for view, engine in features.engines.items()
+        },
         "measured": measured,
         "assumed": assumed,
         **extra,

@@ -55,12 +55,15 @@ class FeatureSet:
         size: Input side in pixels.
         views: Features ``(images, dim)`` per view name.
         seconds: Seconds each view's pass took.
+        engines: The engine each view's pass ran on.
     """
 
     backbone: str
     size: int
     views: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    #: What each view's pass ran on (``"keras"``, ``"openvino-bf16"``, ...).
+    engines: dict[str, str] = field(default_factory=dict)
 
     @property
     def seconds_per_image(self) -> float:
@@ -89,7 +92,7 @@ def extract(
     import keras
 
     from ..evaluation._tta import view
-    from ..runtime._common import forward_function
+    from ..runtime._common import engine_used, forward_function
 
     wanted = [name for name in views if name not in features.views]
     if not wanted:
@@ -99,8 +102,12 @@ def extract(
     forward = forward_function(extractor, engine=engine, steps=steps)
     rows: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
     progress = keras.utils.Progbar(steps // len(wanted), verbose=verbose)
+    # The labels let engine="auto" judge a reduced precision by a probe (see harmless).
+    note_labels = getattr(forward, "note_labels", None)
     start = clock()  # the whole pass, decoding included: what a later pass will cost
-    for step, (batch, _) in enumerate(dataset, start=1):
+    for step, (batch, labels) in enumerate(dataset, start=1):
+        if note_labels is not None:
+            note_labels(labels)
         for name in wanted:
             rows[name].append(np.asarray(forward(view(batch, name)), np.float32))
         progress.update(step)
@@ -108,3 +115,4 @@ def extract(
     for name in wanted:
         features.views[name] = np.concatenate(rows[name])
         features.seconds[name] = spent
+        features.engines[name] = engine_used(forward)
