@@ -40,7 +40,7 @@ from ..runtime._common import (
     check_class_count,
     check_image_size,
     check_stored_class_names,
-    forward_function,
+    classifier_forward,
     model_class_names,
     model_multi_label,
     require_dataset,
@@ -87,7 +87,7 @@ def collect_predictions(
     labels: list[np.ndarray] = []
     probabilities: list[np.ndarray] = []
     steps = int(dataset.cardinality())
-    forward = forward_function(model, engine=engine, steps=steps if steps > 0 else None)
+    forward = classifier_forward(model, engine=engine, steps=steps if steps > 0 else None)
     progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbosity(verbose))
     batches = without_autotune(dataset.map(lambda x, y, *rest: (x, y)).prefetch(tf.data.AUTOTUNE))
     for step, (x, y) in enumerate(batches, start=1):
