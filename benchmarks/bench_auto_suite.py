@@ -108,6 +108,7 @@ def run_auto(root: Path, seed: int, budget: str, metric: str) -> dict[str, Any]:
             for entry in report["experiments"]
         ],
         "fine_tuned": bool(report["fine_tune"].get("wins")),
+        "engines": report.get("engines", {}),
         "fine_tune": {k: v for k, v in report["fine_tune"].items() if k in FINE_TUNE_KEYS},
         "unfreeze": result.plan.unfreeze,
         "skipped": len(report["skipped"]),
@@ -128,6 +129,8 @@ def xferclass_error() -> type[Exception]:
 
 
 def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "-"
     if len(values) == 1:
         return f"{values[0]:.3f}"
     return f"{statistics.mean(values):.3f} ({statistics.stdev(values):.3f})"
@@ -221,12 +224,16 @@ def main() -> None:
         help="run the recipe under each XFERCLASS_PRECISION, from an empty cache each",
     )  # fmt: skip
     parser.add_argument("--no-docs", action="store_true", help="do not record the section")
+    parser.add_argument(
+        "--summary-only", action="store_true",
+        help="run nothing: print (and with --precisions, record) the tables of --out's runs",
+    )  # fmt: skip
     args = parser.parse_args()
     info = _bench.machine()
     results: list[dict[str, Any]] = []
     if args.out.exists():  # runs add to what earlier runs measured
         results = json.loads(args.out.read_text())["results"]
-    for item in args.data:
+    for item in [] if args.summary_only else args.data:
         name, folder = item.split("=", 1)
         root = Path(folder)
         for seed in args.seeds:
