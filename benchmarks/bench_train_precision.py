@@ -79,7 +79,8 @@ CHILD = textwrap.dedent(
         start = time.perf_counter()
         with autocast:
             history = xferclass.fine_tune(tuned, train, val, head_epochs=1,
-                                          fine_tune_epochs=2, unfreeze=0.3, verbose=0)
+                                          fine_tune_epochs=2, unfreeze=0.3, verbose=0,
+                                          jit_compile=xla)
         result["fine_tune_s"] = time.perf_counter() - start
         result["val_accuracy"] = float(history.history["val_accuracy"][-1])
     print("RESULT " + json.dumps(result))
