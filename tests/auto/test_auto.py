@@ -73,7 +73,7 @@ def test_train_auto_returns_a_measured_choice_and_saves_its_report(tmp_path: Pat
     )
     assert report["floor"] == {"backbone": "test_tiny", "size": 32, "train_views": "plain",
                                "class_weight": "none", "epochs": 10, "tta": "none",
-                               "heads": 1}  # fmt: skip
+                               "heads": 1, "head": "dense", "inverse_l2": 0.0}  # fmt: skip
     assert "class weights (balanced, none, sqrt)" in report["measured"]
     assert "heads averaged (1, 5)" in report["measured"]
     # Which engine (and precision) each frozen pass ran on: the tests keep float32.
@@ -460,6 +460,7 @@ def test_train_auto_rejects_bad_arguments(tmp_path: Path, monkeypatch: pytest.Mo
         ({"overrides": {"unfreeze": 0.5}}, "unfreeze cannot be set"),
         ({"overrides": {"augment": "strong"}}, "training views"),
         ({"overrides": {"class_weight": "inverse"}}, "class_weight="),
+        ({"overrides": {"head": "mlp"}}, "head='mlp' must be 'dense' or 'linear'"),
         ({"budget": 1}, "budget too small"),
     ]
     for extra, message in cases:
@@ -473,6 +474,26 @@ def test_train_auto_rejects_bad_arguments(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(auto, "available_backbones", lambda: [])
     with pytest.raises(xferclass.InvalidArgumentError, match="no backbone"):
         xferclass.train_auto(root)
+
+
+@pytest.mark.parametrize("head", ["dense", "linear"])
+def test_a_head_fixed_by_the_caller_is_the_only_kind_measured_beside_the_floor(
+    tmp_path: Path, head: str
+) -> None:
+    root = make_shape_dataset(tmp_path / "data", per_class=8)
+    result = xferclass.train_auto(
+        root, budget=60, backbone="test_tiny", weights=None,
+        overrides={"head": head, "augment": None, "fine_tune_epochs": 0},
+    )  # fmt: skip
+    report = result.report
+    singles = [r for r in report["candidates"] if "average" not in r["candidate"]]
+    linear = [r for r in singles if "linear head (C=" in r["candidate"]]
+    if head == "dense":
+        assert not linear
+    else:  # the floor (dense) and linear heads only
+        assert linear and all(r in linear or r["floor"] for r in singles)
+    assert report["choice"] == report["floor"] or report["choice"]["head"] == head
+    assert report["plan"]["head"] == report["choice"]["head"]
 
 
 def test_fine_tuning_is_planned_only_when_its_epochs_fit_twice() -> None:

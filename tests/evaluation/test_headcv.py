@@ -19,6 +19,7 @@ from helpers import tiny_arrays
 from xferclass.auto import _decide
 from xferclass.auto._features import FeatureSet
 from xferclass.auto._search import Choice, Search, train_final_head
+from xferclass.core._errors import InvalidArgumentError
 from xferclass.evaluation import _headcv
 
 # --------------------------------------------------------------------------- folds and weights
@@ -469,3 +470,115 @@ def test_each_stacked_head_starts_as_a_dense_layer_would(heads: int) -> None:
     # about 1 / sqrt(2.5 n), under 2 % here).
     for weights in (first, reference):
         assert abs(weights.std() / (limit / math.sqrt(3)) - 1) < 0.1
+
+
+def _scaled_blobs(n: int = 150, dim: int = 6, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Overlapping classes (no perfect separation, so the penalty matters) whose
+    features have scales from 0.5 to 20 and offsets: standardization matters too."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % classes
+    x = rng.normal(0, 0.7, (classes, dim))[labels] + rng.normal(0, 1.0, (n, dim))
+    return (x * rng.uniform(0.5, 20, dim) + rng.normal(0, 5, dim)).astype(np.float32), labels
+
+
+def test_linear_heads_reach_scikit_learns_penalized_logistic_regression() -> None:
+    import keras
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x, labels = _scaled_blobs()
+    strengths, epochs = [0.01, 0.3], 100
+    steps = epochs * -(-len(x) // 16)
+    result = _headcv.train_stacked_heads(
+        {"plain": x}, labels, np.ones((2, len(x))), train_views=["plain"],
+        eval_sets={"none": ["plain"]}, classes=3, epochs=epochs, units=0, batch_size=16,
+        learning_rate=keras.optimizers.schedules.CosineDecay(0.05, steps), seed=0,
+        record_epochs=[epochs], inverse_l2=strengths, standardize=True,
+    )  # fmt: skip
+    scaled = StandardScaler().fit_transform(x)
+    norms = []
+    for h, c in enumerate(strengths):
+        reference = LogisticRegression(C=c, max_iter=5000, tol=1e-10).fit(scaled, labels)
+        got = result.probabilities[epochs][h]["none"]
+        # Adam on minibatches ends within about 0.015 of the optimum here.
+        np.testing.assert_allclose(got, reference.predict_proba(scaled), atol=0.05)
+        # The standardization folded into the weights: a softmax Dense on raw features.
+        kernel, bias = _headcv.linear_weights(result, h)
+        assert kernel.shape == (6, 3) and bias.shape == (3,)
+        logits = x.astype(np.float64) @ kernel + bias
+        raw = np.exp(logits - logits.max(1, keepdims=True))
+        np.testing.assert_allclose(raw / raw.sum(1, keepdims=True), got, atol=1e-4)
+        norms.append(float(np.sum(np.asarray(result.weights[0][h]) ** 2)))
+    assert norms[0] < norms[1]  # the stronger penalty, the smaller weights
+
+
+def test_standardization_is_by_the_training_views_and_a_constant_column_is_kept() -> None:
+    rows = np.array([[1.0, 5.0], [3.0, 5.0]], np.float32)
+    mean, scale = _headcv.standardization(rows)
+    np.testing.assert_allclose(mean, [2.0, 5.0])
+    np.testing.assert_allclose(scale, [1.0, 1.0])  # std 1, and 1 for the constant column
+
+
+def test_inverse_l2_needs_one_positive_strength_per_head() -> None:
+    x, labels = _scaled_blobs(30)
+    for bad in ([0.1], [0.1, 0.0]):
+        with pytest.raises(InvalidArgumentError, match="one positive C per head"):
+            _headcv.train_stacked_heads(
+                {"plain": x}, labels, np.ones((2, len(x))), train_views=["plain"],
+                eval_sets={}, classes=3, epochs=1, units=0, inverse_l2=bad,
+            )  # fmt: skip
+
+
+def test_linear_choices_are_scored_out_of_fold_beside_the_dense_ones() -> None:
+    from xferclass.auto._search import LINEAR_C, linear_epochs
+
+    search, features = _random_search(180, seed=2)
+    found = search._compare_linear(features, "plain", ("none", "balanced"))
+    assert len(found) == 2 * len(LINEAR_C)  # per class weight and C; one TTA (plain)
+    epochs = linear_epochs(1, 180, 32)
+    assert {(c.head, c.epochs, c.tta) for c in found} == {("linear", epochs, "none")}
+    assert {c.inverse_l2 for c in found} == set(LINEAR_C)
+    # Noise: a head that had seen the images it is scored on would score far above chance.
+    scores = [_headcv.score("accuracy", search.images.labels, p) for p in found.values()]
+    assert max(scores) < 0.5
+    # Learnable features: the same heads find the classes on images they did not train on.
+    x, labels = _blobs()
+    search.images = dataclasses.replace(search.images, labels=labels,
+                                        paths=tuple(map(str, range(len(labels)))))  # fmt: skip
+    search.fold = _headcv.stratified_folds(labels, 3, 0)
+    features.views["plain"] = x
+    found = search._compare_linear(features, "plain", ("none",))
+    assert min(_headcv.score("accuracy", labels, p) for p in found.values()) > 0.9
+
+
+def test_the_final_linear_head_is_a_softmax_on_the_raw_features_and_saves(
+    tmp_path: Path,
+) -> None:
+    import keras
+
+    from xferclass.auto import _Builder, _final_model
+    from xferclass.models import HEAD_DENSE, POOL
+    from xferclass.saving import load_model
+
+    images, onehot = tiny_arrays(30)
+    labels = onehot.argmax(1)
+    builder = _Builder(3, None, 128)
+    pooled = builder.extractor("test_tiny", 32)
+    features = FeatureSet("test_tiny", 32, {"plain": np.asarray(pooled.predict(images, verbose=0))})
+    search, _ = _random_search(30, seed=0)
+    search.images = dataclasses.replace(search.images, labels=labels)
+    search.features = {("test_tiny", 32): features}
+    choice = Choice("test_tiny", 32, "plain", "none", 40, "none", head="linear", inverse_l2=0.1)
+    model = _final_model(search, builder, choice, seed=0, batch_size=8)
+    assert HEAD_DENSE not in [layer.name for layer in model.layers]
+    (head,) = train_final_head(features, labels, 3, choice, units=128, learning_rate=1e-3,
+                               batch_size=8, seed=0)  # fmt: skip
+    logits = features.views["plain"].astype(np.float64) @ head[0] + head[1]
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    np.testing.assert_allclose(model.predict(images, verbose=0), expected, atol=1e-4)
+    pooled = keras.Model(model.input, model.get_layer(POOL).output)
+    assert pooled.output.shape[-1] == head[0].shape[0]
+    model.save(tmp_path / "linear.keras")
+    again = load_model(tmp_path / "linear.keras")
+    np.testing.assert_allclose(again.predict(images, verbose=0), expected, atol=1e-4)

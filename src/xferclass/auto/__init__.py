@@ -93,7 +93,7 @@ MANY_IMAGES = 1500
 #: Plan fields a caller may fix; the recipe measures the rest.
 OVERRIDABLE = (
     "backbone", "size", "head_epochs", "augment", "class_weight", "head_learning_rate",
-    "fine_tune_epochs",
+    "fine_tune_epochs", "head",
 )  # fmt: skip
 
 #: A run ends within this many times its budget: the floor, which must run, may use the
@@ -225,6 +225,9 @@ class AutoPlan:
         heads: Heads on the backbone, trained alike from different initial weights,
             whose probabilities the model averages (1: one head); for an average of
             models, the most of any member (each member's are in ``members``).
+        head: ``"dense"`` (Dense(128, relu) then the softmax Dense) or ``"linear"`` (the
+            softmax Dense alone, trained with an L2 penalty on standardized features).
+        inverse_l2: A linear head's ``C``, the inverse of its L2 strength (0 for dense).
     """
 
     backbone: str
@@ -240,6 +243,8 @@ class AutoPlan:
     reasons: dict[str, str] = field(default_factory=dict, compare=False)
     members: list[dict[str, Any]] = field(default_factory=list, compare=False)
     heads: int = 1
+    head: str = "dense"
+    inverse_l2: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON-ready data."""
@@ -362,6 +367,8 @@ def _check_arguments(
             f"augment={fixed['augment']!r}: the recipe's training views are None, 'flip' or "
             "'rotations'"
         )
+    if fixed.get("head", "dense") not in ("dense", "linear"):
+        raise InvalidArgumentError(f"head={fixed['head']!r} must be 'dense' or 'linear'")
     if fixed.get("class_weight") not in (None, True, False, "none", "sqrt", "balanced"):
         raise InvalidArgumentError(
             f"class_weight={fixed['class_weight']!r} must be 'none', 'sqrt' or 'balanced'"
@@ -432,17 +439,21 @@ class _Builder:
 
     def __init__(self, num_classes: int, weights: Any, units: int) -> None:
         self.num_classes, self.weights, self.units = num_classes, weights, units
-        self.models: dict[tuple[str, int], Any] = {}
+        self.models: dict[tuple[Any, ...], Any] = {}
 
-    def classifier(self, name: str, size: int) -> Any:
+    def classifier(self, name: str, size: int, units: int | None = None) -> Any:
+        """The classifier of ``name`` at ``size`` with a Dense(``units``) head (the
+        builder's units by default; 0: a linear head)."""
         from ..backbones.models import build_classifier
 
-        if (name, size) not in self.models:
-            self.models[(name, size)] = build_classifier(
+        units = self.units if units is None else units
+        key = (name, size) if units == self.units else (name, size, units)
+        if key not in self.models:
+            self.models[key] = build_classifier(
                 name, num_classes=self.num_classes, weights=self.weights, input_size=size,
-                head_units=self.units,
+                head_units=units,
             )  # fmt: skip
-        return self.models[(name, size)]
+        return self.models[key]
 
     def extractor(self, name: str, size: int) -> Any:
         import keras
@@ -453,7 +464,7 @@ class _Builder:
         return keras.Model(model.input, model.get_layer(POOL).output)
 
     def dim(self, name: str) -> int:
-        sizes = [s for n, s in self.models if n == name]
+        sizes = [key[1] for key in self.models if key[0] == name]
         return int(self.extractor(name, sizes[0]).output.shape[-1]) if sizes else 1280
 
 
@@ -565,7 +576,7 @@ def _fill_with_heads(search: Search, builder: _Builder, fixed: Mapping[str, Any]
     """Spend the time no caching experiment fitted in: averaged heads of the next-best
     recipes not yet averaged, best first, on features still cached, while they fit. Each
     is one more candidate, and a member the averages of backbones can take."""
-    recipes: dict[tuple[str, int, str, str], Choice] = {}
+    recipes: dict[tuple[str, int, str, str, str, float], Choice] = {}
     for choice in sorted((c for c in search.oof if c.heads == 1 and _allowed(c, fixed)),
                          key=lambda c: -_score(search, c)):  # fmt: skip
         recipes.setdefault(choice.recipe(), choice)
@@ -583,9 +594,10 @@ def _average_heads(
     search: Search, builder: _Builder, floor: Choice, fixed: Mapping[str, Any],
     skipped: list[str], *, after_floor: bool,
 ) -> None:  # fmt: skip
-    """More heads of the best single-head recipe so far (and, after the floor's experiment,
-    of the floor's own recipe), averaged, while they fit: a candidate like any other."""
-    best = _best_allowed(search, fixed, floor)
+    """More heads of the best single dense-head recipe so far (and, after the floor's
+    experiment, of the floor's own recipe), averaged, while they fit: a candidate like any
+    other."""
+    best = _best_allowed(search, fixed, floor, dense=True)
     if best is None:
         return
     wanted = [floor, best] if after_floor and _allowed(floor, fixed) else [best]
@@ -603,25 +615,34 @@ def _average_heads(
 
 
 def _not_averaged(search: Search, choice: Choice) -> bool:
-    """Whether ``choice``'s recipe has no averaged heads yet and its features are cached."""
-    return choice.recipe() not in search.averaged and (choice.backbone, choice.size) in (
-        search.features
+    """Whether ``choice``'s recipe has no averaged heads yet and its features are cached
+    (a linear head is never averaged: its problem is convex, every start ends alike)."""
+    return (
+        choice.head == "dense"
+        and choice.recipe() not in search.averaged
+        and (choice.backbone, choice.size) in search.features
     )
 
 
 def _best_allowed(
-    search: Search, fixed: Mapping[str, Any], tie: Choice | None = None
+    search: Search, fixed: Mapping[str, Any], tie: Choice | None = None, *, dense: bool = False
 ) -> Choice | None:
     """The best-scoring single-head choice the caller's fixed choices allow (``tie`` wins
-    ties); None before any."""
-    singles = [c for c in search.oof if c.heads == 1 and _allowed(c, fixed)]
+    ties), among dense heads only when ``dense``; None before any."""
+    singles = [c for c in search.oof if c.heads == 1 and _allowed(c, fixed)
+               and (c.head == "dense" or not dense)]  # fmt: skip
     return max(singles, key=lambda c: (_score(search, c), c == tie)) if singles else None
 
 
 def _allowed(choice: Choice, fixed: Mapping[str, Any]) -> bool:
     """Whether ``choice`` keeps the epochs, class weights and training views the caller
     fixed."""
-    if "head_epochs" in fixed and choice.epochs != int(fixed["head_epochs"]):
+    # Epochs fixed by the caller fix a dense head's; a linear head's epochs are its
+    # solver's, and it is a candidate with them only when the caller asked for it.
+    wrong_epochs = "head_epochs" in fixed and choice.epochs != int(fixed["head_epochs"])
+    if wrong_epochs and (choice.head == "dense" or fixed.get("head") != "linear"):
+        return False
+    if "head" in fixed and choice.head != fixed["head"]:
         return False
     if choice.class_weight not in class_weights(fixed):
         return False
@@ -656,7 +677,8 @@ def _forget(search: Search, builder: _Builder, floor: Choice, fixed: Mapping[str
             keep.update(same[:MAX_MEMBERS])
     for pair in [p for p in search.features if p not in keep]:
         del search.features[pair]
-        builder.models.pop(pair, None)
+        for key in [k for k in builder.models if k[:2] == pair]:
+            del builder.models[key]
 
 
 # --------------------------------------------------------------------------- decision
@@ -738,6 +760,11 @@ def _final_model(
         features, labels, len(search.images.class_names), choice, units=builder.units,
         learning_rate=search.learning_rate, batch_size=batch_size, seed=seed,
     )  # fmt: skip
+    if choice.head == "linear":
+        model = builder.classifier(choice.backbone, choice.size, units=0)
+        model.get_layer(PREDICTIONS).set_weights(heads[0])
+        store_class_names(model, search.images.class_names)
+        return model
     model = builder.classifier(choice.backbone, choice.size)
     model.get_layer(HEAD_DENSE).set_weights(heads[0][:2])
     model.get_layer(PREDICTIONS).set_weights(heads[0][2:])
@@ -772,6 +799,7 @@ def _plan(
         fine_tune_epochs=int(tuned["epochs"]) if fine.get("wins") else 0,
         unfreeze=float(tuned["unfreeze"]) if fine.get("wins") else 0.0,
         head_learning_rate=lr, reasons={"choice": decision["why"]}, heads=choice.heads,
+        head=choice.head, inverse_l2=choice.inverse_l2,
     )  # fmt: skip
 
 
@@ -908,7 +936,10 @@ def train_auto(
         validation_split: Deprecated and unused: the recipe cross-validates.
         overrides: Choices to fix instead of measuring them: ``backbone``,
             ``size``, ``head_epochs``, ``augment`` (None, ``"flip"``,
-            ``"rotations"``), ``class_weight``, ``head_learning_rate``.
+            ``"rotations"``), ``class_weight``, ``head_learning_rate``, ``head``
+            (``"dense"``: Dense(128, relu) then softmax, as ``fit``; ``"linear"``: the
+            softmax alone, with a cross-validated L2 penalty; both are measured
+            otherwise, and only dense heads when ``head_epochs`` is set).
         out: A ``.keras`` path to save the model to (inside the budget).
         verbose: A progress bar for each caching pass: 1 (or ``"auto"``), or 0 for
             none (2 is as 1). The plan, each experiment and the report are logged at
@@ -1008,8 +1039,10 @@ def _search_then_fine_tune(
     skipped = _run_search(search, builder, timed, native, floor, fixed, end, frozen_until)
     choice, decision = _decide(search, floor, fixed)
     fine: dict[str, Any] = {"measured": False}
-    # Fine-tuning starts from the best single choice, and must beat what would be returned.
-    base = choice if isinstance(choice, Choice) else _best_single(search, decision["pool"])
+    # Fine-tuning starts from the best single dense choice (the head fit's fine_tune
+    # trains), and must beat what would be returned.
+    base = (choice if isinstance(choice, Choice) and choice.head == "dense"
+            else _best_single(search, decision["pool"]))  # fmt: skip
     base = base.single()  # fine-tuning trains one head
     cost = _pass_cost(search, base.backbone, base.size, timed, native)
     in_keras = _keras_cost(base.backbone, base.size, timed, native)
@@ -1116,10 +1149,11 @@ def _deeper(
 
 
 def _best_single(search: Search, pool: Mapping[Any, np.ndarray]) -> Choice:
-    """The single (not averaged) candidate with the best cross-validated score."""
+    """The single (not averaged) candidate with a dense head with the best cross-validated
+    score."""
     from ..evaluation._headcv import score
 
-    singles = [c for c in pool if isinstance(c, Choice)]
+    singles = [c for c in pool if isinstance(c, Choice) and c.head == "dense"]
     return max(singles, key=lambda c: score(search.metric, search.images.labels, pool[c]))
 
 
@@ -1206,7 +1240,8 @@ def _setup(
         images, stratified_folds(images.labels, k, seed), metric, builder.extractor, clock,
         deadline, seed=seed, learning_rate=float(fixed.get("head_learning_rate", 1e-3)),
         fixed_epochs=int(fixed["head_epochs"]) if "head_epochs" in fixed else None,
-        batch_size=batch_size,
+        batch_size=batch_size, linear=fixed.get("head") == "linear"
+        or ("head" not in fixed and "head_epochs" not in fixed),
     )  # fmt: skip
     search.latest = started + seconds * OVERRUN - SAVE_SECONDS
     logger.info(

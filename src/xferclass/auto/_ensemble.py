@@ -59,8 +59,9 @@ class Ensemble:
         return (
             "average of "
             + " + ".join(
-                f"[{m.backbone} {m.size} px, views {m.train_views}, weights {m.class_weight}, "
-                f"{m.epochs} epochs]"
+                f"[{m.backbone} {m.size} px, "
+                + (f"linear head (C={m.inverse_l2:g}), " if m.head == "linear" else "")
+                + f"views {m.train_views}, weights {m.class_weight}, {m.epochs} epochs]"
                 for m in self.members
             )
             + f", TTA {self.tta}"

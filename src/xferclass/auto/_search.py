@@ -24,7 +24,7 @@ from ..evaluation._auto_report import FIRST_UNFREEZE
 from ..evaluation._tta import VIEWS
 from ._features import FeatureSet, Images, extract
 
-__all__ = ["HEADS", "Choice", "Experiment", "Search", "VIEW_SETS"]
+__all__ = ["HEADS", "LINEAR_C", "Choice", "Experiment", "Search", "VIEW_SETS"]
 
 #: Views each training-view choice shows the head, and each TTA choice averages.
 VIEW_SETS: dict[str, tuple[str, ...]] = {
@@ -48,6 +48,28 @@ HEADS = 5
 #: first comparison measures it: 3.5e-8 was measured on 2 cores.
 CV_COST_PRIOR = 4e-8
 
+#: Inverse L2 strengths (scikit-learn's ``C``) of the linear heads compared: from
+#: strongly regularized to nearly free. On standardized pooled features the best one
+#: ranged from 0.001 (generated defect grades) to 1 (digits).
+LINEAR_C = (0.001, 0.01, 0.1)
+
+#: Passes over the images (epochs times training views) of a linear head, and Adam's
+#: learning rate, decayed to 0 along a cosine over them: enough for the convex problem to
+#: settle near its optimum (within a few hundredths of scikit-learn's probabilities at
+#: ``C`` up to 0.01), which a constant rate does not reach.
+LINEAR_PASSES = 40
+LINEAR_RATE = 3e-3
+
+#: Fewest optimizer steps of a linear head: on a few hundred images 40 passes are too few
+#: steps for the weakly penalized heads to get near their optimum. At most
+#: :data:`LINEAR_MAX_EPOCHS` epochs, though: each costs a fixed overhead.
+LINEAR_MIN_STEPS = 1000
+LINEAR_MAX_EPOCHS = 200
+
+#: Seconds per row shown to one comparison's linear heads before one measures it
+#: (1.1e-4 was measured on 2 cores for 4 heads on 1,078 rows).
+LINEAR_COST_PRIOR = 2e-4
+
 
 @dataclass(frozen=True, order=True)
 class Choice:
@@ -63,6 +85,10 @@ class Choice:
         tta: ``"none"``, ``"flip"`` or ``"rotations"``.
         heads: Heads trained alike from different initial weights whose
             probabilities are averaged (1: one head).
+        head: ``"dense"`` (Dense(units, relu) then the softmax Dense, as
+            :func:`xferclass.build_classifier` makes it) or ``"linear"`` (the softmax
+            Dense alone, trained on standardized features with an L2 penalty).
+        inverse_l2: A linear head's ``C`` (see :data:`LINEAR_C`); 0 for a dense head.
     """
 
     backbone: str
@@ -72,22 +98,27 @@ class Choice:
     epochs: int
     tta: str
     heads: int = 1
+    head: str = "dense"
+    inverse_l2: float = 0.0
 
     def label(self) -> str:
-        """One line: backbone, size, training views, class weights, epochs, TTA and heads."""
+        """One line: backbone, size, head, training views, class weights, epochs, TTA and
+        heads."""
         heads = f", {self.heads} heads averaged" if self.heads > 1 else ""
+        kind = f", linear head (C={self.inverse_l2:g})" if self.head == "linear" else ""
         return (
-            f"{self.backbone} {self.size} px, train views {self.train_views}, class weights "
-            f"{self.class_weight}, {self.epochs} epochs, TTA {self.tta}{heads}"
+            f"{self.backbone} {self.size} px{kind}, train views {self.train_views}, class "
+            f"weights {self.class_weight}, {self.epochs} epochs, TTA {self.tta}{heads}"
         )
 
     def single(self) -> Choice:
         """The same choice with one head."""
         return dataclasses.replace(self, heads=1)
 
-    def recipe(self) -> tuple[str, int, str, str]:
+    def recipe(self) -> tuple[str, int, str, str, str, float]:
         """What its heads are trained on and with (every epoch and TTA share it)."""
-        return (self.backbone, self.size, self.train_views, self.class_weight)
+        return (self.backbone, self.size, self.train_views, self.class_weight, self.head,
+                self.inverse_l2)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -132,6 +163,7 @@ class Search:
         verbose: 1 shows a progress bar for each caching pass.
         latest: When the run must end at the very latest (the budget with its allowed
             overrun, less the time to save): the floor, which must run, may run until then.
+        linear: Compare linear heads (:data:`LINEAR_C`) beside the dense ones.
     """
 
     images: Images
@@ -148,14 +180,16 @@ class Search:
     batch_size: int = 32
     verbose: int = 0
     latest: float = math.inf
+    linear: bool = True
     features: dict[tuple[str, int], FeatureSet] = field(default_factory=dict)
     oof: dict[Choice, np.ndarray] = field(default_factory=dict)
     seconds: dict[Choice, float] = field(default_factory=dict)
     log: list[dict[str, Any]] = field(default_factory=list)
     cv_cost: float = CV_COST_PRIOR
+    linear_cost: float = LINEAR_COST_PRIOR
     pass_cost: dict[tuple[str, int], float] = field(default_factory=dict)
     done: set[Experiment] = field(default_factory=set)
-    averaged: set[tuple[str, int, str, str]] = field(default_factory=set)
+    averaged: set[tuple[str, int, str, str, str, float]] = field(default_factory=set)
 
     # ----------------------------------------------------------------- estimates
 
@@ -167,7 +201,22 @@ class Search:
         for name in experiment.train_views:
             views = len(VIEW_SETS[name])
             total += heads * rows * views * max(self.epoch_choices(views)) * dim
-        return total * self.cv_cost
+        return total * self.cv_cost + self.linear_seconds(experiment)
+
+    def linear_seconds(self, experiment: Experiment) -> float:
+        """Estimated seconds of the linear heads of ``experiment``'s comparison."""
+        if not self.linear:
+            return 0.0
+        rows = len(self.images.paths)
+        return (
+            sum(
+                rows
+                * len(VIEW_SETS[name])
+                * linear_epochs(len(VIEW_SETS[name]), rows, self.batch_size)
+                for name in experiment.train_views
+            )
+            * self.linear_cost
+        )
 
     def heads_seconds(self, choice: Choice, dim: int) -> float:
         """Estimated seconds to train :data:`HEADS` - 1 more heads of ``choice`` per fold."""
@@ -207,12 +256,21 @@ class Search:
         found: dict[Choice, np.ndarray] = {}
         for name in experiment.train_views:
             found.update(self._compare(features, name, experiment.class_weights))
+        dense = self.clock() - cached
+        if self.linear:
+            for name in experiment.train_views:
+                found.update(self._compare_linear(features, name, experiment.class_weights))
+            linear = self.clock() - cached - dense
+            if linear > 0.5:
+                self.linear_cost *= linear / self.linear_seconds(experiment)
         self.oof.update(found)
         spent = self.clock() - cached
         dim = int(next(iter(features.views.values())).shape[1])
-        measured = self.cv_seconds(experiment, dim) / self.cv_cost
-        if measured > 0 and spent > 0.5:
-            self.cv_cost = spent / measured
+        measured = (self.cv_seconds(experiment, dim) - self.linear_seconds(experiment)) / (
+            self.cv_cost
+        )
+        if measured > 0 and dense > 0.5:
+            self.cv_cost = dense / measured
         best = max(found, key=lambda c: _headcv.score(self.metric, self.images.labels,
                                                       found[c]))  # fmt: skip
         entry = {
@@ -306,9 +364,54 @@ class Search:
                     found[choice] = _out_of_fold(result.probabilities[epoch], c * folds, name, fold)
         return found
 
+    def _compare_linear(
+        self, features: FeatureSet, train_views: str, class_weights: Sequence[str]
+    ) -> dict[Choice, np.ndarray]:
+        """Out-of-fold probabilities of a linear head per (class weight, ``C``, TTA) on
+        ``train_views``: one stack of every class weight, ``C`` and fold."""
+        labels, fold = self.images.labels, self.fold
+        classes = len(self.images.class_names)
+        folds = int(fold.max() + 1)
+        recipes = [(kind, c) for kind in class_weights for c in LINEAR_C]
+        rows = [row for kind, _ in recipes for row in _fold_weights(labels, fold, classes, kind)]
+        views = VIEW_SETS[train_views]
+        tta = _tta_sets(features)
+        epochs = linear_epochs(len(views), len(labels), self.batch_size)
+        result = _headcv.train_stacked_heads(
+            features.views, labels, np.stack(rows), train_views=views, eval_sets=tta,
+            classes=classes, epochs=epochs, units=0,
+            learning_rate=linear_rate(epochs, len(labels) * len(views), self.batch_size),
+            batch_size=self.batch_size, seed=self.seed, record_epochs=[epochs],
+            inverse_l2=[c for _, c in recipes for _ in range(folds)], standardize=True,
+        )  # fmt: skip
+        found: dict[Choice, np.ndarray] = {}
+        for r, (kind, c) in enumerate(recipes):
+            for name in tta:
+                choice = Choice(features.backbone, features.size, train_views, kind, epochs,
+                                name, head="linear", inverse_l2=c)  # fmt: skip
+                found[choice] = _out_of_fold(result.probabilities[epochs], r * folds, name, fold)
+        return found
+
     def selection(self, prefer: Sequence[Choice]) -> _headcv.Selection:
         """The best choice measured so far, with its honest estimate."""
         return _headcv.select(self.oof, self.images.labels, self.fold, self.metric, prefer=prefer)
+
+
+def linear_epochs(views: int, images: int, batch_size: int) -> int:
+    """Epochs of a linear head trained on ``images`` images in ``views`` views:
+    :data:`LINEAR_PASSES` passes, or more for :data:`LINEAR_MIN_STEPS` steps."""
+    steps = -(-images * views // batch_size)
+    wanted = max(round(LINEAR_PASSES / views), -(-LINEAR_MIN_STEPS // steps))
+    return max(1, min(LINEAR_MAX_EPOCHS, wanted))
+
+
+def linear_rate(epochs: int, rows: int, batch_size: int) -> Any:
+    """A linear head's learning rate: :data:`LINEAR_RATE`, decayed to 0 along a cosine
+    over ``epochs`` epochs of ``rows`` rows."""
+    import keras
+
+    steps = epochs * -(-rows // batch_size)
+    return keras.optimizers.schedules.CosineDecay(LINEAR_RATE, decay_steps=steps)
 
 
 def _fold_weights(
@@ -354,9 +457,19 @@ def train_final_head(
     seed: int,
 ) -> list[list[np.ndarray]]:
     """The ``choice.heads`` heads of ``choice`` trained on every image, as the comparison
-    trained each fold's (one stack, each head from its own initial weights)."""
+    trained each fold's (one stack, each head from its own initial weights). A linear
+    head comes as the ``[kernel, bias]`` of a softmax Dense on the raw features."""
     views = VIEW_SETS[choice.train_views]
     weights = _headcv.class_weight_vector(labels, classes, choice.class_weight)[labels]
+    if choice.head == "linear":
+        result = _headcv.train_stacked_heads(
+            features.views, labels, weights[None], train_views=views, eval_sets={},
+            classes=classes, epochs=choice.epochs, units=0,
+            learning_rate=linear_rate(choice.epochs, len(labels) * len(views), batch_size),
+            batch_size=batch_size, seed=seed, inverse_l2=[choice.inverse_l2],
+            standardize=True,
+        )  # fmt: skip
+        return [_headcv.linear_weights(result, 0)]
     result = _headcv.train_stacked_heads(
         features.views, labels, np.tile(weights, (choice.heads, 1)), train_views=views,
         eval_sets={}, classes=classes, epochs=choice.epochs, units=units,
@@ -441,5 +554,5 @@ def as_mapping(choice: Choice) -> Mapping[str, Any]:
     return {
         "backbone": choice.backbone, "size": choice.size, "train_views": choice.train_views,
         "class_weight": choice.class_weight, "epochs": choice.epochs, "tta": choice.tta,
-        "heads": choice.heads,
+        "heads": choice.heads, "head": choice.head, "inverse_l2": choice.inverse_l2,
     }  # fmt: skip

@@ -33,6 +33,7 @@ __all__ = [
     "METRICS",
     "Selection",
     "class_weight_vector",
+    "linear_weights",
     "paired_se",
     "score",
     "select",
@@ -169,17 +170,26 @@ def paired_se(
 # --------------------------------------------------------------------------- training
 
 
-def _stacked_model(heads: int, dim: int, units: int, classes: int, seed: int) -> Any:
+def _stacked_model(
+    heads: int, dim: int, units: int, classes: int, seed: int, l2: np.ndarray | None = None
+) -> Any:
+    """The stack: Dense(units, relu) when ``units``, then the softmax Dense, per head;
+    ``l2`` (one strength per head) adds ``l2[h] * sum(kernel[h] ** 2)`` of the softmax
+    Dense to the loss (a linear head's ridge penalty)."""
     import keras
 
     class StackedDense(keras.layers.Layer):
         """``heads`` independent Dense layers applied to one input (or one per head)."""
 
-        def __init__(self, heads: int, units: int, activation: str, seed: int, **kw: Any):
+        def __init__(
+            self, heads: int, units: int, activation: str, seed: int,
+            l2: np.ndarray | None = None, **kw: Any,
+        ) -> None:  # fmt: skip
             super().__init__(**kw)
             self.heads, self.units = heads, units
             self.activation = keras.activations.get(activation)
             self.seed = seed
+            self.l2 = None if l2 is None else np.asarray(l2, np.float32).reshape(heads, 1, 1)
 
         def build(self, shape: Any) -> None:
             fan_in = int(shape[-1])
@@ -187,10 +197,14 @@ def _stacked_model(heads: int, dim: int, units: int, classes: int, seed: int) ->
             # the (heads, fan_in, units) tensor would count the heads as a receptive
             # field and shrink every head's weights by sqrt(heads).
             limit = math.sqrt(6.0 / (fan_in + self.units))
+            # A penalized linear head starts at 0, its optimum's neighbourhood, as
+            # scikit-learn's solvers do: random starts would need steps to shrink.
+            start = (
+                keras.initializers.Zeros() if self.l2 is not None
+                else keras.initializers.RandomUniform(-limit, limit, seed=self.seed)
+            )  # fmt: skip
             self.kernel = self.add_weight(
-                shape=(self.heads, fan_in, self.units),
-                initializer=keras.initializers.RandomUniform(-limit, limit, seed=self.seed),
-                name="kernel",
+                shape=(self.heads, fan_in, self.units), initializer=start, name="kernel"
             )
             self.bias = self.add_weight(shape=(self.heads, self.units), initializer="zeros",
                                         name="bias")  # fmt: skip
@@ -201,13 +215,15 @@ def _stacked_model(heads: int, dim: int, units: int, classes: int, seed: int) ->
                 y = ops.einsum("nd,hdu->nhu", x, self.kernel)
             else:
                 y = ops.einsum("nhd,hdu->nhu", x, self.kernel)
+            if self.l2 is not None:
+                self.add_loss(ops.sum(ops.square(self.kernel) * self.l2))
             return self.activation(y + self.bias)
 
     inputs = keras.Input((dim,))
     x = inputs
     if units:
         x = StackedDense(heads, units, "relu", seed)(x)
-    outputs = StackedDense(heads, classes, "softmax", seed + 1)(x)
+    outputs = StackedDense(heads, classes, "softmax", seed + 1, l2=l2)(x)
     return keras.Model(inputs, outputs)
 
 
@@ -259,11 +275,32 @@ class StackedResult:
 
     probabilities: dict[int, list[dict[str, np.ndarray]]]
     weights: list[np.ndarray]
+    #: ``(mean, scale)`` of the features when standardized, else None.
+    scaling: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def head_weights(weights: Sequence[np.ndarray], head: int) -> list[np.ndarray]:
     """Head ``head``'s weights in the order of a Dense(units) then Dense(classes) head."""
     return [np.asarray(w[head]) for w in weights]
+
+
+def linear_weights(result: StackedResult, head: int) -> list[np.ndarray]:
+    """A linear head's ``[kernel, bias]`` for a softmax Dense on the raw features: the
+    standardization it was trained behind folded into the weights."""
+    kernel, bias = (np.asarray(w[head], np.float64) for w in result.weights)
+    if result.scaling is not None:
+        mean, scale = (np.asarray(v, np.float64) for v in result.scaling)
+        kernel = kernel / scale[:, None]
+        bias = bias - mean @ kernel
+    return [kernel.astype(np.float32), bias.astype(np.float32)]
+
+
+def standardization(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's mean and standard deviation over ``rows`` (1 where a column is
+    constant): what :func:`train_stacked_heads` standardizes by."""
+    mean = rows.mean(axis=0, dtype=np.float64)
+    scale = rows.std(axis=0, dtype=np.float64)
+    return mean.astype(np.float32), np.where(scale > 1e-6, scale, 1.0).astype(np.float32)
 
 
 def train_stacked_heads(
@@ -281,6 +318,8 @@ def train_stacked_heads(
     seed: int = 0,
     record_epochs: Sequence[int] | None = None,
     on_epoch: Callable[[int], None] | None = None,
+    inverse_l2: Sequence[float] | None = None,
+    standardize: bool = False,
 ) -> StackedResult:
     """Train one stack of heads on cached features and record their probabilities.
 
@@ -302,17 +341,35 @@ def train_stacked_heads(
         record_epochs: Epochs (from 1) after which to record the probabilities;
             None: every epoch.
         on_epoch: Called with the epoch number after each epoch.
+        inverse_l2: One ``C`` per head: the softmax Dense's kernel is penalized by
+            ``sum(kernel ** 2) / (2 * C * rows)``, ``rows`` being the rows of an epoch,
+            which is scikit-learn's ``LogisticRegression(C=C)`` objective on those rows
+            (divided by ``C * rows``). None: no penalty.
+        standardize: Train on the features minus their mean over the training views'
+            rows, divided by their standard deviation (see :func:`linear_weights`).
     """
     import keras
 
     heads, count = row_weights.shape
     dim = int(next(iter(views.values())).shape[1])
+    x = np.concatenate([views[name] for name in train_views]).astype(np.float32)
+    scaling = standardization(x) if standardize else None
+    if scaling is not None:
+        mean, scale = scaling
+        x = (x - mean) / scale
+        views = {name: (values - mean) / scale for name, values in views.items()}
+    l2 = None
+    if inverse_l2 is not None:
+        if len(inverse_l2) != heads or min(inverse_l2) <= 0:
+            raise InvalidArgumentError(
+                f"inverse_l2 needs one positive C per head ({heads}), got {list(inverse_l2)}"
+            )
+        l2 = 1.0 / (2.0 * np.asarray(inverse_l2, np.float64) * len(x))
     keras.utils.set_random_seed(seed)
-    model = _stacked_model(heads, dim, units, classes, seed)
+    model = _stacked_model(heads, dim, units, classes, seed, l2=l2)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=_stacked_loss)
     onehot = np.eye(classes, dtype=np.float32)[labels]
     targets = onehot[:, None, :] * row_weights.T[:, :, None].astype(np.float32)
-    x = np.concatenate([views[name] for name in train_views]).astype(np.float32)
     y = np.concatenate([targets] * len(train_views))
     recorded: dict[int, list[dict[str, np.ndarray]]] = {}
     needed = sorted({name for names in eval_sets.values() for name in names})
@@ -336,7 +393,7 @@ def train_stacked_heads(
     model.fit(_epochs(x, y, batch_size, seed), epochs=epochs, shuffle=False, verbose=0,
               callbacks=[callback])  # fmt: skip
     weights = [np.asarray(w) for w in model.get_weights()]
-    return StackedResult(probabilities=recorded, weights=weights)
+    return StackedResult(probabilities=recorded, weights=weights, scaling=scaling)
 
 
 # --------------------------------------------------------------------------- selection
