@@ -77,7 +77,12 @@ def tiny_backbone(input_shape: tuple[int, int, int], weights: object = None) -> 
 
 if "test_tiny" not in xferclass.list_backbones():
     xferclass.register_backbone(
-        "test_tiny", tiny_backbone, preprocess="unit", default_size=SIZE, family="test"
+        "test_tiny",
+        tiny_backbone,
+        preprocess="unit",
+        default_size=SIZE,
+        family="test",
+        taps=r"stem_relu|block1_relu|block2_add",
     )
 
 

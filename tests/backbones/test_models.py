@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import xferclass
-from helpers import SIZE, tiny_model
+from helpers import SIZE, tiny_arrays, tiny_model
 from xferclass.layers import Preprocessing
 from xferclass.models import split_classifier
 
@@ -166,3 +169,57 @@ def test_local_weights_file_round_trip(tmp_path):
     broken.write_bytes(b"not an h5 file")
     with pytest.raises(xferclass.WeightsUnavailableError, match="could not be loaded"):
         xferclass.build_classifier("mobilenet_v2", num_classes=3, weights=broken, input_size=32)
+
+
+# --------------------------------------------------------------------------- taps
+
+
+def test_taps_pool_every_block_output_then_the_last_layer_in_order() -> None:
+    from xferclass.backbones.models import BACKBONE, POOL, tap_widths
+
+    images, _ = tiny_arrays(6)
+    model = tiny_model(taps=True, head_units=0)
+    plain = tiny_model(head_units=0)
+    plain.get_layer(BACKBONE).set_weights(model.get_layer(BACKBONE).get_weights())
+    # stem_relu (8), block1_relu (16), block2_add (16), then the last layer (32).
+    assert tap_widths(model) == (8, 16, 16, 32) and tap_widths(plain) is None
+    pooled = keras.Model(model.input, model.get_layer(POOL).output).predict(images, verbose=0)
+    # The reference: each tap's feature map, averaged over height and width by NumPy.
+    inner = model.get_layer(BACKBONE).layer
+    names = ["stem_relu", "block1_relu", "block2_add", "top_relu"]
+    maps = keras.Model(inner.input, [inner.get_layer(n).output for n in names])
+    unit = images / 255.0  # test_tiny's preprocessing ("unit")
+    expected = np.concatenate([np.asarray(m).mean(axis=(1, 2)) for m in maps(unit)], axis=1)
+    np.testing.assert_allclose(pooled, expected, atol=1e-5)
+    # The last layer's columns are what the model without taps pools.
+    last = keras.Model(plain.input, plain.get_layer(POOL).output).predict(images, verbose=0)
+    np.testing.assert_allclose(pooled[:, -32:], last, atol=1e-5)
+
+
+def test_a_model_with_taps_fits_saves_and_exports_the_same_probabilities(
+    tmp_path: Path,
+) -> None:
+    from helpers import RUNNERS
+
+    images, onehot = tiny_arrays(24)
+    model = tiny_model(taps=True)
+    xferclass.fit(model, tf.data.Dataset.from_tensor_slices((images, onehot)).batch(8),
+                  epochs=2, verbose=0)  # fmt: skip
+    expected = model.predict(images, verbose=0)
+    model.save(tmp_path / "taps.keras")
+    again = keras.saving.load_model(tmp_path / "taps.keras")
+    np.testing.assert_allclose(again.predict(images, verbose=0), expected, atol=1e-5)
+    for format in ("onnx", "saved_model"):
+        (artifact, *_) = xferclass.export(model, tmp_path / format, format=format)
+        np.testing.assert_allclose(RUNNERS[format](artifact, images), expected, atol=1e-4)
+
+
+def test_taps_are_refused_where_they_cannot_work() -> None:
+    with pytest.raises(xferclass.InvalidArgumentError, match="has no block outputs"):
+        xferclass.build_classifier("mobilenet_v2", num_classes=3, weights=None, taps=True)
+    with pytest.raises(xferclass.InvalidArgumentTypeError, match="taps="):
+        tiny_model(taps="yes")
+    images, onehot = tiny_arrays(8)
+    dataset = tf.data.Dataset.from_tensor_slices((images, onehot)).batch(8)
+    with pytest.raises(xferclass.InvalidArgumentError, match="fine_tune takes a model"):
+        xferclass.fine_tune(tiny_model(taps=True), dataset, fine_tune_epochs=1, verbose=0)

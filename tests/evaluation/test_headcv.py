@@ -551,34 +551,43 @@ def test_linear_choices_are_scored_out_of_fold_beside_the_dense_ones() -> None:
     assert min(_headcv.score("accuracy", labels, p) for p in found.values()) > 0.9
 
 
+@pytest.mark.parametrize("depth", ["last", "every"])
 def test_the_final_linear_head_is_a_softmax_on_the_raw_features_and_saves(
-    tmp_path: Path,
+    tmp_path: Path, depth: str
 ) -> None:
-    import keras
-
+    from conftest import make_shape_dataset
     from xferclass.auto import _Builder, _final_model
-    from xferclass.models import HEAD_DENSE, POOL
+    from xferclass.auto._features import Images, extract
+    from xferclass.models import HEAD_DENSE
     from xferclass.saving import load_model
 
-    images, onehot = tiny_arrays(30)
-    labels = onehot.argmax(1)
+    root = make_shape_dataset(tmp_path / "data", per_class=10)
+    files = sorted(root.rglob("*.png"))
+    names = sorted({p.parent.name for p in files})
+    labels = np.array([names.index(p.parent.name) for p in files])
+    images = Images(tuple(map(str, files)), labels, tuple(names), ("train",) * len(files))
     builder = _Builder(3, None, 128)
-    pooled = builder.extractor("test_tiny", 32)
-    features = FeatureSet("test_tiny", 32, {"plain": np.asarray(pooled.predict(images, verbose=0))})
-    search, _ = _random_search(30, seed=0)
-    search.images = dataclasses.replace(search.images, labels=labels)
+    features = FeatureSet("test_tiny", 32)
+    extract(features, images, ["plain"], extractor=builder.extractor("test_tiny", 32),
+            batch_size=8, clock=lambda: 0.0, engine="keras")  # fmt: skip
+    # One pass cached the last layer's columns and every block's (test_tiny has taps).
+    assert features.views["plain"].shape == (len(files), 32)
+    assert features.every_depth()["plain"].shape == (len(files), 8 + 16 + 16 + 32)
+    search, _ = _random_search(len(files), seed=0)
+    search.images = images
     search.features = {("test_tiny", 32): features}
-    choice = Choice("test_tiny", 32, "plain", "none", 40, "none", head="linear", inverse_l2=0.1)
+    choice = Choice("test_tiny", 32, "plain", "none", 40, "none", head="linear",
+                    inverse_l2=0.1, depth=depth)  # fmt: skip
     model = _final_model(search, builder, choice, seed=0, batch_size=8)
     assert HEAD_DENSE not in [layer.name for layer in model.layers]
     (head,) = train_final_head(features, labels, 3, choice, units=128, learning_rate=1e-3,
                                batch_size=8, seed=0)  # fmt: skip
-    logits = features.views["plain"].astype(np.float64) @ head[0] + head[1]
+    columns = features.every_depth() if depth == "every" else features.views
+    logits = columns["plain"].astype(np.float64) @ head[0] + head[1]
     expected = np.exp(logits - logits.max(1, keepdims=True))
     expected /= expected.sum(1, keepdims=True)
-    np.testing.assert_allclose(model.predict(images, verbose=0), expected, atol=1e-4)
-    pooled = keras.Model(model.input, model.get_layer(POOL).output)
-    assert pooled.output.shape[-1] == head[0].shape[0]
+    got = xferclass.predict(model, [str(p) for p in files]).probabilities
+    np.testing.assert_allclose(got, expected, atol=1e-4)
     model.save(tmp_path / "linear.keras")
-    again = load_model(tmp_path / "linear.keras")
-    np.testing.assert_allclose(again.predict(images, verbose=0), expected, atol=1e-4)
+    again = xferclass.predict(load_model(tmp_path / "linear.keras"), [str(p) for p in files])
+    np.testing.assert_allclose(again.probabilities, expected, atol=1e-4)

@@ -228,6 +228,8 @@ class AutoPlan:
         head: ``"dense"`` (Dense(128, relu) then the softmax Dense) or ``"linear"`` (the
             softmax Dense alone, trained with an L2 penalty on standardized features).
         inverse_l2: A linear head's ``C``, the inverse of its L2 strength (0 for dense).
+        depth: What a linear head reads: ``"last"`` (the last layer's pooled output) or
+            ``"every"`` (every block's too: the model is built with ``taps=True``).
     """
 
     backbone: str
@@ -245,6 +247,7 @@ class AutoPlan:
     heads: int = 1
     head: str = "dense"
     inverse_l2: float = 0.0
+    depth: str = "last"
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON-ready data."""
@@ -441,31 +444,46 @@ class _Builder:
         self.num_classes, self.weights, self.units = num_classes, weights, units
         self.models: dict[tuple[Any, ...], Any] = {}
 
-    def classifier(self, name: str, size: int, units: int | None = None) -> Any:
+    def classifier(
+        self, name: str, size: int, units: int | None = None, *, taps: bool = False
+    ) -> Any:
         """The classifier of ``name`` at ``size`` with a Dense(``units``) head (the
-        builder's units by default; 0: a linear head)."""
+        builder's units by default; 0: a linear head), pooling every block's output too
+        when ``taps``."""
         from ..backbones.models import build_classifier
 
         units = self.units if units is None else units
-        key = (name, size) if units == self.units else (name, size, units)
+        key = (name, size) if (units, taps) == (self.units, False) else (name, size, units, taps)
         if key not in self.models:
             self.models[key] = build_classifier(
                 name, num_classes=self.num_classes, weights=self.weights, input_size=size,
-                head_units=units,
+                head_units=units, taps=taps,
             )  # fmt: skip
         return self.models[key]
 
     def extractor(self, name: str, size: int) -> Any:
+        """The model up to the pooled features that the search caches: every block's
+        output and the last layer's where the backbone has taps, else the last layer's."""
         import keras
 
+        from ..backbones._registry import get_backbone
         from ..backbones.models import POOL
 
-        model = self.classifier(name, size)
+        taps = get_backbone(name).taps is not None
+        model = self.classifier(name, size, 0 if taps else None, taps=taps)
         return keras.Model(model.input, model.get_layer(POOL).output)
 
     def dim(self, name: str) -> int:
+        """Width of the last layer's pooled features of ``name`` (1280 before any is
+        built)."""
+        from ..backbones.models import tap_widths
+
         sizes = [key[1] for key in self.models if key[0] == name]
-        return int(self.extractor(name, sizes[0]).output.shape[-1]) if sizes else 1280
+        if not sizes:
+            return 1280
+        extractor = self.extractor(name, sizes[0])
+        widths = tap_widths(extractor)
+        return int(widths[-1] if widths else extractor.output.shape[-1])
 
 
 def _time_forward(model: Any, images: Any, clock: Callable[[], float]) -> float:
@@ -576,7 +594,7 @@ def _fill_with_heads(search: Search, builder: _Builder, fixed: Mapping[str, Any]
     """Spend the time no caching experiment fitted in: averaged heads of the next-best
     recipes not yet averaged, best first, on features still cached, while they fit. Each
     is one more candidate, and a member the averages of backbones can take."""
-    recipes: dict[tuple[str, int, str, str, str, float], Choice] = {}
+    recipes: dict[tuple[str, int, str, str, str, float, str], Choice] = {}
     for choice in sorted((c for c in search.oof if c.heads == 1 and _allowed(c, fixed)),
                          key=lambda c: -_score(search, c)):  # fmt: skip
         recipes.setdefault(choice.recipe(), choice)
@@ -761,7 +779,8 @@ def _final_model(
         learning_rate=search.learning_rate, batch_size=batch_size, seed=seed,
     )  # fmt: skip
     if choice.head == "linear":
-        model = builder.classifier(choice.backbone, choice.size, units=0)
+        every = choice.depth == "every"
+        model = builder.classifier(choice.backbone, choice.size, units=0, taps=every)
         model.get_layer(PREDICTIONS).set_weights(heads[0])
         store_class_names(model, search.images.class_names)
         return model
@@ -799,7 +818,7 @@ def _plan(
         fine_tune_epochs=int(tuned["epochs"]) if fine.get("wins") else 0,
         unfreeze=float(tuned["unfreeze"]) if fine.get("wins") else 0.0,
         head_learning_rate=lr, reasons={"choice": decision["why"]}, heads=choice.heads,
-        head=choice.head, inverse_l2=choice.inverse_l2,
+        head=choice.head, inverse_l2=choice.inverse_l2, depth=choice.depth,
     )  # fmt: skip
 
 

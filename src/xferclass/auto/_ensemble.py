@@ -60,7 +60,12 @@ class Ensemble:
             "average of "
             + " + ".join(
                 f"[{m.backbone} {m.size} px, "
-                + (f"linear head (C={m.inverse_l2:g}), " if m.head == "linear" else "")
+                + (
+                    f"linear head{' on every block' if m.depth == 'every' else ''} "
+                    f"(C={m.inverse_l2:g}), "
+                    if m.head == "linear"
+                    else ""
+                )
                 + f"views {m.train_views}, weights {m.class_weight}, {m.epochs} epochs]"
                 for m in self.members
             )

@@ -64,6 +64,16 @@ class FeatureSet:
     seconds: dict[str, float] = field(default_factory=dict)
     #: What each view's pass ran on (``"keras"``, ``"openvino-bf16"``, ...).
     engines: dict[str, str] = field(default_factory=dict)
+    #: The pooled outputs of the backbone's blocks per view, ``(images, columns)``, when
+    #: the extractor pools them (``build_classifier(..., taps=True)``); ``views`` holds
+    #: the last layer's either way.
+    taps: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def every_depth(self) -> dict[str, np.ndarray]:
+        """Per view, the pooled outputs of every block then of the last layer, as a model
+        built with ``taps=True`` pools them; empty when no taps were cached."""
+        return {name: np.concatenate([self.taps[name], self.views[name]], axis=1)
+                for name in self.views if name in self.taps}  # fmt: skip
 
     @property
     def seconds_per_image(self) -> float:
@@ -87,10 +97,13 @@ def extract(
 
     One pass over the files serves every view asked for: each batch is decoded
     once and each of its views runs through ``extractor`` (the classifier up to
-    its pooling layer) on ``engine``; ``verbose`` 1 shows a progress bar.
+    its pooling layer) on ``engine``; ``verbose`` 1 shows a progress bar. An
+    extractor that pools its blocks' outputs too (``taps=True``) fills ``features.taps``
+    in the same pass.
     """
     import keras
 
+    from ..backbones.models import tap_widths
     from ..evaluation._tta import view
     from ..runtime._common import engine_used, forward_function
 
@@ -112,7 +125,12 @@ def extract(
             rows[name].append(np.asarray(forward(view(batch, name)), np.float32))
         progress.update(step)
     spent = (clock() - start) / len(wanted)
+    widths = tap_widths(extractor)
     for name in wanted:
-        features.views[name] = np.concatenate(rows[name])
+        found = np.concatenate(rows[name])
+        if widths is not None:  # every block's columns, then the last layer's
+            features.taps[name] = found[:, : -widths[-1]]
+            found = found[:, -widths[-1] :]
+        features.views[name] = found
         features.seconds[name] = spent
         features.engines[name] = engine_used(forward)

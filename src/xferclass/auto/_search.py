@@ -89,6 +89,8 @@ class Choice:
             :func:`xferclass.build_classifier` makes it) or ``"linear"`` (the softmax
             Dense alone, trained on standardized features with an L2 penalty).
         inverse_l2: A linear head's ``C`` (see :data:`LINEAR_C`); 0 for a dense head.
+        depth: What a linear head reads: ``"last"`` (the last layer's pooled output) or
+            ``"every"`` (every block's and the last layer's: ``taps=True``).
     """
 
     backbone: str
@@ -100,12 +102,16 @@ class Choice:
     heads: int = 1
     head: str = "dense"
     inverse_l2: float = 0.0
+    depth: str = "last"
 
     def label(self) -> str:
         """One line: backbone, size, head, training views, class weights, epochs, TTA and
         heads."""
         heads = f", {self.heads} heads averaged" if self.heads > 1 else ""
-        kind = f", linear head (C={self.inverse_l2:g})" if self.head == "linear" else ""
+        kind = ""
+        if self.head == "linear":
+            where = " on every block's output" if self.depth == "every" else ""
+            kind = f", linear head{where} (C={self.inverse_l2:g})"
         return (
             f"{self.backbone} {self.size} px{kind}, train views {self.train_views}, class "
             f"weights {self.class_weight}, {self.epochs} epochs, TTA {self.tta}{heads}"
@@ -115,10 +121,10 @@ class Choice:
         """The same choice with one head."""
         return dataclasses.replace(self, heads=1)
 
-    def recipe(self) -> tuple[str, int, str, str, str, float]:
+    def recipe(self) -> tuple[str, int, str, str, str, float, str]:
         """What its heads are trained on and with (every epoch and TTA share it)."""
         return (self.backbone, self.size, self.train_views, self.class_weight, self.head,
-                self.inverse_l2)  # fmt: skip
+                self.inverse_l2, self.depth)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -189,7 +195,7 @@ class Search:
     linear_cost: float = LINEAR_COST_PRIOR
     pass_cost: dict[tuple[str, int], float] = field(default_factory=dict)
     done: set[Experiment] = field(default_factory=set)
-    averaged: set[tuple[str, int, str, str, str, float]] = field(default_factory=set)
+    averaged: set[tuple[str, int, str, str, str, float, str]] = field(default_factory=set)
 
     # ----------------------------------------------------------------- estimates
 
@@ -204,7 +210,8 @@ class Search:
         return total * self.cv_cost + self.linear_seconds(experiment)
 
     def linear_seconds(self, experiment: Experiment) -> float:
-        """Estimated seconds of the linear heads of ``experiment``'s comparison."""
+        """Estimated seconds of the linear heads of ``experiment``'s comparison (its rows
+        times :attr:`linear_cost`, the seconds per row of every depth compared)."""
         if not self.linear:
             return 0.0
         rows = len(self.images.paths)
@@ -367,8 +374,9 @@ class Search:
     def _compare_linear(
         self, features: FeatureSet, train_views: str, class_weights: Sequence[str]
     ) -> dict[Choice, np.ndarray]:
-        """Out-of-fold probabilities of a linear head per (class weight, ``C``, TTA) on
-        ``train_views``: one stack of every class weight, ``C`` and fold."""
+        """Out-of-fold probabilities of a linear head per (depth, class weight, ``C``, TTA)
+        on ``train_views``: one stack of every class weight, ``C`` and fold per depth (the
+        last layer, and every block's output when they were cached)."""
         labels, fold = self.images.labels, self.fold
         classes = len(self.images.class_names)
         folds = int(fold.max() + 1)
@@ -377,24 +385,36 @@ class Search:
         views = VIEW_SETS[train_views]
         tta = _tta_sets(features)
         epochs = linear_epochs(len(views), len(labels), self.batch_size)
-        result = _headcv.train_stacked_heads(
-            features.views, labels, np.stack(rows), train_views=views, eval_sets=tta,
-            classes=classes, epochs=epochs, units=0,
-            learning_rate=linear_rate(epochs, len(labels) * len(views), self.batch_size),
-            batch_size=self.batch_size, seed=self.seed, record_epochs=[epochs],
-            inverse_l2=[c for _, c in recipes for _ in range(folds)], standardize=True,
-        )  # fmt: skip
         found: dict[Choice, np.ndarray] = {}
-        for r, (kind, c) in enumerate(recipes):
-            for name in tta:
-                choice = Choice(features.backbone, features.size, train_views, kind, epochs,
-                                name, head="linear", inverse_l2=c)  # fmt: skip
-                found[choice] = _out_of_fold(result.probabilities[epochs], r * folds, name, fold)
+        for depth, columns in depths(features).items():
+            result = _headcv.train_stacked_heads(
+                columns, labels, np.stack(rows), train_views=views, eval_sets=tta,
+                classes=classes, epochs=epochs, units=0,
+                learning_rate=linear_rate(epochs, len(labels) * len(views), self.batch_size),
+                batch_size=self.batch_size, seed=self.seed, record_epochs=[epochs],
+                inverse_l2=[c for _, c in recipes for _ in range(folds)], standardize=True,
+            )  # fmt: skip
+            for r, (kind, c) in enumerate(recipes):
+                for name in tta:
+                    choice = Choice(features.backbone, features.size, train_views, kind,
+                                    epochs, name, head="linear", inverse_l2=c,
+                                    depth=depth)  # fmt: skip
+                    found[choice] = _out_of_fold(result.probabilities[epochs], r * folds,
+                                                 name, fold)  # fmt: skip
         return found
 
     def selection(self, prefer: Sequence[Choice]) -> _headcv.Selection:
         """The best choice measured so far, with its honest estimate."""
         return _headcv.select(self.oof, self.images.labels, self.fold, self.metric, prefer=prefer)
+
+
+def depths(features: FeatureSet) -> dict[str, dict[str, np.ndarray]]:
+    """The features a linear head can read, per depth: ``"last"`` always, ``"every"``
+    when every block's output was cached too."""
+    found = {"last": features.views}
+    if features.taps:
+        found["every"] = features.every_depth()
+    return found
 
 
 def linear_epochs(views: int, images: int, batch_size: int) -> int:
@@ -463,7 +483,7 @@ def train_final_head(
     weights = _headcv.class_weight_vector(labels, classes, choice.class_weight)[labels]
     if choice.head == "linear":
         result = _headcv.train_stacked_heads(
-            features.views, labels, weights[None], train_views=views, eval_sets={},
+            depths(features)[choice.depth], labels, weights[None], train_views=views, eval_sets={},
             classes=classes, epochs=choice.epochs, units=0,
             learning_rate=linear_rate(choice.epochs, len(labels) * len(views), batch_size),
             batch_size=batch_size, seed=seed, inverse_l2=[choice.inverse_l2],
@@ -555,4 +575,5 @@ def as_mapping(choice: Choice) -> Mapping[str, Any]:
         "backbone": choice.backbone, "size": choice.size, "train_views": choice.train_views,
         "class_weight": choice.class_weight, "epochs": choice.epochs, "tta": choice.tta,
         "heads": choice.heads, "head": choice.head, "inverse_l2": choice.inverse_l2,
+        "depth": choice.depth,
     }  # fmt: skip

@@ -104,6 +104,7 @@ def _register_builtins() -> None:
             family="efficientnet_lite",
             licence="Apache-2.0",
             extra="lite",
+            taps=r"block\d+_out",
         )
 
 

@@ -35,6 +35,9 @@ class BackboneSpec:
         family: Architecture family, for listing.
         licence: Licence of the pretrained weights.
         extra: The pip extra that the builder needs, if any.
+        taps: A regular expression matching (in full) the names of the backbone's layers
+            whose outputs are its blocks' outputs: ``build_classifier(..., taps=True)``
+            pools them too (features from every depth). None: the backbone has none.
     """
 
     name: str
@@ -47,6 +50,7 @@ class BackboneSpec:
     licence: str = ""
     extra: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+    taps: str | None = None
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
@@ -68,6 +72,7 @@ def register_backbone(
     licence: str = "",
     extra: str | None = None,
     overwrite: bool = False,
+    taps: str | None = None,
 ) -> BackboneSpec:
     """Add a backbone to the registry so that ``build_classifier`` can use it by name.
 
@@ -87,6 +92,9 @@ def register_backbone(
         licence: Licence of the pretrained weights.
         extra: Pip extra the builder needs, named in errors.
         overwrite: Replace an existing entry instead of raising.
+        taps: A regular expression matching, in full, the names of the layers whose
+            outputs are the blocks' outputs (``r"block\\d+_out"``): what
+            ``build_classifier(..., taps=True)`` pools beside the last layer.
 
     Returns:
         The registered :class:`BackboneSpec`.
@@ -137,6 +145,7 @@ def register_backbone(
         family=family,
         licence=licence,
         extra=extra,
+        taps=taps,
     )
     _REGISTRY[key] = spec
     return spec

@@ -16,6 +16,7 @@ from ..core._errors import InvalidArgumentError
 __all__ = [
     "PREPROCESS_MODES",
     "InferenceMode",
+    "PooledTaps",
     "Preprocessing",
     "TestTimeViews",
     "ViewMean",
@@ -171,6 +172,23 @@ class InferenceMode(keras.layers.Wrapper):
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return self.layer.compute_output_shape(input_shape)
+
+
+@keras.saving.register_keras_serializable(package="xferclass")
+class PooledTaps(keras.layers.Layer):
+    """Average-pools each of several feature maps and concatenates the results.
+
+    The pooling of :func:`xferclass.build_classifier`'s ``taps=True``: the backbone
+    returns the outputs of its blocks, shallowest first, then its last layer; each is
+    averaged over its height and width, and the columns follow in that order, so the
+    last layer's features are the last columns.
+    """
+
+    def call(self, inputs: Any) -> Any:
+        return ops.concatenate([ops.mean(x, axis=(1, 2)) for x in inputs], axis=-1)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return (input_shape[0][0], sum(int(shape[-1]) for shape in input_shape))
 
 
 def _crop(x: Any, where: str) -> Any:

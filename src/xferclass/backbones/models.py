@@ -19,9 +19,9 @@ from ..core._errors import (
 )
 from . import _backbones  # noqa: F401  (registers the built-in backbones)
 from ._registry import BackboneSpec, get_backbone
-from .layers import InferenceMode, Preprocessing
+from .layers import InferenceMode, PooledTaps, Preprocessing
 
-__all__ = ["build_classifier", "split_classifier", "ClassifierParts"]
+__all__ = ["build_classifier", "split_classifier", "tap_widths", "ClassifierParts"]
 
 #: Names of the layers that every model made by build_classifier has.
 PREPROCESSING = "preprocessing"
@@ -121,6 +121,7 @@ def build_classifier(
     strategy: Any = None,
     multi_label: bool = False,
     threshold: float = 0.5,
+    taps: bool = False,
 ) -> keras.Model:
     """Build an image classifier on a pretrained backbone.
 
@@ -153,6 +154,12 @@ def build_classifier(
             counts as present (:func:`xferclass.predict`'s ``label_sets``,
             F1 in :func:`xferclass.evaluate_regression_style`). It is stored in
             the model, with ``multi_label``, and travels with the saved file.
+        taps: Pool the output of every block of the backbone too, not only its last
+            layer (features from every depth): the backbone returns each block's
+            output and the pooling layer (:class:`~xferclass.layers.PooledTaps`)
+            averages and concatenates them, the last layer's columns last. For
+            backbones registered with ``taps`` (the EfficientNet-Lite family). Such a
+            model trains its head with ``fit``; ``fine_tune`` does not take it.
 
     Returns:
         An uncompiled ``keras.Model``; :func:`xferclass.fit` compiles it.
@@ -160,7 +167,8 @@ def build_classifier(
     Raises:
         BackboneNotFoundError: ``backbone`` is not registered.
         ValueError: ``num_classes``, ``head_units``, ``dropout`` or
-            ``input_size`` is out of range.
+            ``input_size`` is out of range, or ``taps`` is asked of a backbone that
+            has none.
         WeightsUnavailableError: The weights cannot be downloaded or read; the
             message names the offline options.
 
@@ -184,6 +192,13 @@ def build_classifier(
         raise InvalidArgumentError(f"threshold={threshold!r} must be strictly between 0 and 1")
     if not 0.0 <= float(dropout) < 1.0:
         raise InvalidArgumentError(f"dropout={dropout!r} must be in [0, 1)")
+    if not isinstance(taps, bool):
+        raise InvalidArgumentTypeError(f"taps={taps!r} must be True or False")
+    if taps and spec.taps is None:
+        raise InvalidArgumentError(
+            f"taps=True: backbone={spec.name!r} has no block outputs registered; "
+            "efficientnet_lite0, 1 and 2 have them (register_backbone(..., taps=...))"
+        )
     size = spec.default_size if input_size is None else as_size(input_size, "input_size")
     if min(size) < spec.min_size:
         raise InvalidArgumentError(
@@ -195,13 +210,15 @@ def build_classifier(
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope, _dtype_policy(mixed_precision):
         base = _build_backbone(spec, (size[0], size[1], 3), weights)
+        if taps:
+            base = _with_taps(base, str(spec.taps))
         wrapper = InferenceMode(base, name=BACKBONE)
         inputs = keras.Input(shape=(size[0], size[1], 3), name="image")
         x = Preprocessing(
             spec.preprocess, multi_label=multi_label, threshold=float(threshold), name=PREPROCESSING
         )(inputs)
         x = wrapper(x)
-        x = keras.layers.GlobalAveragePooling2D(name=POOL)(x)
+        x = (PooledTaps(name=POOL) if taps else keras.layers.GlobalAveragePooling2D(name=POOL))(x)
         if head_units:
             x = keras.layers.Dense(head_units, activation="relu", name=HEAD_DENSE)(x)
         if dropout:
@@ -217,6 +234,35 @@ def build_classifier(
         if train_backbone:
             _freeze_batch_norm(base)
     return model
+
+
+def _with_taps(backbone: keras.Model, pattern: str) -> keras.Model:
+    """``backbone`` returning the outputs of its layers named by ``pattern`` (in full), in
+    the order of its layers, then its own output: the same layers and weights."""
+    import re
+
+    names = [layer.name for layer in backbone.layers if re.fullmatch(pattern, layer.name)]
+    last = backbone.outputs[0]
+    outputs = [backbone.get_layer(name).output for name in names]
+    outputs = [x for x in outputs if x is not last]
+    if not outputs:
+        raise InvalidArgumentError(
+            f"taps={pattern!r} matches no layer of {backbone.name!r} but its last"
+        )
+    return keras.Model(backbone.input, [*outputs, last], name=backbone.name)
+
+
+def tap_widths(model: keras.Model) -> tuple[int, ...] | None:
+    """The widths of the pooled outputs of a model built with ``taps=True`` (or of a
+    model up to its pooling layer), shallowest first, the last layer last; None for a
+    model without taps."""
+    try:
+        pool = model.get_layer(POOL)
+    except ValueError:
+        return None
+    if not isinstance(pool, PooledTaps):
+        return None
+    return tuple(int(x.shape[-1]) for x in pool.input)
 
 
 def _freeze_batch_norm(backbone: keras.Model) -> None:

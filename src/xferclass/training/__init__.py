@@ -25,7 +25,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from ..backbones.models import ClassifierParts, split_classifier
+from ..backbones.models import ClassifierParts, split_classifier, tap_widths
 from ..core._checkpoint import save_model
 from ..core._compile import multi_label_class_weight_error, resolve_compile
 from ..core._errors import InvalidArgumentError, InvalidArgumentTypeError
@@ -470,6 +470,11 @@ def fine_tune(
         raise InvalidArgumentError(
             "fine_tune needs a model made by build_classifier (it finds the backbone); "
             "use fit for other models"
+        )
+    if tap_widths(model) is not None:
+        raise InvalidArgumentError(
+            "fine_tune takes a model built with taps=False: one built with taps=True pools "
+            "every block's output, and trains its head only (use fit)"
         )
     if isinstance(head_epochs, bool) or not isinstance(head_epochs, int) or head_epochs < 0:
         raise InvalidArgumentError(f"head_epochs={head_epochs!r} must be a non-negative int")
