@@ -21,6 +21,14 @@ Run::
         ordinal=/tmp/suite/ordinal clothing=../shared/data/clothing-dataset-small \\
         --budgets 1m 5m 15m --seeds 0 1 2
 
+``--before OLD.json`` compares the runs of ``--out`` with those of the recipe before a change
+(floor, before, after, per data set and budget) in the ``auto_depth`` section::
+
+    python benchmarks/bench_auto_suite.py --data digits=/tmp/suite/digits \
+        ordinal=/tmp/suite/ordinal --budgets 5m --seeds 0 1 2 --no-floor \
+        --out benchmarks/results/auto_depth_runs.json \
+        --before benchmarks/results/auto_suite.json
+
 ``--precisions f32 auto`` runs the recipe once per setting of ``XFERCLASS_PRECISION``
 (float32 only, then bfloat16 where it measures harmless), each from its own empty cache
 of converted models, and records how many experiments each budget fitted and what they
@@ -211,6 +219,55 @@ def summarise(results: list[dict[str, Any]], metric: str) -> str:
     return _bench.table(headers, rows)
 
 
+def _choice_kind(choice: dict[str, Any]) -> str:
+    """A returned choice in a few words: its head, and the depth a linear head reads."""
+    if "ensemble" in choice:
+        return "average of models"
+    if choice.get("head") == "linear":
+        return "linear, every depth" if choice.get("depth") == "every" else "linear, last layer"
+    return "dense" + (f", {choice['heads']} heads" if choice.get("heads", 1) > 1 else "")
+
+
+def _auto_runs(
+    results: list[dict[str, Any]], name: str, budget: str, seeds: set[int] | None = None
+) -> list[dict[str, Any]]:
+    """The float32 auto runs of ``name`` at ``budget`` that gave a model (of ``seeds``)."""
+    return [r for r in results if r["kind"] == "auto" and "refused" not in r
+            and (r["data"], r["budget"]) == (name, budget)
+            and r.get("precision", "f32") == "f32"
+            and (seeds is None or r["seed"] in seeds)]  # fmt: skip
+
+
+def comparison_table(before: list[dict[str, Any]], after: list[dict[str, Any]], metric: str) -> str:
+    """Floor, the recipe before and after a change, per data set and budget, over the seeds
+    the runs after it share with those before."""
+    before, after = latest(before), latest(after)
+    rows = []
+    keys = sorted({(r["data"], r["budget"]) for r in after if r["kind"] == "auto"})
+    for name, budget in keys:
+        new = _auto_runs(after, name, budget)
+        seeds = {r["seed"] for r in new}
+        old = _auto_runs(before, name, budget, seeds)
+        floors = [r for r in before + after if r["kind"] == "floor" and r["data"] == name
+                  and r["seed"] in seeds]  # fmt: skip
+        kinds: dict[str, int] = {}
+        for r in new:
+            kinds[_choice_kind(r["choice"])] = kinds.get(_choice_kind(r["choice"]), 0) + 1
+        rows.append([
+            name, budget, ", ".join(map(str, sorted(seeds))),
+            _mean_sd([f["test"][metric] for f in floors]),
+            _mean_sd([r["test"][metric] for r in old]),
+            f"{statistics.mean(r['experiments'] for r in old):.1f}" if old else "-",
+            _mean_sd([r["test"][metric] for r in new]),
+            f"{statistics.mean(r['experiments'] for r in new):.1f}",
+            "; ".join(f"{k} x{v}" for k, v in sorted(kinds.items())),
+        ])  # fmt: skip
+    headers = ["data", "budget", "seeds", f"floor test {metric}", f"before: test {metric}",
+               "before: experiments", f"after: test {metric}", "after: experiments",
+               "after: returned"]  # fmt: skip
+    return _bench.table(headers, rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", nargs="+", required=True, help="NAME=FOLDER ...")
@@ -222,6 +279,11 @@ def main() -> None:
     parser.add_argument(
         "--precisions", nargs="+", choices=["f32", "auto"], default=None,
         help="run the recipe under each XFERCLASS_PRECISION, from an empty cache each",
+    )  # fmt: skip
+    parser.add_argument(
+        "--before", type=Path, default=None,
+        help="runs of the recipe before a change (an earlier --out): record the auto_depth "
+        "section, floor, before and after, from them and --out's runs",
     )  # fmt: skip
     parser.add_argument("--no-docs", action="store_true", help="do not record the section")
     parser.add_argument(
@@ -261,6 +323,21 @@ def main() -> None:
             args.out.write_text(json.dumps({"machine": info.__dict__, "results": results},
                                            indent=1, default=str))  # fmt: skip
     print(summarise(results, args.metric))
+    if args.before is not None:
+        info.finish()
+        before = json.loads(args.before.read_text())["results"]
+        body = f"""
+The recipe before features from every depth and linear heads (runs kept in
+`{args.before.as_posix()}`, with their commits) and after them (`{args.out.as_posix()}`), on
+the same data sets, seeds and budgets; the floor is `fit`'s defaults. Test scores are on
+images the recipe never saw; "experiments" is what the budget fitted; "returned" is the
+kind of model the runs after the change returned.
+
+{comparison_table(before, results, args.metric)}
+"""
+        _bench.section("auto_depth", "Features from every depth and linear heads "
+                       "(`bench_auto_suite.py --before`)", info, body,
+                       write=not args.no_docs)  # fmt: skip
     if args.precisions:
         info.finish()
         body = f"""

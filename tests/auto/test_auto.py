@@ -73,7 +73,8 @@ def test_train_auto_returns_a_measured_choice_and_saves_its_report(tmp_path: Pat
     )
     assert report["floor"] == {"backbone": "test_tiny", "size": 32, "train_views": "plain",
                                "class_weight": "none", "epochs": 10, "tta": "none",
-                               "heads": 1, "head": "dense", "inverse_l2": 0.0}  # fmt: skip
+                               "heads": 1, "head": "dense", "inverse_l2": 0.0,
+                               "depth": "last"}  # fmt: skip
     assert "class weights (balanced, none, sqrt)" in report["measured"]
     assert "heads averaged (1, 5)" in report["measured"]
     # Which engine (and precision) each frozen pass ran on: the tests keep float32.
