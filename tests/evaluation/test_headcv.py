@@ -535,7 +535,7 @@ def test_linear_choices_are_scored_out_of_fold_beside_the_dense_ones() -> None:
     search, features = _random_search(180, seed=2)
     found = search._compare_linear(features, "plain", ("none", "balanced"))
     assert len(found) == 2 * len(LINEAR_C)  # per class weight and C; one TTA (plain)
-    epochs = linear_epochs(1, 180, 32)
+    epochs = linear_epochs(1, 180)
     assert {(c.head, c.epochs, c.tta) for c in found} == {("linear", epochs, "none")}
     assert {c.inverse_l2 for c in found} == set(LINEAR_C)
     # Noise: a head that had seen the images it is scored on would score far above chance.
