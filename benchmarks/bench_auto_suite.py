@@ -331,7 +331,9 @@ The recipe before features from every depth and linear heads (runs kept in
 `{args.before.as_posix()}`, with their commits) and after them (`{args.out.as_posix()}`), on
 the same data sets, seeds and budgets; the floor is `fit`'s defaults. Test scores are on
 images the recipe never saw; "experiments" is what the budget fitted; "returned" is the
-kind of model the runs after the change returned.
+kind of model the runs after the change returned. The runs after it were made at commit(s)
+{", ".join(sorted({str(r.get("commit")) for r in results if r["kind"] == "auto"}))}, each
+beside other work on the same 2 cores (load averages in the runs file).
 
 {comparison_table(before, results, args.metric)}
 """
