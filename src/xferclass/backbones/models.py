@@ -255,7 +255,9 @@ def _with_taps(backbone: keras.Model, pattern: str) -> keras.Model:
 def tap_widths(model: keras.Model) -> tuple[int, ...] | None:
     """The widths of the pooled outputs of a model built with ``taps=True`` (or of a
     model up to its pooling layer), shallowest first, the last layer last; None for a
-    model without taps."""
+    model without taps (or anything that is not a Keras model)."""
+    if not isinstance(model, keras.Model):
+        return None
     try:
         pool = model.get_layer(POOL)
     except ValueError:
