@@ -69,11 +69,13 @@ class FeatureSet:
     #: the last layer's either way.
     taps: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def every_depth(self) -> dict[str, np.ndarray]:
-        """Per view, the pooled outputs of every block then of the last layer, as a model
-        built with ``taps=True`` pools them; empty when no taps were cached."""
+    def every_depth(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Per view (of ``names``, every cached one by default), the pooled outputs of every
+        block then of the last layer, as a model built with ``taps=True`` pools them; empty
+        when no taps were cached."""
+        wanted = self.views if names is None else names
         return {name: np.concatenate([self.taps[name], self.views[name]], axis=1)
-                for name in self.views if name in self.taps}  # fmt: skip
+                for name in wanted if name in self.taps}  # fmt: skip
 
     @property
     def seconds_per_image(self) -> float:

@@ -203,13 +203,17 @@ class Search:
 
     def cv_seconds(self, experiment: Experiment, dim: int) -> float:
         """Estimated seconds of the comparison of ``experiment`` on ``dim`` features."""
+        return self.dense_seconds(experiment, dim) + self.linear_seconds(experiment)
+
+    def dense_seconds(self, experiment: Experiment, dim: int) -> float:
+        """Estimated seconds of the dense heads of ``experiment``'s comparison."""
         heads = len(experiment.class_weights) * int(self.fold.max() + 1)
         rows = len(self.images.paths)
         total = 0.0
         for name in experiment.train_views:
             views = len(VIEW_SETS[name])
             total += heads * rows * views * max(self.epoch_choices(views)) * dim
-        return total * self.cv_cost + self.linear_seconds(experiment)
+        return total * self.cv_cost
 
     def linear_seconds(self, experiment: Experiment) -> float:
         """Estimated seconds of the linear heads of ``experiment``'s comparison (its rows
@@ -273,9 +277,7 @@ class Search:
         self.oof.update(found)
         spent = self.clock() - cached
         dim = int(next(iter(features.views.values())).shape[1])
-        measured = (self.cv_seconds(experiment, dim) - self.linear_seconds(experiment)) / (
-            self.cv_cost
-        )
+        measured = self.dense_seconds(experiment, dim) / self.cv_cost
         if measured > 0 and dense > 0.5:
             self.cv_cost = dense / measured
         best = max(found, key=lambda c: _headcv.score(self.metric, self.images.labels,
@@ -386,7 +388,8 @@ class Search:
         tta = _tta_sets(features)
         epochs = linear_epochs(len(views), len(labels))
         found: dict[Choice, np.ndarray] = {}
-        for depth, columns in depths(features).items():
+        needed = sorted({*views, *(name for names in tta.values() for name in names)})
+        for depth, columns in depths(features, needed).items():
             result = _headcv.train_stacked_heads(
                 columns, labels, np.stack(rows), train_views=views, eval_sets=tta,
                 classes=classes, epochs=epochs, units=0,
@@ -408,12 +411,15 @@ class Search:
         return _headcv.select(self.oof, self.images.labels, self.fold, self.metric, prefer=prefer)
 
 
-def depths(features: FeatureSet) -> dict[str, dict[str, np.ndarray]]:
+def depths(
+    features: FeatureSet, names: Sequence[str] | None = None
+) -> dict[str, dict[str, np.ndarray]]:
     """The features a linear head can read, per depth: ``"last"`` always, ``"every"``
-    when every block's output was cached too."""
+    when every block's output was cached too (joined for the views ``names`` only, all by
+    default: the copy is the size of the cache)."""
     found = {"last": features.views}
     if features.taps:
-        found["every"] = features.every_depth()
+        found["every"] = features.every_depth(names)
     return found
 
 
@@ -484,7 +490,8 @@ def train_final_head(
     weights = _headcv.class_weight_vector(labels, classes, choice.class_weight)[labels]
     if choice.head == "linear":
         result = _headcv.train_stacked_heads(
-            depths(features)[choice.depth], labels, weights[None], train_views=views, eval_sets={},
+            depths(features, views)[choice.depth], labels, weights[None], train_views=views,
+            eval_sets={},
             classes=classes, epochs=choice.epochs, units=0,
             learning_rate=linear_rate(choice.epochs, len(labels) * len(views)),
             batch_size=LINEAR_BATCH, seed=seed, inverse_l2=[choice.inverse_l2],
