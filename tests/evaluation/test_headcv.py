@@ -582,8 +582,16 @@ def test_the_final_linear_head_is_a_softmax_on_the_raw_features_and_saves(
     assert HEAD_DENSE not in [layer.name for layer in model.layers]
     (head,) = train_final_head(features, labels, 3, choice, units=128, learning_rate=1e-3,
                                batch_size=8, seed=0)  # fmt: skip
-    columns = features.every_depth() if depth == "every" else features.views
-    logits = columns["plain"].astype(np.float64) @ head[0] + head[1]
+    # The blocks' columns are kept as float16; the model computes them in float32.
+    assert features.taps["plain"].dtype == np.float16
+    exact = builder.extractor("test_tiny", 32).predict(
+        images.dataset(32, 8).map(lambda x, y: x), verbose=0
+    )
+    every = features.every_depth()["plain"]
+    assert every.dtype == np.float32
+    np.testing.assert_allclose(every, exact, rtol=2**-10, atol=1e-6)
+    columns = exact if depth == "every" else exact[:, -32:]
+    logits = columns.astype(np.float64) @ head[0] + head[1]
     expected = np.exp(logits - logits.max(1, keepdims=True))
     expected /= expected.sum(1, keepdims=True)
     got = xferclass.predict(model, [str(p) for p in files]).probabilities
@@ -591,3 +599,17 @@ def test_the_final_linear_head_is_a_softmax_on_the_raw_features_and_saves(
     model.save(tmp_path / "linear.keras")
     again = xferclass.predict(load_model(tmp_path / "linear.keras"), [str(p) for p in files])
     np.testing.assert_allclose(again.probabilities, expected, atol=1e-4)
+
+
+def test_block_columns_are_kept_as_float16_only_where_every_value_fits() -> None:
+    from xferclass.auto._features import _compact
+
+    rng = np.random.default_rng(0)
+    small = rng.normal(0.0, 3.0, (20, 7)).astype(np.float32)
+    kept = _compact(small)
+    assert kept.dtype == np.float16
+    np.testing.assert_allclose(kept, small, rtol=2**-11, atol=2**-24)
+    large = small.copy()
+    large[3, 2] = 1e5  # past float16's largest finite value: kept as it is
+    assert _compact(large).dtype == np.float32
+    np.testing.assert_array_equal(_compact(large), large)

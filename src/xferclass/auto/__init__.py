@@ -450,15 +450,21 @@ class _Builder:
         """The classifier of ``name`` at ``size`` with a Dense(``units``) head (the
         builder's units by default; 0: a linear head), pooling every block's output too
         when ``taps``."""
-        from ..backbones.models import build_classifier
+        from ..backbones.models import BACKBONE, build_classifier
 
         units = self.units if units is None else units
         key = (name, size) if (units, taps) == (self.units, False) else (name, size, units, taps)
         if key not in self.models:
-            self.models[key] = build_classifier(
+            model = build_classifier(
                 name, num_classes=self.num_classes, weights=self.weights, input_size=size,
                 head_units=units, taps=taps,
             )  # fmt: skip
+            # Every classifier of one (backbone, size) has the backbone that cached the
+            # features: the same weights even where they are not loaded from a file.
+            built = [m for k, m in self.models.items() if k[:2] == (name, size)]
+            if built:
+                model.get_layer(BACKBONE).set_weights(built[0].get_layer(BACKBONE).get_weights())
+            self.models[key] = model
         return self.models[key]
 
     def extractor(self, name: str, size: int) -> Any:
