@@ -93,7 +93,8 @@ def run_floor(root: Path, seed: int) -> dict[str, Any]:
 
 #: What each auto run records of its fine-tuning experiment.
 FINE_TUNE_KEYS = ("measured", "base", "planned_epochs", "epochs", "score", "frozen_score",
-                  "seconds", "trained_seconds", "wins", "final", "deeper", "reason")  # fmt: skip
+                  "seconds", "trained_seconds", "wins", "unfreeze", "final", "depths",
+                  "deeper_reason", "reason")  # fmt: skip
 
 
 def run_auto(root: Path, seed: int, budget: str, metric: str) -> dict[str, Any]:

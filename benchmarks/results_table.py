@@ -197,9 +197,14 @@ def fine_tuning(run: Run) -> str:
     epochs = f"{found['epochs']}" + (f" of {planned}" if planned != found["epochs"] else "")
     unit = "epoch" if found["epochs"] == 1 and planned == 1 else "epochs"
     text = f"{'kept' if found['wins'] else 'not kept'}, {epochs} {unit}"
-    deeper = found.get("deeper") or {}
+    deeper = found.get("deeper") or {}  # runs recorded before the ladder of depths
     if deeper.get("measured"):
         text += f"; top 30 % {'kept' if deeper['wins'] else 'not kept'}"
+    depths = found.get("depths") or []
+    if len(depths) > 1:
+        text += "; top " + ", ".join(f"{d['unfreeze']:.0%}" for d in depths) + " measured"
+        if found["wins"]:
+            text += f", top {found['unfreeze']:.0%} kept"
     return text
 
 

@@ -208,7 +208,19 @@ def test_the_frozen_search_gets_the_time_fine_tuning_will_not_need(
 
 def _fine_tuning_that_wins(monkeypatch: pytest.MonkeyPatch, deeper_wins: bool) -> list[Any]:
     """Fine-tuning as it runs, except that the first depth is always kept and the deeper
-    one is kept when ``deeper_wins``; returns the list each result is appended to."""
+    ones are kept when ``deeper_wins`` (and otherwise score below what they are measured
+    against); returns the list each result is appended to."""
+    outcomes = {0.15: "wins"} | dict.fromkeys((0.3, 0.6, 1.0), "wins" if deeper_wins else "below")
+    return _scripted_fine_tuning(monkeypatch, outcomes)
+
+
+def _scripted_fine_tuning(
+    monkeypatch: pytest.MonkeyPatch, outcomes: dict[float, str], compared: list[Any] | None = None
+) -> list[Any]:
+    """Fine-tuning as it runs, except that each depth's result is scripted by
+    ``outcomes``: ``"wins"`` (0.6 against 0.5), ``"ties"`` (0.5 against 0.5, not kept) or
+    ``"below"`` (0.4 against 0.5); returns the list each result is appended to, and
+    appends to ``compared`` the probabilities each was measured against."""
     import dataclasses
 
     from xferclass.auto import _finetune as _auto_finetune
@@ -216,10 +228,15 @@ def _fine_tuning_that_wins(monkeypatch: pytest.MonkeyPatch, deeper_wins: bool) -
     results: list[Any] = []
     compare = _auto_finetune._compare
 
-    def forced(*args: Any) -> Any:
-        result = compare(*args)
-        first = result.unfreeze == _auto_finetune.UNFREEZE
-        results.append(dataclasses.replace(result, wins=first or deeper_wins))
+    def forced(search: Any, choice: Any, held: Any, probabilities: Any, frozen: Any,
+               *args: Any) -> Any:  # fmt: skip
+        result = compare(search, choice, held, probabilities, frozen, *args)
+        outcome = outcomes[result.unfreeze]
+        score = {"wins": 0.6, "ties": 0.5, "below": 0.4}[outcome]
+        results.append(dataclasses.replace(result, wins=outcome == "wins", score=score,
+                                           frozen_score=0.5))  # fmt: skip
+        if compared is not None:
+            compared.append(frozen)
         return results[-1]
 
     monkeypatch.setattr(_auto_finetune, "_compare", forced)
@@ -249,47 +266,75 @@ def _top_layers(model: Any, fraction: float) -> int:
                for layer in top)  # fmt: skip
 
 
-@pytest.mark.parametrize("deeper_wins", [True, False])
-def test_fine_tuning_depth_is_measured_against_the_shallower_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deeper_wins: bool
-) -> None:
-    from xferclass.auto import _finetune as _auto_finetune
-
-    results = _fine_tuning_that_wins(monkeypatch, deeper_wins)
+@pytest.mark.parametrize(
+    "outcomes, measured, kept, stop",
+    [
+        # Each depth that wins is kept; the ladder stops at one that scores below.
+        ({0.15: "wins", 0.3: "wins", 0.6: "below"}, [0.15, 0.3, 0.6], 0.3,
+         "top 100% not measured: the top 60% scored below"),
+        # A depth that ties goes on down the ladder: a deeper one may win.
+        ({0.15: "ties", 0.3: "wins", 0.6: "ties", 1.0: "ties"}, [0.15, 0.3, 0.6, 1.0], 0.3, ""),
+        ({0.15: "wins", 0.3: "below"}, [0.15, 0.3], 0.15, "top 60% not measured"),
+        # A first depth below the frozen choice ends it: nothing is kept.
+        ({0.15: "below"}, [0.15], None, "top 30% not measured: the top 15% scored below"),
+    ],
+)  # fmt: skip
+def test_fine_tuning_goes_down_a_ladder_of_depths_each_against_the_depth_kept_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outcomes: dict[float, str],
+    measured: list[float], kept: float | None, stop: str,
+) -> None:  # fmt: skip
+    compared: list[Any] = []
+    results = _scripted_fine_tuning(monkeypatch, outcomes, compared)
     root = make_shape_dataset(tmp_path / "data", per_class=10)
     result = xferclass.train_auto(root, budget=150, backbone="test_tiny", weights=None,
                                   overrides={"head_epochs": 3})  # fmt: skip
     report, fine = result.report, result.report["fine_tune"]
-    shallow, deeper = results
-    assert (shallow.unfreeze, deeper.unfreeze) == (_auto_finetune.UNFREEZE, _auto_finetune.DEEPER)
-    # The deeper run is scored on the same fold-0 images against the shallower run's
-    # probabilities there, not against the frozen choice.
-    assert deeper.images == shallow.images == fine["images"] == 6
-    assert deeper.frozen_score == shallow.score
-    assert fine["deeper"]["shallow_score"] == round(shallow.score, 4)
-    assert fine["deeper"]["measured"] is True and fine["deeper"]["wins"] is deeper_wins
-    assert "probabilities" not in fine and "probabilities" not in fine["deeper"]
-    assert "fine-tuning depth (top 15%, top 30%; on one fold)" in report["measured"]
-    kept = deeper if deeper_wins else shallow
-    assert result.plan.unfreeze == kept.unfreeze
-    assert result.plan.fine_tune_epochs == kept.epochs
+    assert [r.unfreeze for r in results] == measured
+    # Every depth is scored on the same fold-0 images, for the same epochs, against the
+    # depth kept before it, or the frozen choice's probabilities before any was kept.
+    assert len({r.images for r in results}) == 1 and len({r.epochs for r in results}) == 1
+    frozen, reference = compared[0], compared[0]
+    for run, against in zip(results, compared):
+        np.testing.assert_array_equal(against, reference)
+        if run.wins:
+            reference = run.probabilities
+    assert [d["unfreeze"] for d in fine["depths"]] == measured
+    assert [d["wins"] for d in fine["depths"]] == [r.wins for r in results]
+    assert "probabilities" not in fine and all("probabilities" not in d for d in fine["depths"])
+    assert fine.get("deeper_reason", "").startswith(stop)
+    assert fine["wins"] is (kept is not None)
+    text = auto.format_report(report)
+    rows = [row for row in report["candidates"] if "fine-tuned" in row["candidate"]]
+    assert [row["score"] for row in rows] == [r.score for r in results]
+    if kept is None:
+        assert result.plan.fine_tune_epochs == 0 and result.plan.unfreeze == 0.0
+        assert not any(row["chosen"] for row in rows)
+        assert "fine-tuning: top 15%, 3 epochs scored 0.4000" in text
+        return
+    (run,) = [r for r in results if r.unfreeze == kept]
+    assert result.plan.unfreeze == kept and result.plan.fine_tune_epochs == run.epochs
+    assert fine["unfreeze"] == kept and fine["score"] == run.score
+    # The top-level entry measures the depth kept against the frozen choice itself.
+    held = result.report["fine_tune"]["images"]
+    assert held == run.images
+    assert [row["chosen"] for row in rows] == [r.unfreeze == kept for r in results]
+    assert sum(row["chosen"] for row in report["candidates"]) == 1
     # The estimate is the frozen decision's, over every fold, plus the gain on fold 0 of
-    # the depth kept over the frozen choice; not the fold-0 score alone.
+    # the depth kept over the frozen choice (scripted at 0.5 there); not the fold-0 score.
     estimate = report["estimate"]
-    gain = kept.score - shallow.frozen_score
-    assert estimate["gain"] == round(gain, 4)
-    assert estimate["value"] == round(min(1.0, max(0.0, estimate["frozen_value"] + gain)), 4)
-    assert "a choice of three" in estimate["how"]  # frozen, top 15 %, top 30 %
-    assert f"top {kept.unfreeze:.0%} fine-tuned" in fine["final"]
+    assert estimate["gain"] == round(run.score - 0.5, 4)
+    assert estimate["value"] == round(min(1.0, max(0.0, estimate["frozen_value"] + 0.1)), 4)
+    choices = ("two", "three", "four", "five")[len(measured) - 1]
+    assert f"a choice of {choices}" in estimate["how"]
+    assert f"top {kept:.0%} fine-tuned" in fine["final"]
+    if len(measured) > 1:
+        depths = ", ".join(f"top {d:.0%}" for d in measured)
+        assert f"fine-tuning depth ({depths}; on one fold)" in report["measured"]
+        assert f"deeper: top {measured[1]:.0%}, 3 epochs scored" in text
     # The model returned is the one fine-tuned at the depth kept: the top ``unfreeze`` of
     # its backbone's layers train, BatchNorm aside.
-    assert _trainable_backbone_layers(result.model) == _top_layers(result.model, kept.unfreeze)
-    text = auto.format_report(report)
-    assert f"deeper: top 30%, {deeper.epochs} epochs" in text
-    rows = [row for row in report["candidates"] if "fine-tuned" in row["candidate"]]
-    assert [row["score"] for row in rows] == [round(shallow.score, 4), round(deeper.score, 4)]
-    assert [row["chosen"] for row in rows] == [not deeper_wins, deeper_wins]
-    assert sum(row["chosen"] for row in report["candidates"]) == 1
+    assert _trainable_backbone_layers(result.model) == _top_layers(result.model, kept)
+    np.testing.assert_array_equal(frozen, compared[0])
 
 
 def test_a_kept_fine_tuning_is_estimated_as_the_frozen_estimate_plus_its_paired_gain() -> None:
@@ -338,9 +383,9 @@ def test_fine_tuning_deeper_is_not_measured_when_it_does_not_fit(
                                   overrides={"head_epochs": 3})  # fmt: skip
     report, fine = result.report, result.report["fine_tune"]
     assert len(results) == 1 and fine["wins"] is True
-    assert fine["deeper"]["measured"] is False
-    assert "top 30% not measured: it would need about 1000000 s" in fine["deeper"]["reason"]
-    assert any(a.startswith("fine-tuning depth (top 15%; deeper top 30% not measured")
+    assert [d["unfreeze"] for d in fine["depths"]] == [0.15]
+    assert "top 30% not measured: it would need about 1000000 s" in fine["deeper_reason"]
+    assert any(a.startswith("fine-tuning depth (deeper: top 30% not measured")
                for a in report["assumed"])  # fmt: skip
     assert result.plan.unfreeze == _auto_finetune.UNFREEZE
     assert "a choice of two" in report["estimate"]["how"]

@@ -814,15 +814,13 @@ def _plan(
             heads=max(m.heads for m in choice.members),
         )  # fmt: skip
     views = {"plain": None, "flip": "flip", "rotations": "rotations"}[choice.train_views]
-    deeper = fine.get("deeper", {})
-    tuned = deeper if deeper.get("wins") else fine  # the depth kept
     return AutoPlan(
         backbone=choice.backbone, input_size=choice.size, head_epochs=choice.epochs,
         augment=views,
         class_weight=choice.class_weight, tta=choice.tta,
         floor=choice == floor and not fine.get("wins"),
-        fine_tune_epochs=int(tuned["epochs"]) if fine.get("wins") else 0,
-        unfreeze=float(tuned["unfreeze"]) if fine.get("wins") else 0.0,
+        fine_tune_epochs=int(fine["epochs"]) if fine.get("wins") else 0,
+        unfreeze=float(fine["unfreeze"]) if fine.get("wins") else 0.0,
         head_learning_rate=lr, reasons={"choice": decision["why"]}, heads=choice.heads,
         head=choice.head, inverse_l2=choice.inverse_l2, depth=choice.depth,
     )  # fmt: skip
@@ -844,17 +842,15 @@ def _measured(
         f"heads averaged ({', '.join(map(str, sorted({c.heads for c in search.oof})))})",
     ]
     if fine.get("measured"):
-        from ._finetune import DEEPER, LEARNING_RATE, UNFREEZE
+        from ._finetune import LEARNING_RATE
 
-        top = f"top {UNFREEZE:.0%}"
-        measured.append(f"fine-tuning the {top} for {fine['epochs']} epochs (on one fold)")
-        deeper = fine.get("deeper", {})
+        depths = [f"top {d['unfreeze']:.0%}" for d in fine["depths"]]
+        measured.append(f"fine-tuning the {depths[0]} for {fine['epochs']} epochs (on one fold)")
         assumed = [f"fine-tuning learning rate ({LEARNING_RATE:g})"]
-        if deeper.get("measured"):
-            measured.append(f"fine-tuning depth ({top}, top {DEEPER:.0%}; on one fold)")
-        else:
-            why = deeper.get("reason", f"fine-tuning the {top} was not kept")
-            assumed.insert(0, f"fine-tuning depth ({top}; deeper {why})")
+        if len(depths) > 1:
+            measured.append(f"fine-tuning depth ({', '.join(depths)}; on one fold)")
+        if fine.get("deeper_reason"):
+            assumed.insert(0, f"fine-tuning depth (deeper: {fine['deeper_reason']})")
     else:
         assumed = [f"fine-tuning: not measured ({fine.get('reason', '')})"]
     assumed += [f"{name} set by the caller" for name in sorted(fixed)]
@@ -1038,7 +1034,7 @@ def _search_then_fine_tune(
     """The frozen search up to ``frozen_deadline``, then fine-tuning measured on the
     frozen choice when it fits; the frozen search goes on to the end of the budget when
     fine-tuning does not fit or is not kept."""
-    from ..backbones.models import build_classifier
+    from ..backbones.models import BACKBONE, build_classifier
     from ._finetune import MAX_EPOCHS, fine_tune_seconds, plan_epochs, run_fine_tune
 
     search, builder, floor = setup["search"], setup["builder"], setup["floor"]
@@ -1086,19 +1082,23 @@ def _search_then_fine_tune(
     else:
 
         def build() -> Any:
-            return build_classifier(base.backbone, num_classes=len(search.images.class_names),
-                                    weights=builder.weights, input_size=base.size)  # fmt: skip
+            model = build_classifier(base.backbone, num_classes=len(search.images.class_names),
+                                     weights=builder.weights, input_size=base.size)  # fmt: skip
+            # The backbone whose features trained the head (the same weights even where
+            # none are loaded from a file).
+            cached = builder.classifier(base.backbone, base.size).get_layer(BACKBONE)
+            model.get_layer(BACKBONE).set_weights(cached.get_weights())
+            return model
 
         against = decision["pool"][choice][search.fold == 0]
         result, final = run_fine_tune(search, base, epochs, build, end, against=against)
-        fine = {"measured": True, "base": base.label(), "against": _label(choice),
-                "planned_epochs": epochs, **result.to_dict()}  # fmt: skip
-        if result.wins:
-            kept, final, fine["deeper"] = _deeper(search, base, result, final, build, end)
-            depths = 2 if fine["deeper"]["measured"] else 1
+        runs, kept, kept_final, stop = _ladder(search, base, result, final, build, end, against)
+        fine = _fine_tune_entry(search, base, choice, epochs, runs, kept, against, stop)
+        if kept is not None:
             held = search.images.labels[search.fold == 0]
-            tuned = _fine_tune_decision(decision, result, base, kept, depths, held, against)
-            return _search_on(setup, fixed, end, base, kept, tuned, fine, skipped, final)
+            tuned = _fine_tune_decision(decision, result, base, kept, len(runs), held, against)
+            assert kept_final is not None
+            return _search_on(setup, fixed, end, base, kept, tuned, fine, skipped, kept_final)
         # Not kept: the time it would have had on every image goes to the frozen search.
         search.deadline = end
         skipped = _run_search(search, builder, timed, native, floor, fixed, end)
@@ -1146,31 +1146,74 @@ def _view_counts(choice: Choice) -> tuple[int, int]:
     return len(VIEW_SETS[choice.train_views]), len(VIEW_SETS[source])
 
 
-def _deeper(
-    search: Search, base: Choice, shallow: Any, final: Callable[[], Any],
-    build: Callable[[], Any], end: float,
-) -> tuple[Any, Callable[[], Any], dict[str, Any]]:  # fmt: skip
-    """After fine-tuning the top of ``base`` won: fine-tune deeper on the other folds and
-    score it on fold 0 against the shallower run there, when that and the final model fit
-    before ``end``; returns the run kept, its final model's function and the report's
-    entry."""
+def _ladder(
+    search: Search, base: Choice, first: Any, final: Callable[[], Any],
+    build: Callable[[], Any], end: float, against: np.ndarray,
+) -> tuple[list[Any], Any, Callable[[], Any] | None, str]:  # fmt: skip
+    """After fine-tuning the top of ``base`` (``first``; ``final`` its final model's
+    function): the deeper fractions of :data:`~._finetune.DEEPER` in turn, each from the
+    same head for the same epochs, scored on fold 0 against the depth kept so far (the
+    frozen choice's probabilities ``against`` before any), while the time left fits it
+    and again on every image. A depth that wins is kept; one that scores below what it
+    was measured against ends the ladder. Returns every run, the one kept (None when
+    none won), its final model's function, and why the ladder stopped (empty when it
+    reached the bottom)."""
     from ._finetune import DEEPER, deeper_seconds, run_fine_tune
 
     folds = int(search.fold.max() + 1)
-    need, left = deeper_seconds(shallow, folds), end - search.clock()
-    if need > left:
-        reason = (f"top {DEEPER:.0%} not measured: it would need about {need:.0f} s, "
-                  f"{max(0.0, left):.0f} s were left")  # fmt: skip
-        logger.info("fine-tune: %s", reason)
-        return shallow, final, {"measured": False, "reason": reason}
-    deeper, deeper_final = run_fine_tune(
-        search, base, shallow.epochs, build, end, against=shallow.probabilities, unfreeze=DEEPER
-    )
-    entry = {"measured": True, **deeper.to_dict(), "shallow_score": deeper.frozen_score}
-    del entry["frozen_score"]
-    if deeper.wins:
-        return deeper, deeper_final, entry
-    return shallow, final, entry
+    runs = [first]
+    kept, kept_final = (first, final) if first.wins else (None, None)
+    for unfreeze in DEEPER:
+        last = runs[-1]
+        if not last.wins and last.score < last.frozen_score:
+            return runs, kept, kept_final, (
+                f"top {unfreeze:.0%} not measured: the top {last.unfreeze:.0%} scored below "
+                f"what it was measured against ({last.score:.4f} against "
+                f"{last.frozen_score:.4f})"
+            )  # fmt: skip
+        need, left = deeper_seconds(last, folds, unfreeze), end - search.clock()
+        if need > left:
+            reason = (f"top {unfreeze:.0%} not measured: it would need about {need:.0f} s, "
+                      f"{max(0.0, left):.0f} s were left")  # fmt: skip
+            logger.info("fine-tune: %s", reason)
+            return runs, kept, kept_final, reason
+        reference = against if kept is None else kept.probabilities
+        name = "frozen" if kept is None else f"top {kept.unfreeze:.0%}"
+        run, run_final = run_fine_tune(search, base, first.epochs, build, end,
+                                       against=reference, unfreeze=unfreeze,
+                                       against_name=name)  # fmt: skip
+        runs.append(run)
+        if run.wins:
+            kept, kept_final = run, run_final
+    return runs, kept, kept_final, ""
+
+
+def _fine_tune_entry(
+    search: Search, base: Choice, choice: Any, planned: int, runs: Sequence[Any], kept: Any,
+    against: np.ndarray, stop: str,
+) -> dict[str, Any]:  # fmt: skip
+    """The report's fine-tuning entry: the depth kept (the first measured when none
+    was), scored on fold 0 against the frozen choice, and every depth measured."""
+    from ..evaluation._headcv import paired_se, score
+
+    shown = runs[0] if kept is None else kept
+    held = search.fold == 0
+    labels = search.images.labels[held]
+    entry = {
+        "measured": True, "base": base.label(), "against": _label(choice),
+        "planned_epochs": planned, **shown.to_dict(),
+        "frozen_score": round(score(search.metric, labels, against), 4),
+        "standard_error": round(paired_se(search.metric, labels, shown.probabilities, against,
+                                          seed=search.seed), 4),
+        "wins": kept is not None,
+        "depths": [{**run.to_dict(), "against_score": round(run.frozen_score, 4)}
+                   for run in runs],
+    }  # fmt: skip
+    for depth in entry["depths"]:
+        del depth["frozen_score"]
+    if stop:
+        entry["deeper_reason"] = stop
+    return entry
 
 
 def _best_single(search: Search, pool: Mapping[Any, np.ndarray]) -> Choice:
@@ -1208,7 +1251,7 @@ def _fine_tune_decision(
     gain_se = paired_se(metric, labels, kept.probabilities, against)
     value = min(1.0, max(0.0, frozen["value"] + gain))
     se = math.hypot(frozen["standard_error"], gain_se)
-    choices = "two" if depths == 1 else "three"
+    choices = ("two", "three", "four", "five")[depths - 1] if depths <= 4 else str(depths + 1)
     estimate = {
         **frozen, "value": round(value, 4), "standard_error": round(se, 4),
         "beats_floor": True, "frozen_value": frozen["value"], "gain": round(gain, 4),
@@ -1217,15 +1260,16 @@ def _fine_tune_decision(
         f"decided to keep it (a choice of {choices}), so the gain is slightly optimistic",
     }  # fmt: skip
     why = (
-        f"{choice.label()}, then its top {result.unfreeze:.0%} fine-tuned for {result.epochs} "
-        f"epochs: {result.score:.4f} on fold 0 ({result.images} images) against "
-        f"{result.frozen_score:.4f} frozen, a gain above the standard error of the "
-        f"difference ({result.standard_error:.4f})"
+        f"{choice.label()}, then its top {kept.unfreeze:.0%} fine-tuned for {kept.epochs} "
+        f"epochs: {kept.score:.4f} on fold 0 ({kept.images} images) against "
+        f"{result.frozen_score:.4f} frozen"
     )
-    if kept is not result:
-        why += (f"; its top {kept.unfreeze:.0%} fine-tuned for {kept.epochs} epochs then "
-                f"scored {kept.score:.4f}, again a gain above the standard error of the "
-                f"difference ({kept.standard_error:.4f})")  # fmt: skip
+    if depths > 1:
+        why += (f", the depth kept of {depths} measured there, each kept only when it won "
+                "by more than the standard error of the paired difference against the "
+                "depth kept before it (the frozen choice before any)")  # fmt: skip
+    else:
+        why += f", a gain above the standard error of the difference ({kept.standard_error:.4f})"
     return {**decision, "estimate": estimate, "why": why}
 
 

@@ -20,7 +20,6 @@ import numpy as np
 
 from ..core._log import logger
 from ..evaluation import _headcv
-from ..evaluation._auto_report import FIRST_UNFREEZE
 from ..evaluation._tta import VIEWS
 from ._features import FeatureSet, Images, extract
 
@@ -548,30 +547,19 @@ def choice_table(
             }  # fmt: skip
         )
     if fine and fine.get("measured"):
-        deeper = fine.get("deeper", {})
-        top = fine.get("unfreeze", FIRST_UNFREEZE)
-        rows.append(
-            {
-                "candidate": f"{fine['base']}, top {top:.0%} fine-tuned "
-                f"for {fine['epochs']} epochs (fold 0 only; {fine['frozen_score']:.4f} there "
-                "without)",
-                "score": fine["score"],
-                "se": fine["standard_error"],
-                "seconds": fine["seconds"],
-                "floor": False,
-                "chosen": tuned and not deeper.get("wins"),
-            }  # fmt: skip
-        )
-        if deeper.get("measured"):
+        for k, depth in enumerate(fine.get("depths", [])):
+            against = (f"; {fine['frozen_score']:.4f} there without" if k == 0 else
+                       f"; {depth['against_score']:.4f} there for what it was measured "
+                       "against")  # fmt: skip
             rows.append(
                 {
-                    "candidate": f"{fine['base']}, top {deeper['unfreeze']:.0%} fine-tuned "
-                    f"for {deeper['epochs']} epochs (fold 0 only)",
-                    "score": deeper["score"],
-                    "se": deeper["standard_error"],
-                    "seconds": deeper["seconds"],
+                    "candidate": f"{fine['base']}, top {depth['unfreeze']:.0%} fine-tuned "
+                    f"for {depth['epochs']} epochs (fold 0 only{against})",
+                    "score": depth["score"],
+                    "se": depth["standard_error"],
+                    "seconds": depth["seconds"],
                     "floor": False,
-                    "chosen": tuned and deeper["wins"],
+                    "chosen": tuned and depth["unfreeze"] == fine["unfreeze"],
                 }  # fmt: skip
             )
     return rows

@@ -100,15 +100,14 @@ def format_report(report: Mapping[str, Any]) -> str:
             + (f" ({fine['superseded']})" if fine.get("superseded") else "")
             + (f"; {fine['final']}" if fine.get("final") else "")
         )
-        deeper = fine.get("deeper", {})
-        if deeper.get("measured"):
+        for depth in fine.get("depths", [])[1:]:
             lines.append(
-                f"  deeper: top {deeper['unfreeze']:.0%}, {deeper['epochs']} epochs scored "
-                f"{deeper['score']:.4f} against {deeper['shallow_score']:.4f}: "
-                + ("kept" if deeper["wins"] else "not kept")
+                f"  deeper: top {depth['unfreeze']:.0%}, {depth['epochs']} epochs scored "
+                f"{depth['score']:.4f} against {depth['against_score']:.4f}: "
+                + ("won" if depth["wins"] else "did not win")
             )
-        elif deeper:
-            lines.append(f"  deeper: {deeper['reason']}")
+        if fine.get("deeper_reason"):
+            lines.append(f"  deeper: {fine['deeper_reason']}")
     else:
         lines.append(f"fine-tuning: not measured ({fine.get('reason', '')})")
     lines.append(
