@@ -65,11 +65,14 @@ UNFREEZE = 0.15
 #: The deeper fractions measured after :data:`UNFREEZE`, shallowest first.
 DEEPER = (0.3, 0.6, 1.0)
 
-#: Planned seconds of fine-tuning each fraction, relative to the top 15 %'s, the pass
-#: that caches the cut included (``benchmarks/bench_finetune_depth.py``): an epoch of
-#: the top 30 % took 1.75x (Lite0, 224 px) and 2.35x (Lite2, 260 px) an epoch of the top
-#: 15 %; 10 epochs with that pass about 1.7x and 1.9x.
-DEPTH_COST = {UNFREEZE: 1.0, 0.3: 2.0, 0.6: 3.5, 1.0: 5.0}
+#: Planned seconds of fine-tuning each fraction for 10 epochs, the pass that caches the
+#: cut included, relative to the top 15 %'s. Measured (``python
+#: benchmarks/bench_finetune_depth.py --backbones efficientnet_lite0 efficientnet_lite2
+#: --images 400 --epochs 3 --repeats 2``, projected to 10 epochs): top 30 %, 60 % and
+#: all took 1.59x, 2.97x and 6.17x the top 15 % on Lite0 at 224 px, 1.79x, 3.33x and
+#: 6.75x on Lite2 at 260 px; an epoch of all of them 8.1x and 8.7x. Rounded up: a run
+#: planned short ends past the budget, one planned long only runs a depth less.
+DEPTH_COST = {UNFREEZE: 1.0, 0.3: 2.0, 0.6: 3.5, 1.0: 7.0}
 
 #: Adam's learning rate while fine-tuning.
 LEARNING_RATE = 1e-4
