@@ -22,12 +22,16 @@ Run::
         --budgets 1m 5m 15m --seeds 0 1 2
 
 ``--before OLD.json`` compares the runs of ``--out`` with those of the recipe before a change
-(floor, before, after, per data set and budget) in the ``auto_depth`` section::
+(floor, before, after, per data set and budget) in the ``--section`` named (``auto_depth``,
+features from every depth; ``auto_ladder``, the ladder of fine-tuning depths)::
 
     python benchmarks/bench_auto_suite.py --data digits=/tmp/suite/digits \
         ordinal=/tmp/suite/ordinal --budgets 5m --seeds 0 1 2 --no-floor \
         --out benchmarks/results/auto_depth_runs.json \
         --before benchmarks/results/auto_suite.json
+    python benchmarks/bench_auto_suite.py --data ordinal=/tmp/suite/ordinal --budgets 5m \
+        --seeds 0 1 2 --no-floor --out benchmarks/results/auto_ladder_runs.json \
+        --before benchmarks/results/auto_depth_runs.json --section auto_ladder
 
 ``--precisions f32 auto`` runs the recipe once per setting of ``XFERCLASS_PRECISION``
 (float32 only, then bfloat16 where it measures harmless), each from its own empty cache
@@ -239,6 +243,12 @@ def _auto_runs(
             and (seeds is None or r["seed"] in seeds)]  # fmt: skip
 
 
+def _tuned(runs: list[dict[str, Any]]) -> str:
+    """The depth each run's returned model was fine-tuned to, by seed ("no": frozen)."""
+    return ", ".join(f"top {r['unfreeze']:.0%}" if r.get("unfreeze") else "no"
+                     for r in sorted(runs, key=lambda r: r["seed"])) or "-"  # fmt: skip
+
+
 def comparison_table(before: list[dict[str, Any]], after: list[dict[str, Any]], metric: str) -> str:
     """Floor, the recipe before and after a change, per data set and budget, over the seeds
     the runs after it share with those before."""
@@ -262,11 +272,19 @@ def comparison_table(before: list[dict[str, Any]], after: list[dict[str, Any]], 
             _mean_sd([r["test"][metric] for r in new]),
             f"{statistics.mean(r['experiments'] for r in new):.1f}",
             "; ".join(f"{k} x{v}" for k, v in sorted(kinds.items())),
+            _tuned(old), _tuned(new),
         ])  # fmt: skip
     headers = ["data", "budget", "seeds", f"floor test {metric}", f"before: test {metric}",
                "before: experiments", f"after: test {metric}", "after: experiments",
-               "after: returned"]  # fmt: skip
+               "after: returned", "before: fine-tuned", "after: fine-tuned"]  # fmt: skip
     return _bench.table(headers, rows)
+
+
+#: What each section recorded by ``--before`` compares, by ``--section``.
+CHANGES = {
+    "auto_depth": "features from every depth and linear heads",
+    "auto_ladder": "the ladder of fine-tuning depths",
+}
 
 
 def main() -> None:
@@ -285,6 +303,11 @@ def main() -> None:
         "--before", type=Path, default=None,
         help="runs of the recipe before a change (an earlier --out): record the auto_depth "
         "section, floor, before and after, from them and --out's runs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--section", default="auto_depth",
+        help="with --before: the section to record (auto_depth: features from every depth "
+        "and linear heads; auto_ladder: the ladder of fine-tuning depths)",
     )  # fmt: skip
     parser.add_argument("--no-docs", action="store_true", help="do not record the section")
     parser.add_argument(
@@ -327,18 +350,20 @@ def main() -> None:
     if args.before is not None:
         info.finish()
         before = json.loads(args.before.read_text())["results"]
+        change = CHANGES[args.section]
         body = f"""
-The recipe before features from every depth and linear heads (runs kept in
-`{args.before.as_posix()}`, with their commits) and after them (`{args.out.as_posix()}`), on
-the same data sets, seeds and budgets; the floor is `fit`'s defaults. Test scores are on
-images the recipe never saw; "experiments" is what the budget fitted; "returned" is the
-kind of model the runs after the change returned. The runs after it were made at commit(s)
+The recipe before {change} (runs kept in `{args.before.as_posix()}`, with their commits)
+and after it (`{args.out.as_posix()}`), on the same data sets, seeds and budgets; the floor
+is `fit`'s defaults. Test scores are on images the recipe never saw; "experiments" is what
+the budget fitted; "returned" is the kind of model the runs after the change returned, and
+"fine-tuned" the depth each run's model was fine-tuned to, by seed. The runs after it were
+made at commit(s)
 {", ".join(sorted({str(r.get("commit")) for r in results if r["kind"] == "auto"}))}, each
 beside other work on the same 2 cores (load averages in the runs file).
 
 {comparison_table(before, results, args.metric)}
 """
-        _bench.section("auto_depth", "Features from every depth and linear heads "
+        _bench.section(args.section, f"{change[0].upper()}{change[1:]} "
                        "(`bench_auto_suite.py --before`)", info, body,
                        write=not args.no_docs)  # fmt: skip
     if args.precisions:
