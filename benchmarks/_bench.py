@@ -467,3 +467,14 @@ def section(
 
 def fmt(value: float, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
+
+
+def empty_model_cache(prefix: str) -> str:
+    """A new, empty folder for ``XFERCLASS_CACHE_DIR`` (converted models and remembered
+    engine choices), sharing the EfficientNet-Lite weights already converted in the
+    user's cache: they do not depend on the runtime or precision measured."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    home = Path(os.environ.get("XFERCLASS_CACHE_DIR", Path.home() / ".cache" / "xferclass"))
+    for weights in home.glob("efficientnet_lite*.weights.h5"):
+        (folder / weights.name).symlink_to(weights)
+    return str(folder)

@@ -159,15 +159,8 @@ def latest(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def precision_cache(precision: str) -> str:
-    """An empty cache of converted models for one precision setting, sharing the Lite
-    weights already converted in the user's cache (they do not depend on it)."""
-    import tempfile
-
-    folder = Path(tempfile.mkdtemp(prefix=f"xferclass-auto-{precision}-"))
-    home = Path(os.environ.get("XFERCLASS_CACHE_DIR", Path.home() / ".cache" / "xferclass"))
-    for weights in home.glob("efficientnet_lite*.weights.h5"):
-        (folder / weights.name).symlink_to(weights)
-    return str(folder)
+    """An empty cache of converted models for one precision setting."""
+    return _bench.empty_model_cache(f"xferclass-auto-{precision}-")
 
 
 def precision_table(results: list[dict[str, Any]], metric: str) -> str:

@@ -195,11 +195,8 @@ def end_to_end(args: argparse.Namespace) -> tuple[list[list[str]], dict[str, Any
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     info = _bench.machine()
-    cache = tempfile.mkdtemp(prefix="xferclass-bench-precision-")
-    os.environ["XFERCLASS_CACHE_DIR"] = cache
+    os.environ["XFERCLASS_CACHE_DIR"] = _bench.empty_model_cache("xferclass-bench-precision-")
     os.environ["XFERCLASS_PRECISION"] = "auto"
-    for weights in Path.home().glob(".cache/xferclass/efficientnet_lite0*"):
-        os.symlink(weights, Path(cache) / weights.name)  # converted Lite weights, not ONNX
     flags = cpu_flags()
     bf16 = _runtime.cpu_bf16()
     raw_rows, raw, quantize_s = raw_table(args.size, args.repeats)

@@ -11,6 +11,7 @@ from types import ModuleType
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import xferclass
@@ -142,3 +143,15 @@ RUNNERS = {
     "onnx": run_onnx,
     "openvino": run_openvino,
 }
+
+
+def fresh_runtime_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty folder of converted models for one test, with the choices of earlier
+    tests forgotten; returns the folder."""
+    from xferclass.runtime import _runtime
+
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("XFERCLASS_CACHE_DIR", str(folder))
+    monkeypatch.setattr(_runtime, "_DECISIONS", {})
+    _runtime.open_session.cache_clear()
+    return folder

@@ -19,7 +19,7 @@ import pytest
 from sklearn.linear_model import RidgeClassifier
 
 import xferclass
-from helpers import tiny_arrays, tiny_dataset, tiny_model
+from helpers import fresh_runtime_cache, tiny_arrays, tiny_dataset, tiny_model
 from xferclass.models import POOL
 from xferclass.runtime import _runtime
 from xferclass.runtime._common import check_engine, engine_used, forward_function
@@ -32,11 +32,8 @@ needs_openvino = pytest.mark.skipif(
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("XFERCLASS_CACHE_DIR", str(folder))
-    monkeypatch.setattr(_runtime, "_DECISIONS", {})
-    _runtime.open_session.cache_clear()
-    return folder
+    """Each test converts into its own empty cache folder and forgets earlier choices."""
+    return fresh_runtime_cache(tmp_path, monkeypatch)
 
 
 @pytest.fixture

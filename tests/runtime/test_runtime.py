@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 
 import xferclass
-from helpers import CLASSES, tiny_arrays, tiny_dataset, tiny_model
+from helpers import CLASSES, fresh_runtime_cache, tiny_arrays, tiny_dataset, tiny_model
 from xferclass.models import POOL
 from xferclass.runtime import _runtime
 from xferclass.runtime._common import forward_function
@@ -47,11 +47,7 @@ RUNTIMES = [
 @pytest.fixture(autouse=True)
 def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test converts into its own empty cache folder and forgets earlier choices."""
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("XFERCLASS_CACHE_DIR", str(folder))
-    monkeypatch.setattr(_runtime, "_DECISIONS", {})
-    _runtime.open_session.cache_clear()
-    return folder
+    return fresh_runtime_cache(tmp_path, monkeypatch)
 
 
 def _close(expected: Any, actual: Any) -> None:
