@@ -371,6 +371,36 @@ def test_a_kept_fine_tuning_is_estimated_as_the_frozen_estimate_plus_its_paired_
                                     against)["estimate"]["value"] == 1.0  # fmt: skip
 
 
+def test_fine_tuning_starts_from_the_best_dense_choice_whose_fine_tuning_fits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xferclass.auto import _finetune as _auto_finetune
+
+    _fine_tuning_that_wins(monkeypatch, deeper_wins=False)
+    planned: list[tuple[Any, ...]] = []
+    offered: list[list[Any]] = []
+    singles = auto._dense_singles
+
+    def plan(*args: Any) -> int:  # the best choice's fine-tuning does not fit, the next does
+        planned.append(args)
+        return 0 if len(planned) == 1 else 3
+
+    def spy(*args: Any) -> list[Any]:
+        offered.append(singles(*args))
+        return offered[-1]
+
+    monkeypatch.setattr(_auto_finetune, "plan_epochs", plan)
+    monkeypatch.setattr(auto, "_dense_singles", spy)
+    root = make_shape_dataset(tmp_path / "data", per_class=10)
+    result = xferclass.train_auto(root, budget=150, backbone="test_tiny", weights=None,
+                                  overrides={"head_epochs": 3})  # fmt: skip
+    fine = result.report["fine_tune"]
+    (bases,) = offered
+    assert len(planned) == 2 and len(bases) >= 2
+    assert all(b.head == "dense" and b.heads == 1 for b in bases)
+    assert fine["measured"] is True and fine["base"] == bases[1].label() != bases[0].label()
+
+
 def test_fine_tuning_deeper_is_not_measured_when_it_does_not_fit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

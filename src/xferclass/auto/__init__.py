@@ -708,6 +708,21 @@ def _forget(search: Search, builder: _Builder, floor: Choice, fixed: Mapping[str
 # --------------------------------------------------------------------------- decision
 
 
+def _search_to(
+    setup: Mapping[str, Any], fixed: Mapping[str, Any], deadline: float, hard_deadline: float,
+    until: Callable[[], float] | None = None,
+) -> tuple[list[str], Any, dict]:  # fmt: skip
+    """The frozen search (:func:`_run_search`) with ``deadline`` for its experiments and
+    ``hard_deadline`` for the floor, then its decision; returns what was skipped, the
+    choice and the decision. ``search.deadline`` is ``hard_deadline`` afterwards."""
+    search = setup["search"]
+    search.deadline = deadline
+    skipped = _run_search(search, setup["builder"], setup["timed"], setup["native"],
+                          setup["floor"], fixed, hard_deadline, until)  # fmt: skip
+    search.deadline = hard_deadline
+    return (skipped, *_decide(search, setup["floor"], fixed))
+
+
 def _decide(search: Search, floor: Choice, fixed: Mapping[str, Any]) -> tuple[Any, dict]:
     """The choice to return and its held-out estimate: the floor unless something beat it."""
     from ..evaluation._headcv import paired_se, score, select
@@ -1037,7 +1052,7 @@ def _search_then_fine_tune(
     from ..backbones.models import BACKBONE, build_classifier
     from ._finetune import MAX_EPOCHS, fine_tune_seconds, plan_epochs, run_fine_tune
 
-    search, builder, floor = setup["search"], setup["builder"], setup["floor"]
+    search, builder = setup["search"], setup["builder"]
     timed, native = setup["timed"], setup["native"]
     end = search.deadline
     wanted = int(fixed.get("fine_tune_epochs", -1))
@@ -1056,19 +1071,21 @@ def _search_then_fine_tune(
                                                    *_view_counts(best))  # fmt: skip
         return min(end, max(frozen_deadline, end - need))
 
-    search.deadline = frozen_until()
-    skipped = _run_search(search, builder, timed, native, floor, fixed, end, frozen_until)
-    choice, decision = _decide(search, floor, fixed)
+    skipped, choice, decision = _search_to(setup, fixed, frozen_until(), end, frozen_until)
     fine: dict[str, Any] = {"measured": False}
-    # Fine-tuning starts from the best single dense choice (the head fit's fine_tune
-    # trains), and must beat what would be returned.
-    base = (choice if isinstance(choice, Choice) and choice.head == "dense"
-            else _best_single(search, decision["pool"]))  # fmt: skip
-    base = base.single()  # fine-tuning trains one head
-    cost = _pass_cost(search, base.backbone, base.size, timed, native)
-    in_keras = _keras_cost(base.backbone, base.size, timed, native)
-    epochs = plan_epochs(end - search.clock(), images, folds, cost, in_keras,
-                         *_view_counts(base))  # fmt: skip
+    # Fine-tuning starts from a single dense choice (the head fit's fine_tune trains) and
+    # must beat what would be returned: the best whose fine-tuning fits the time left
+    # (a larger backbone, or more training views, can cost more than the time left).
+    bases = _dense_singles(search, decision["pool"], choice)
+    for base in bases:
+        cost = _pass_cost(search, base.backbone, base.size, timed, native)
+        in_keras = _keras_cost(base.backbone, base.size, timed, native)
+        epochs = plan_epochs(end - search.clock(), images, folds, cost, in_keras,
+                             *_view_counts(base))  # fmt: skip
+        if epochs:
+            break
+    else:
+        base = bases[0]
     epochs = min(epochs, wanted) if wanted > 0 and epochs else epochs
     if wanted == 0:
         fine["reason"] = "turned off by the caller (fine_tune_epochs=0)"
@@ -1076,9 +1093,7 @@ def _search_then_fine_tune(
         fine["reason"] = (f"{max(0.0, end - search.clock()):.0f} s left: "
                           "too little for 3 epochs on the other folds and again on every "
                           "image; the frozen search went on instead")  # fmt: skip
-        search.deadline = end
-        skipped = _run_search(search, builder, timed, native, floor, fixed, end)
-        choice, decision = _decide(search, floor, fixed)
+        skipped, choice, decision = _search_to(setup, fixed, end, end)
     else:
 
         def build() -> Any:
@@ -1100,9 +1115,7 @@ def _search_then_fine_tune(
             assert kept_final is not None
             return _search_on(setup, fixed, end, base, kept, tuned, fine, skipped, kept_final)
         # Not kept: the time it would have had on every image goes to the frozen search.
-        search.deadline = end
-        skipped = _run_search(search, builder, timed, native, floor, fixed, end)
-        choice, decision = _decide(search, floor, fixed)
+        skipped, choice, decision = _search_to(setup, fixed, end, end)
     return {"choice": choice, "decision": decision, "fine_tune": fine, "skipped": skipped}
 
 
@@ -1114,18 +1127,15 @@ def _search_on(
     the time its final run on every image will not need before ``end`` goes back to the
     frozen search, and what that finds is returned instead only when its estimate is
     higher."""
-    search, builder, floor = setup["search"], setup["builder"], setup["floor"]
+    search = setup["search"]
     folds = int(search.fold.max() + 1)
     tuned_run = {"choice": base, "decision": tuned, "fine_tune": fine,
                  "skipped": skipped, "fine_tuned": final}  # fmt: skip
     need = FINE_TUNE_SLACK * kept.trained_seconds * folds / max(1, folds - 1)
     if end - need - search.clock() <= 0:
         return tuned_run
-    search.deadline = end - need
-    skipped = _run_search(search, builder, setup["timed"], setup["native"], floor, fixed,
-                          search.deadline)  # fmt: skip
+    skipped, frozen, again = _search_to(setup, fixed, end - need, end - need)
     search.deadline = end
-    frozen, again = _decide(search, floor, fixed)
     if again["estimate"]["value"] <= tuned["estimate"]["value"]:
         return {**tuned_run, "skipped": skipped}
     fine["wins"] = False
@@ -1216,13 +1226,18 @@ def _fine_tune_entry(
     return entry
 
 
-def _best_single(search: Search, pool: Mapping[Any, np.ndarray]) -> Choice:
-    """The single (not averaged) candidate with a dense head with the best cross-validated
-    score."""
+def _dense_singles(search: Search, pool: Mapping[Any, np.ndarray], choice: Any) -> list[Choice]:
+    """The candidates with a dense head, each as one head (as fine-tuning trains it):
+    ``choice`` first when it is one, then the others by cross-validated score, best first."""
     from ..evaluation._headcv import score
 
-    singles = [c for c in pool if isinstance(c, Choice) and c.head == "dense"]
-    return max(singles, key=lambda c: score(search.metric, search.images.labels, pool[c]))
+    def key(c: Choice) -> float:
+        return -score(search.metric, search.images.labels, pool[c])
+
+    dense = sorted((c for c in pool if isinstance(c, Choice) and c.head == "dense"), key=key)
+    if isinstance(choice, Choice) and choice.head == "dense":
+        dense.insert(0, choice)
+    return list(dict.fromkeys(c.single() for c in dense))
 
 
 def _label(choice: Any) -> str:
