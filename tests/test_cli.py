@@ -56,12 +56,15 @@ def test_evaluate_prints_metrics_and_writes_plots(
     done = run("evaluate", str(trained), str(tiny_dataset_dir), "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(done.stdout)
-    assert {"mae", "mse", "rmse", "r2", "accuracy", "n"} <= set(metrics)
+    assert {"mae", "mse", "rmse", "r2", "accuracy", "n", "ece", "brier"} <= set(metrics)
     assert metrics["n"] == 24 and "training_overlap" in metrics
+    # The Brier score sums over the 3 classes what the MSE averages over them.
+    assert metrics["brier"] == pytest.approx(3 * metrics["mse"], rel=1e-6)
+    assert 0.0 <= metrics["ece"] <= 1.0
     plots = tmp_path / "plots"
     done = run("evaluate", str(trained), str(tiny_dataset_dir), "--plots", str(plots))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "accuracy" in done.stdout and "rmse" in done.stdout
+    assert "accuracy" in done.stdout and "rmse" in done.stdout and "ece" in done.stdout
     for name in ("confusion_matrix.png", "predictions.png", "top_losses.png"):
         assert (plots / name).stat().st_size > 1000
 

@@ -18,7 +18,7 @@ PUBLIC = {
     # training
     "fit", "fine_tune", "make_augmentation", "save_model", "load_model",
     # evaluation and prediction
-    "evaluate_regression_style", "predict", "Predictions", "explain",
+    "evaluate_regression_style", "predict", "Predictions", "explain", "calibrate",
     # deployment
     "export",
     # data quality

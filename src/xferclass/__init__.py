@@ -53,6 +53,7 @@ from .data import SkippedFilesWarning, is_image_file, load_image_dataset, read_i
 from .data._facts import DatasetFacts, dataset_facts, with_facts
 from .deploy.export import export
 from .evaluation import inference, inspection, metrics, plots, report  # noqa: F401 (as above)
+from .evaluation.calibration import calibrate
 from .evaluation.explain import explain
 from .evaluation.inference import Predictions, predict
 from .evaluation.inspection import Inspection, inspect
@@ -84,6 +85,7 @@ __all__ = [
     "XferclassError",
     "__version__",
     "build_classifier",
+    "calibrate",
     "dataset_facts",
     "evaluate_regression_style",
     "explain",

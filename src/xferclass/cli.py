@@ -520,6 +520,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     import xferclass
     from xferclass.data._facts import class_names_of, facts_of
     from xferclass.metrics import (
+        calibration_metrics,
         collect_predictions,
         multilabel_metrics,
         per_class_report,
@@ -547,6 +548,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         metrics["split"] = scored
     if multi_label:
         metrics.update(multilabel_metrics(labels, probabilities, threshold=threshold))
+    else:
+        metrics.update(calibration_metrics(labels, probabilities))
     report = per_class_report(
         labels, probabilities, class_names_of(dataset), multi_label=multi_label, threshold=threshold
     )
@@ -581,8 +584,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         if overlap is not None:
             print(f"  {'WARNING: ' if seen else ''}{overlap_sentence(overlap)}")
         keys = ["accuracy", "mae", "mse", "rmse", "r2"]
-        if multi_label:
-            keys += ["f1_micro", "f1_macro", "mean_average_precision"]
+        keys += (["f1_micro", "f1_macro", "mean_average_precision"] if multi_label
+                 else ["ece", "brier"])  # fmt: skip
         width = max(len(key) for key in keys) + 2
         for key in keys:
             print(f"  {key:<{width}}{metrics[key]:.4f}")

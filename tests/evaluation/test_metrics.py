@@ -265,6 +265,19 @@ def test_evaluate_per_class_on_a_model():
     )  # fmt: skip
     _assert_same_report(metrics["per_class"], reference)
     assert "f1_micro" not in metrics  # single-label models get no multi-label metrics
+    # Calibration beside the Brier score: scikit-learn's multi-class Brier score (the
+    # mean over images of the squared distance to the one-hot label) and the ECE.
+    from sklearn.metrics import brier_score_loss
+
+    p = model.predict(images, verbose=0).astype(np.float64)
+    brier = np.mean([brier_score_loss(labels[:, k], p[:, k]) for k in range(3)]) * 3
+    assert metrics["brier"] == pytest.approx(brier, abs=1e-6)
+    confidence, right = p.max(1), p.argmax(1) == labels.argmax(1)
+    edges = np.linspace(0, 1, 16)
+    ece = sum(abs(right[m].mean() - confidence[m].mean()) * m.sum()
+              for m in ((confidence > lo) & (confidence <= hi) for lo, hi in zip(edges, edges[1:]))
+              if m.any()) / len(p)  # fmt: skip
+    assert metrics["ece"] == pytest.approx(ece, abs=1e-6)
 
 
 def test_multilabel_and_report_bad_inputs():

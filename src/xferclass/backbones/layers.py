@@ -18,9 +18,11 @@ __all__ = [
     "InferenceMode",
     "PooledTaps",
     "Preprocessing",
+    "Temperature",
     "TestTimeViews",
     "ViewMean",
     "built_in_views",
+    "model_temperature",
     "preprocessing_layer",
 ]
 
@@ -306,6 +308,58 @@ class ViewMean(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "views": self.views}
+
+
+@keras.saving.register_keras_serializable(package="xferclass")
+class Temperature(keras.layers.Layer):
+    """Class probabilities at a temperature: ``softmax(log(p) / temperature)`` per row.
+
+    For a softmax output that is ``softmax(logits / temperature)``: temperature scaling,
+    which :func:`xferclass.evaluation.calibration.choose_temperature` fits on images the
+    model did not train on. It keeps the order of the classes, so the top class is
+    unchanged. Probabilities are floored at 1e-12 before the logarithm.
+
+    Args:
+        temperature: A positive number; above 1 softens, below 1 sharpens.
+
+    Examples:
+        >>> import numpy as np
+        >>> Temperature(2.0)(np.array([[0.9, 0.1]])).numpy().round(4).tolist()
+        [[0.75, 0.25]]
+    """
+
+    def __init__(self, temperature: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(temperature, bool) or not float(temperature) > 0:
+            raise InvalidArgumentError(
+                f"Temperature: temperature={temperature!r} must be a positive number"
+            )
+        self.temperature = float(temperature)
+
+    def call(self, inputs: Any) -> Any:
+        logits = ops.log(ops.maximum(ops.cast(inputs, "float32"), 1e-12))
+        return ops.softmax(logits / self.temperature, axis=-1)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+def model_temperature(model: Any) -> float | None:
+    """The temperature of a model's :class:`Temperature` layer (at its top level), or
+    None when it has none.
+
+    Examples:
+        >>> import keras
+        >>> model_temperature(keras.Sequential([keras.layers.Dense(2)])) is None
+        True
+    """
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, Temperature):
+            return layer.temperature
+    return None
 
 
 def built_in_views(model: Any) -> str:

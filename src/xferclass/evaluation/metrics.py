@@ -48,6 +48,7 @@ from ..runtime._common import (
 from ._tta import resolve_tta, tta_probabilities
 
 __all__ = [
+    "calibration_metrics",
     "evaluate_regression_style",
     "collect_predictions",
     "multilabel_metrics",
@@ -352,7 +353,8 @@ def evaluate_regression_style(
         verbose: 0 (the default) is silent; 1, 2 or ``"auto"`` show a progress
             bar. The same values as :func:`xferclass.fit`'s ``verbose``.
         per_class: Also return ``"per_class"``: :func:`per_class_report` with
-            the dataset's (or the model's) class names.
+            the dataset's (or the model's) class names; and for a single-label model
+            the calibration error and Brier score (:func:`calibration_metrics`).
         threshold: For a multi-label model, the threshold of F1 and of the
             per-class report; by default the one stored in the model.
         tta: Test-time augmentation, as in :func:`xferclass.predict`.
@@ -361,7 +363,8 @@ def evaluate_regression_style(
     Returns:
         ``{"mae", "mse", "rmse", "r2", "accuracy", "n"}``, plus ``"f1_micro"``,
         ``"f1_macro"``, ``"mean_average_precision"`` and ``"threshold"`` for a
-        multi-label model, plus ``"per_class"`` when asked for.
+        multi-label model, plus ``"per_class"`` when asked for, and with it, for a
+        single-label model, ``"ece"`` and ``"brier"`` (:func:`calibration_metrics`).
 
     Raises:
         DatasetError: The dataset's class count differs from the model's
@@ -390,4 +393,29 @@ def evaluate_regression_style(
         result["per_class"] = per_class_report(
             labels, probabilities, names, multi_label=multi_label, threshold=cut
         )
+        if not multi_label:
+            result.update(calibration_metrics(labels, probabilities))
     return result
+
+
+def calibration_metrics(labels: Any, probabilities: Any) -> dict[str, float]:
+    """How well the top probability of a single-label classifier matches how often it is
+    right: ``"ece"``, the expected calibration error over 15 equal-width bins
+    (:func:`xferclass.evaluation.calibration.expected_calibration_error`), and
+    ``"brier"``, the Brier score summed over the classes (the number of classes times
+    the MSE of :func:`regression_metrics`).
+
+    Examples:
+        >>> found = calibration_metrics([[1, 0], [0, 1]], [[0.8, 0.2], [0.4, 0.6]])
+        >>> {key: round(value, 4) for key, value in found.items()}
+        {'ece': 0.3, 'brier': 0.2}
+    """
+    from .calibration import expected_calibration_error
+
+    y = np.asarray(labels, np.float64)
+    p = np.asarray(probabilities, np.float64)
+    onehot = y if y.ndim == 2 else np.eye(p.shape[1])[y.astype(np.int64)]
+    return {
+        "ece": expected_calibration_error(np.argmax(onehot, axis=1), p),
+        "brier": float(np.mean(np.sum((p - onehot) ** 2, axis=1))),
+    }

@@ -181,6 +181,7 @@ def fit(
     jit_compile: bool | str | None = None,
     engine: str = "auto",
     deadline: float | None = None,
+    calibrate: bool = False,
 ) -> keras.callbacks.History:
     """Train a classifier, caching the frozen backbone's features when it can.
 
@@ -281,12 +282,19 @@ def fit(
             restored as usual. ``history.stopped_for_time`` says why it stopped
             early, or is None; ``history.epochs_completed`` leaves out an epoch
             cut short.
+        calibrate: After training, fit a temperature on ``validation``'s predictions and
+            fold it into the softmax layer when it lowers their cross-validated
+            calibration error (:func:`xferclass.calibrate`; needs ``validation`` and a
+            single-label model). The validation split also chose the best epoch, so
+            a separate held-out split measures the result more honestly.
 
     Returns:
         The ``keras.callbacks.History`` with ``.model`` set to ``model``,
         ``.best_epoch`` (1-based, or ``None``), ``.monitor``, ``.stopped_for_time``
         and ``.frozen_engines``: what each caching pass ran on, as
-        ``{"train features": "openvino-bf16", "validation features": ...}``.
+        ``{"train features": "openvino-bf16", "validation features": ...}``; with
+        ``calibrate=True``, ``.calibration``: the
+        :class:`~xferclass.evaluation.calibration.TemperatureChoice` measured.
 
     Raises:
         DatasetError: A dataset is not ``(images, labels)`` batches, has a
@@ -316,9 +324,23 @@ def fit(
             model, optimizer=optimizer, loss=loss, metrics=metrics,
             label_smoothing=label_smoothing, learning_rate=learning_rate, jit_compile=jit_compile,
         )  # fmt: skip
+    if calibrate:
+        from ..evaluation.calibration import _softmax_layer
+
+        if validation is None:
+            raise InvalidArgumentError(
+                "calibrate=True fits a temperature on the validation split: pass validation"
+            )
+        _softmax_layer(model)  # refuse before training what cannot be calibrated after it
     _record_training_files(model, train)
     phase = Phase("train", trains, epochs)
-    return run_phases(model, train, validation, [phase], config, spec, parts)
+    history = run_phases(model, train, validation, [phase], config, spec, parts)
+    if calibrate:
+        from ..evaluation.calibration import calibrate as calibrate_model
+
+        history.calibration = calibrate_model(model, validation, engine=engine,
+                                              seed=0 if seed is None else seed)  # fmt: skip
+    return history
 
 
 # --------------------------------------------------------------------------- fine_tune
