@@ -218,8 +218,9 @@ def _scripted_fine_tuning(
     monkeypatch: pytest.MonkeyPatch, outcomes: dict[float, str], compared: list[Any] | None = None
 ) -> list[Any]:
     """Fine-tuning as it runs, except that each depth's result is scripted by
-    ``outcomes``: ``"wins"`` (0.6 against 0.5), ``"ties"`` (0.5 against 0.5, not kept) or
-    ``"below"`` (0.4 against 0.5); returns the list each result is appended to, and
+    ``outcomes``: ``"wins"`` (0.6 against 0.5), ``"ties"`` (0.5 against 0.5, not kept),
+    ``"slightly"`` (0.47: below by less than the standard error, 0.05) or ``"below"``
+    (0.4); returns the list each result is appended to, and
     appends to ``compared`` the probabilities each was measured against."""
     import dataclasses
 
@@ -232,9 +233,9 @@ def _scripted_fine_tuning(
                *args: Any) -> Any:  # fmt: skip
         result = compare(search, choice, held, probabilities, frozen, *args)
         outcome = outcomes[result.unfreeze]
-        score = {"wins": 0.6, "ties": 0.5, "below": 0.4}[outcome]
+        score = {"wins": 0.6, "ties": 0.5, "slightly": 0.47, "below": 0.4}[outcome]
         results.append(dataclasses.replace(result, wins=outcome == "wins", score=score,
-                                           frozen_score=0.5))  # fmt: skip
+                                           frozen_score=0.5, standard_error=0.05))  # fmt: skip
         if compared is not None:
             compared.append(frozen)
         return results[-1]
@@ -275,6 +276,10 @@ def _top_layers(model: Any, fraction: float) -> int:
         # A depth that ties goes on down the ladder: a deeper one may win.
         ({0.15: "ties", 0.3: "wins", 0.6: "ties", 1.0: "ties"}, [0.15, 0.3, 0.6, 1.0], 0.3, ""),
         ({0.15: "wins", 0.3: "below"}, [0.15, 0.3], 0.15, "top 60% not measured"),
+        # Below by less than the standard error of the difference is a near tie: on.
+        ({0.15: "slightly", 0.3: "wins", 0.6: "below"}, [0.15, 0.3, 0.6], 0.3,
+         "top 100% not measured: the top 60% scored below what it was measured against by "
+         "more than the standard error (0.4000 against 0.5000, 0.0500)"),
         # A first depth below the frozen choice ends it: nothing is kept.
         ({0.15: "below"}, [0.15], None, "top 30% not measured: the top 15% scored below"),
     ],

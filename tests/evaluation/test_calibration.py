@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import tiny_arrays, tiny_model
+from helpers import run_onnx, run_saved_model, tiny_arrays, tiny_model
 from xferclass import InvalidArgumentError
 from xferclass.evaluation.calibration import (
     choose_temperature,
@@ -219,3 +220,74 @@ def test_calibration_refuses_what_it_cannot_calibrate_before_training() -> None:
                       calibrate=True)  # fmt: skip
     with pytest.raises(InvalidArgumentError, match="Dense softmax layer"):
         xferclass.calibrate(with_views(model, "flip"), train)
+
+
+@pytest.mark.parametrize("views", ["none", "flip"])
+def test_the_recipe_calibrates_inside_the_model_and_every_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, views: str
+) -> None:
+    """A plain classifier gets the temperature in its softmax layer (it stays one that
+    ``split_classifier`` takes apart); one averaging views gets a Temperature layer."""
+    import xferclass
+    from xferclass import auto
+    from xferclass.evaluation import calibration
+    from xferclass.evaluation._tta import with_views
+    from xferclass.models import split_classifier
+
+    model = with_views(tiny_model(), views)
+    images, _ = tiny_arrays(24, seed=9)
+    before = model.predict_on_batch(images)
+    labels = np.arange(24) % 3
+    forced = calibration.TemperatureChoice(2.0, 2.0, 0.2, 0.1, 24)
+    monkeypatch.setattr(calibration, "choose_temperature", lambda *args, **kwargs: forced)
+    calibrated, entry = auto._calibrated(model, labels, before, seed=0, fine_tuned=False)
+    assert entry["kept"] is True and entry["temperature"] == 2.0
+    assert entry["held_out"] == "out-of-fold predictions of every image"
+    assert (split_classifier(calibrated) is not None) is (views == "none")
+    expected = with_temperature(before, 2.0)
+    np.testing.assert_allclose(calibrated.predict_on_batch(images), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        xferclass.predict(calibrated, images, engine="keras").probabilities, expected, atol=1e-5
+    )
+    (saved,) = xferclass.export(calibrated, tmp_path / "sm", format="saved_model")
+    np.testing.assert_allclose(run_saved_model(saved, images), expected, atol=1e-4)
+    if all(importlib.util.find_spec(m) for m in ("onnx", "tf2onnx", "onnxruntime")):
+        (onnx,) = xferclass.export(calibrated, tmp_path / "m.onnx", format="onnx")
+        np.testing.assert_allclose(run_onnx(onnx, images), expected, atol=1e-4)
+    # Not kept: the model is returned as it was.
+    kept_not = calibration.TemperatureChoice(1.0, 1.3, 0.1, 0.2, 24)
+    monkeypatch.setattr(calibration, "choose_temperature", lambda *args, **kwargs: kept_not)
+    same, entry = auto._calibrated(model, labels, before, seed=0, fine_tuned=True)
+    assert same is model and entry["kept"] is False
+    assert entry["held_out"] == "the fine-tuned model's predictions on fold 0"
+
+
+def test_the_recipe_reports_its_calibration_and_returns_the_calibrated_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import xferclass
+    from conftest import make_shape_dataset
+    from xferclass import auto
+
+    root = make_shape_dataset(tmp_path / "data", per_class=10)
+    files = sorted(str(p) for p in root.rglob("*") if p.is_file())
+    seen: dict[str, Any] = {}
+    original = auto._calibrated
+
+    def spy(model: Any, labels: Any, probabilities: Any, **kwargs: Any) -> Any:
+        seen["before"] = xferclass.predict(model, files, engine="keras").probabilities
+        seen["held_out"] = probabilities
+        return original(model, labels, probabilities, **kwargs)
+
+    monkeypatch.setattr(auto, "_calibrated", spy)
+    result = xferclass.train_auto(root, budget=60, backbone="test_tiny", weights=None,
+                                  overrides={"fine_tune_epochs": 0})  # fmt: skip
+    entry = result.report["calibration"]
+    assert entry["images"] == len(files) == len(seen["held_out"])
+    after = xferclass.predict(result.model, files, engine="keras").probabilities
+    temperature = entry["temperature"]  # 1.0 when not kept
+    assert entry["kept"] is (temperature != 1.0)
+    np.testing.assert_allclose(after, with_temperature(seen["before"], temperature), atol=1e-5)
+    text = auto.format_report(result.report)
+    assert f"calibration: temperature {entry['fitted']:.3f} fitted on out-of-fold" in text
+    assert any(item.startswith("calibration temperature") for item in result.report["measured"])

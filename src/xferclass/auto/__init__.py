@@ -1020,13 +1020,20 @@ def train_auto(
     # The test-time views that were measured run inside the model returned, so predict,
     # the command line and every export give the estimated model with no flag.
     model = with_views(model, choice.tta)
+    # So does the temperature, fitted on the held-out predictions of what is returned.
+    labels, held_out = run.get("held_out") or (search.images.labels,
+                                                decision["pool"][choice])  # fmt: skip
+    model, calibration = _calibrated(model, labels, held_out, seed=seed,
+                                     fine_tuned=bool(fine.get("wins")))  # fmt: skip
     plan = _plan(choice, floor, decision, search.learning_rate, fine)
     report = _report(
         search, setup["data"], choice, floor, decision, skipped_list=run["skipped"],
         fixed=fixed, budget_s=seconds, seed=seed, plan=plan.to_dict(), skipped=run["skipped"],
-        fine_tune=fine, notes=setup["notes"],
+        fine_tune=fine, notes=setup["notes"], calibration=calibration,
         timed_seconds_per_image={k: round(v, 5) for k, v in setup["timed"].items()},
     )  # fmt: skip
+    report["measured"].append("calibration temperature (cross-validated on held-out "
+                              "predictions)")  # fmt: skip
     report["total_s"] = round(clock() - started, 1)  # before saving
     store_report(model, report)
     # What it trained on (every labelled image: the folds pool both folders), so that
@@ -1041,6 +1048,36 @@ def train_auto(
     history = {"candidate": [r["candidate"] for r in report["candidates"]],
                "score": [r["score"] for r in report["candidates"]]}  # fmt: skip
     return AutoResult(model=model, plan=plan, report=report, history=history)
+
+
+def _calibrated(
+    model: Any, labels: np.ndarray, probabilities: np.ndarray, *, seed: int, fine_tuned: bool
+) -> tuple[Any, dict[str, Any]]:
+    """``model`` calibrated when a temperature fitted on ``probabilities`` (held-out
+    predictions of what ``model`` computes: out-of-fold, or fold 0's for a fine-tuned
+    model) lowers their cross-validated calibration error; and the report's entry.
+
+    A plain classifier gets the temperature folded into its softmax layer (it stays a
+    ``build_classifier`` model, whose head ``predict`` runs apart from a converted
+    backbone); one that averages views or members gets a
+    :class:`~xferclass.layers.Temperature` layer on its output."""
+    import keras
+
+    from ..backbones.layers import Temperature
+    from ..backbones.models import split_classifier
+    from ..evaluation.calibration import choose_temperature, fold_temperature
+
+    choice = choose_temperature(labels, probabilities, seed=seed)
+    entry = {**choice.to_dict(), "held_out": (
+        "the fine-tuned model's predictions on fold 0" if fine_tuned
+        else "out-of-fold predictions of every image")}  # fmt: skip
+    if not choice.kept:
+        return model, entry
+    if split_classifier(model) is not None:
+        fold_temperature(model, choice.temperature)
+        return model, entry
+    scaled = Temperature(choice.temperature, name="temperature", dtype="float32")(model.output)
+    return keras.Model(model.input, scaled, name=model.name), entry
 
 
 def _search_then_fine_tune(
@@ -1129,8 +1166,10 @@ def _search_on(
     higher."""
     search = setup["search"]
     folds = int(search.fold.max() + 1)
-    tuned_run = {"choice": base, "decision": tuned, "fine_tune": fine,
-                 "skipped": skipped, "fine_tuned": final}  # fmt: skip
+    held = search.fold == 0  # the fine-tuned model's only held-out predictions
+    tuned_run = {"choice": base, "decision": tuned, "fine_tune": fine, "skipped": skipped,
+                 "fine_tuned": final,
+                 "held_out": (search.images.labels[held], kept.probabilities)}  # fmt: skip
     need = FINE_TUNE_SLACK * kept.trained_seconds * folds / max(1, folds - 1)
     if end - need - search.clock() <= 0:
         return tuned_run
@@ -1165,9 +1204,10 @@ def _ladder(
     same head for the same epochs, scored on fold 0 against the depth kept so far (the
     frozen choice's probabilities ``against`` before any), while the time left fits it
     and again on every image. A depth that wins is kept; one that scores below what it
-    was measured against ends the ladder. Returns every run, the one kept (None when
-    none won), its final model's function, and why the ladder stopped (empty when it
-    reached the bottom)."""
+    was measured against by more than the standard error of the paired difference ends
+    the ladder (a near tie goes on: the next depth may win). Returns every run, the one
+    kept (None when none won), its final model's function, and why the ladder stopped
+    (empty when it reached the bottom)."""
     from ._finetune import DEEPER, deeper_seconds, run_fine_tune
 
     folds = int(search.fold.max() + 1)
@@ -1175,11 +1215,12 @@ def _ladder(
     kept, kept_final = (first, final) if first.wins else (None, None)
     for unfreeze in DEEPER:
         last = runs[-1]
-        if not last.wins and last.score < last.frozen_score:
+        if not last.wins and last.score < last.frozen_score - last.standard_error:
             return runs, kept, kept_final, (
                 f"top {unfreeze:.0%} not measured: the top {last.unfreeze:.0%} scored below "
-                f"what it was measured against ({last.score:.4f} against "
-                f"{last.frozen_score:.4f})"
+                f"what it was measured against by more than the standard error "
+                f"({last.score:.4f} against {last.frozen_score:.4f}, "
+                f"{last.standard_error:.4f})"
             )  # fmt: skip
         need, left = deeper_seconds(last, folds, unfreeze), end - search.clock()
         if need > left:

@@ -22,7 +22,8 @@ The ladder goes on past a depth that did not win but did not score below what it
 measured against: on data unlike ImageNet a shallow depth can tie with strong frozen
 features while a deeper one wins (the suite's ordinal grades: about 0.79, 0.80 and
 0.82 validation accuracy for the top 15 %, 30 % and 60 % after 10 epochs, against 0.77
-for the frozen head). It stops at the first depth that scores below it.
+for the frozen head). It stops at the first depth that scores below it by more than the
+standard error of the paired difference.
 """
 
 from __future__ import annotations

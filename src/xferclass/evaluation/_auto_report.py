@@ -120,6 +120,16 @@ def format_report(report: Mapping[str, Any]) -> str:
         + (f", top {plan.get('unfreeze', FIRST_UNFREEZE):.0%} of the backbone fine-tuned for "
            f"{plan['fine_tune_epochs']} epochs" if plan.get("fine_tune_epochs") else "")
     )  # fmt: skip
+    calibration = report.get("calibration")
+    if calibration:
+        lines.append(
+            f"calibration: temperature {calibration['fitted']:.3f} fitted on "
+            f"{calibration['held_out']} ({calibration['images']} images); expected "
+            f"calibration error {calibration['ece_before']:.4f} before, "
+            f"{calibration['ece_after']:.4f} after (cross-validated): "
+            + ("kept (inside the model: every prediction and export is calibrated)"
+               if calibration["kept"] else "not kept")
+        )  # fmt: skip
     lines.append(f"why: {report['why']}")
     estimate = report["estimate"]
     lines.append(

@@ -35,6 +35,7 @@ __all__ = [
     "choose_temperature",
     "expected_calibration_error",
     "fit_temperature",
+    "fold_temperature",
     "with_temperature",
 ]
 
@@ -288,13 +289,26 @@ def calibrate(
     from ..backbones.layers import preprocessing_layer
     from .metrics import collect_predictions
 
-    layer = _softmax_layer(model)
+    _softmax_layer(model)
     labels, probabilities = collect_predictions(model, dataset, engine=engine, verbose=verbose)
     choice = choose_temperature(labels, probabilities, seed=seed)
     if choice.kept:
-        kernel, *bias = layer.get_weights()
-        layer.set_weights([kernel / choice.temperature, *(b / choice.temperature for b in bias)])
+        fold_temperature(model, choice.temperature)
     found = preprocessing_layer(model)
     if found is not None:
         found.metadata = {**(found.metadata or {}), "calibration": choice.to_dict()}
     return choice
+
+
+def fold_temperature(model: Any, temperature: float) -> None:
+    """Divide the kernel and bias of ``model``'s output softmax layer by ``temperature``,
+    in place: its probabilities become :func:`with_temperature`'s of what they were.
+
+    Raises:
+        InvalidArgumentError: ``model`` is multi-label, or its output is not a Dense
+            softmax layer, or ``temperature`` is not positive.
+    """
+    if not temperature > 0:
+        raise InvalidArgumentError(f"temperature={temperature!r} must be positive")
+    layer = _softmax_layer(model)
+    layer.set_weights([w / temperature for w in layer.get_weights()])
