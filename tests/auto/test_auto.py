@@ -808,6 +808,10 @@ def test_the_model_returned_averages_the_views_its_choice_was_measured_with(
     expected = np.mean([inner.predict(v, verbose=0) for v in (
         images, images[:, :, ::-1], images[:, ::-1], np.rot90(images, 1, axes=(1, 2)),
         np.rot90(images, 3, axes=(1, 2)))], axis=0)  # fmt: skip
+    # Then the temperature fitted on the out-of-fold predictions, when it was kept.
+    from xferclass.evaluation.calibration import with_temperature
+
+    expected = with_temperature(expected, result.report["calibration"]["temperature"])
     loaded = xferclass.load_model(out)
     for model in (result.model, loaded):
         found = xferclass.predict(model, paths).probabilities
