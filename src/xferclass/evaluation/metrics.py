@@ -410,7 +410,7 @@ def calibration_metrics(labels: Any, probabilities: Any) -> dict[str, float]:
         >>> {key: round(value, 4) for key, value in found.items()}
         {'ece': 0.3, 'brier': 0.2}
     """
-    from .calibration import expected_calibration_error
+    from ..training._calibration import expected_calibration_error
 
     y = np.asarray(labels, np.float64)
     p = np.asarray(probabilities, np.float64)

@@ -40,6 +40,7 @@ from ..runtime._common import (
     require_dataset,
     store_class_names,
 )
+from ._calibration import _softmax_layer, calibrate_on, held_out_predictions
 from ._engine import Phase, TrainConfig, run_phases, scope, strategy_of, verbosity
 from ._provenance import record_training_files
 
@@ -325,8 +326,6 @@ def fit(
             label_smoothing=label_smoothing, learning_rate=learning_rate, jit_compile=jit_compile,
         )  # fmt: skip
     if calibrate:
-        from ..evaluation.calibration import _softmax_layer
-
         if validation is None:
             raise InvalidArgumentError(
                 "calibrate=True fits a temperature on the validation split: pass validation"
@@ -336,10 +335,9 @@ def fit(
     phase = Phase("train", trains, epochs)
     history = run_phases(model, train, validation, [phase], config, spec, parts)
     if calibrate:
-        from ..evaluation.calibration import calibrate as calibrate_model
-
-        history.calibration = calibrate_model(model, validation, engine=engine,
-                                              seed=0 if seed is None else seed)  # fmt: skip
+        labels, probabilities = held_out_predictions(model, validation, engine=engine)
+        history.calibration = calibrate_on(model, labels, probabilities,
+                                           seed=0 if seed is None else seed)  # fmt: skip
     return history
 
 
