@@ -1,24 +1,8 @@
-"""How far predicted probabilities are from frequencies, and a temperature that brings them closer.
+"""The numerical core of calibration: the expected calibration error, temperature
+scaling and folding a temperature into a softmax layer.
 
-(The numerical core, in ``training`` so that ``fit(..., calibrate=True)`` can use it;
-its public home is :mod:`xferclass.evaluation.calibration`.)
-
-A classifier's top probability is *calibrated* when, among the images it gives 0.9,
-nine in ten are right. Networks trained to low cross-entropy are usually too sure of
-themselves (Guo et al., 2017, "On Calibration of Modern Neural Networks"). One
-number, a *temperature* ``T``, fitted on images the model did not train on, corrects
-much of it: the calibrated probabilities are ``softmax(log(p) / T)``, which is
-``softmax(logits / T)`` for a softmax output. Dividing every logit by the same positive
-number keeps their order, so the top class, and with it accuracy, never changes.
-
-- :func:`expected_calibration_error`: the weighted mean gap between accuracy and mean
-  top probability over equal-width bins of the top probability (15 by default).
-- :func:`fit_temperature`: the temperature of least negative log-likelihood.
-- :func:`choose_temperature`: a temperature only when it lowers the calibration error
-  on images it was not fitted on (cross-validated); 1.0 otherwise.
-- :func:`with_temperature`: probabilities at a temperature, as the
-  :class:`xferclass.layers.Temperature` layer computes them inside a model.
-- :func:`calibrate_on`: a classifier calibrated in place from its held-out predictions.
+It lives in ``training`` so that ``fit(..., calibrate=True)`` can use it; its public home,
+and the explanation of what it does and why, is :mod:`xferclass.evaluation.calibration`.
 """
 
 from __future__ import annotations
