@@ -19,6 +19,7 @@ PUBLIC = {
     "fit", "fine_tune", "make_augmentation", "save_model", "load_model",
     # evaluation and prediction
     "evaluate_regression_style", "predict", "Predictions", "explain", "calibrate",
+    "detect_unknown",
     # deployment
     "export",
     # data quality

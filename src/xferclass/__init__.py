@@ -58,6 +58,7 @@ from .evaluation.explain import explain
 from .evaluation.inference import Predictions, predict
 from .evaluation.inspection import Inspection, inspect
 from .evaluation.metrics import evaluate_regression_style
+from .evaluation.unknown import detect_unknown
 from .training import fine_tune, fit, make_augmentation, save_model
 
 __version__ = "0.1.0"
@@ -87,6 +88,7 @@ __all__ = [
     "build_classifier",
     "calibrate",
     "dataset_facts",
+    "detect_unknown",
     "evaluate_regression_style",
     "explain",
     "export",

@@ -20,10 +20,14 @@ __all__ = [
     "Preprocessing",
     "Temperature",
     "TestTimeViews",
+    "UnknownScore",
     "ViewMean",
     "built_in_views",
     "model_temperature",
     "preprocessing_layer",
+    "refuse_unknown",
+    "unknown_layer",
+    "without_unknown",
 ]
 
 #: The test-time view modes a model can carry inside it, and the views each stacks.
@@ -375,3 +379,134 @@ def built_in_views(model: Any) -> str:
         if isinstance(layer, TestTimeViews):
             return layer.mode
     return "none"
+
+
+#: The unknown scores :class:`UnknownScore` computes.
+UNKNOWN_KINDS = {
+    "max_softmax": "1 - the top class probability (Hendrycks and Gimpel, 2017)",
+    "knn": "1 - the cosine similarity of the pooled features to their k-th nearest "
+    "training image's (Sun et al., 2022)",
+}
+
+
+@keras.saving.register_keras_serializable(package="xferclass")
+class UnknownScore(keras.layers.Layer):
+    """How unlike the training images an image is: 0 for the most familiar, higher for
+    stranger ones; an image is *unknown* when its score is above ``threshold``.
+
+    ``"max_softmax"`` reads the class probabilities: ``1 - max(p)``. ``"knn"`` reads the
+    pooled backbone features: each row is scaled to unit length and the score is
+    ``1 - `` its cosine similarity to the ``k``-th most similar of ``references``
+    (normalized features of training images, stored in the layer's weights and so in the
+    saved model and its exports). :func:`xferclass.detect_unknown` chooses the kind, ``k``
+    and the threshold on held-out images.
+
+    Args:
+        kind: ``"max_softmax"`` or ``"knn"`` (see :data:`UNKNOWN_KINDS`).
+        threshold: Scores above it are unknown.
+        k: For ``"knn"``: which nearest reference.
+        references: For ``"knn"``: how many reference rows the layer holds.
+        width: For ``"knn"``: the width of the features.
+        measured: What :func:`xferclass.detect_unknown` measured (kept in the config).
+
+    Examples:
+        >>> import numpy as np
+        >>> UnknownScore("max_softmax", 0.5)(np.array([[0.9, 0.1], [0.4, 0.6]])).numpy().round(3)
+        array([0.1, 0.4], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        kind: str = "max_softmax",
+        threshold: float = 1.0,
+        *,
+        k: int = 1,
+        references: int = 0,
+        width: int = 0,
+        measured: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if kind not in UNKNOWN_KINDS:
+            raise InvalidArgumentError(
+                f"UnknownScore: kind={kind!r} must be one of {', '.join(UNKNOWN_KINDS)}"
+            )
+        if kind == "knn" and not 1 <= int(k) <= int(references):
+            raise InvalidArgumentError(
+                f"UnknownScore: k={k!r} must lie in 1..references ({references})"
+            )
+        self.kind, self.threshold, self.k = kind, float(threshold), int(k)
+        self.measured = dict(measured or {})
+        self.references = None
+        if kind == "knn":
+            self.references = self.add_weight(
+                shape=(int(references), int(width)), initializer="zeros",
+                trainable=False, name="references", dtype="float32",
+            )  # fmt: skip
+
+    def call(self, inputs: Any) -> Any:
+        x = ops.cast(inputs, "float32")
+        if self.kind == "max_softmax":
+            return 1.0 - ops.max(x, axis=-1)
+        x = x / ops.maximum(ops.sqrt(ops.sum(x * x, axis=-1, keepdims=True)), 1e-12)
+        similarity = ops.matmul(x, ops.transpose(self.references))
+        nearest, _ = ops.top_k(similarity, self.k)
+        return 1.0 - nearest[:, self.k - 1]
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return (input_shape[0],)
+
+    def get_config(self) -> dict[str, Any]:
+        width = 0 if self.references is None else int(self.references.shape[1])
+        return {
+            **super().get_config(),
+            "kind": self.kind,
+            "threshold": self.threshold,
+            "k": self.k,
+            "references": 0 if self.references is None else int(self.references.shape[0]),
+            "width": width,
+            "measured": self.measured,
+        }
+
+
+def unknown_layer(model: Any) -> UnknownScore | None:
+    """The :class:`UnknownScore` layer of a model from :func:`xferclass.detect_unknown`
+    (its second output), or None.
+
+    Examples:
+        >>> import keras
+        >>> unknown_layer(keras.Sequential([keras.layers.Dense(2)])) is None
+        True
+    """
+    outputs = getattr(model, "outputs", None) or []
+    if len(outputs) != 2:
+        return None
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, UnknownScore):
+            return layer
+    return None
+
+
+def refuse_unknown(model: Any, what: str) -> None:
+    """Refuse to change a model that carries an unknown score: its references and
+    threshold were measured on the classifier as it is.
+
+    Raises:
+        InvalidArgumentError: The model has an :class:`UnknownScore`.
+    """
+    if unknown_layer(model) is not None:
+        raise InvalidArgumentError(
+            f"the model carries an unknown score, measured on the classifier as it is: "
+            f"{what} would leave it stale. Change the classifier "
+            "(xferclass.layers.without_unknown(model)), then call xferclass.detect_unknown again"
+        )
+
+
+def without_unknown(model: Any) -> Any:
+    """``model`` with class probabilities as its only output: a model from
+    :func:`xferclass.detect_unknown` without its unknown score (the same layers and
+    weights), any other model as it is."""
+    if unknown_layer(model) is None:
+        return model
+    return keras.Model(model.inputs, model.outputs[0], name=model.name)

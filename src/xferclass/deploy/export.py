@@ -47,7 +47,7 @@ from ..core._gc import collecting
 from ..core._log import logger
 from ..runtime._common import model_class_names
 
-__all__ = ["export", "FORMATS", "QUANTIZATIONS"]
+__all__ = ["export", "FORMATS", "QUANTIZATIONS", "read_unknown_threshold"]
 
 #: Formats that :func:`export` writes.
 FORMATS = ("saved_model", "litert", "onnx", "openvino")
@@ -57,6 +57,8 @@ QUANTIZATIONS = ("float16", "dynamic", "int8")
 CALIBRATION_IMAGES = 256
 #: The key (or file) under which each format stores the class names.
 CLASS_NAMES_KEY = "class_names"
+#: Where an artifact keeps the threshold of its unknown score (beside the class names).
+UNKNOWN_THRESHOLD_KEY = "unknown_threshold"
 SAVED_MODEL_ASSET = "class_names.txt"
 LITERT_LABELS_FILE = "labels.txt"
 #: Largest difference from Keras that an unquantized artifact may show on the probe batch.
@@ -218,18 +220,33 @@ def _decode_for_serving(size: tuple[int, int]) -> Callable[[tf.Tensor], tf.Tenso
     return bytes_loader(size, resolve_max_pixels(None, "export"))
 
 
+def _unknown_threshold(model: keras.Model) -> float | None:
+    """The threshold of the model's unknown score, or None when it has none."""
+    from ..backbones.layers import unknown_layer
+
+    layer = unknown_layer(model)
+    return None if layer is None else float(layer.threshold)
+
+
 def _write_saved_model(model: keras.Model, directory: Path, names: list[str] | None) -> None:
     height, width = int(model.input_shape[1]), int(model.input_shape[2])
-    labels = names if names is not None else [str(i) for i in range(model.output_shape[-1])]
+    classes = int(model.outputs[0].shape[-1])
+    labels = names if names is not None else [str(i) for i in range(classes)]
     decode = _decode_for_serving((height, width))
+    threshold = _unknown_threshold(model)
 
-    def outputs(probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
+    def outputs(found: Any) -> dict[str, tf.Tensor]:
+        probabilities = found[0] if isinstance(found, (list, tuple)) else found
         index = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-        return {
+        out = {
             "probabilities": probabilities,
             "class_index": index,
             "class_name": tf.gather(tf.constant(labels), index),
         }
+        if threshold is not None:
+            out["unknown_score"] = found[1]
+            out["unknown"] = found[1] > threshold
+        return out
 
     def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
         return outputs(model(image, training=False))
@@ -245,6 +262,9 @@ def _write_saved_model(model: keras.Model, directory: Path, names: list[str] | N
     def class_names() -> dict[str, tf.Tensor]:
         return {CLASS_NAMES_KEY: tf.constant(labels)}
 
+    def unknown_threshold() -> dict[str, tf.Tensor]:
+        return {UNKNOWN_THRESHOLD_KEY: tf.constant(threshold, tf.float32)}
+
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
@@ -254,6 +274,8 @@ def _write_saved_model(model: keras.Model, directory: Path, names: list[str] | N
         "serve_bytes", serve_bytes, input_signature=[tf.TensorSpec([None], tf.string)]
     )
     archive.add_endpoint(CLASS_NAMES_KEY, class_names, input_signature=[])
+    if threshold is not None:
+        archive.add_endpoint(UNKNOWN_THRESHOLD_KEY, unknown_threshold, input_signature=[])
     with tempfile.TemporaryDirectory() as scratch:
         if names is not None:
             asset = Path(scratch) / SAVED_MODEL_ASSET
@@ -304,20 +326,29 @@ def _calibration_images(calibration: Any, size: tuple[int, int]) -> np.ndarray:
     return images
 
 
-def _tflite_with_class_names(flatbuffer: bytes, names: list[str]) -> bytes:
-    """Add a ``class_names`` metadata entry and a packed ``labels.txt`` to a .tflite."""
+def _tflite_with_class_names(
+    flatbuffer: bytes, names: list[str] | None, threshold: float | None = None
+) -> bytes:
+    """Add a ``class_names`` metadata entry and a packed ``labels.txt`` to a .tflite, and
+    an ``unknown_threshold`` entry for a model with an unknown score."""
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
     tree = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(json.dumps(names).encode("utf-8"), dtype=np.uint8)
-    tree.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = CLASS_NAMES_KEY
-    entry.buffer = len(tree.buffers) - 1
-    tree.metadata = list(tree.metadata or []) + [entry]
+    entries = {CLASS_NAMES_KEY: names, UNKNOWN_THRESHOLD_KEY: threshold}
+    for key, value in entries.items():
+        if value is None:
+            continue
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(json.dumps(value).encode("utf-8"), dtype=np.uint8)
+        tree.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name = key
+        entry.buffer = len(tree.buffers) - 1
+        tree.metadata = list(tree.metadata or []) + [entry]
     data = bytes(flatbuffer_utils.convert_object_to_bytearray(tree))
+    if names is None:
+        return data
     # Associated files travel as a zip archive appended to the flatbuffer, as the
     # TFLite metadata tools pack them; interpreters ignore the bytes after the model.
     import io
@@ -351,8 +382,9 @@ def _write_litert(
 
         options["representative_dataset"] = representative
     model.export(str(file), format="litert", verbose=False, **options)
-    if names is not None:
-        file.write_bytes(_tflite_with_class_names(file.read_bytes(), names))
+    threshold = _unknown_threshold(model)
+    if names is not None or threshold is not None:
+        file.write_bytes(_tflite_with_class_names(file.read_bytes(), names, threshold))
 
 
 def _write_onnx(model: keras.Model, file: Path, names: list[str] | None) -> None:
@@ -365,6 +397,10 @@ def _write_onnx(model: keras.Model, file: Path, names: list[str] | None) -> None
     if names is not None:
         entry = proto.metadata_props.add()
         entry.key, entry.value = CLASS_NAMES_KEY, json.dumps(names)
+    threshold = _unknown_threshold(model)
+    if threshold is not None:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = UNKNOWN_THRESHOLD_KEY, json.dumps(threshold)
     for beside in file.parent.iterdir():
         if beside != file and beside.name.startswith(file.name):
             beside.unlink()
@@ -374,14 +410,23 @@ def _write_onnx(model: keras.Model, file: Path, names: list[str] | None) -> None
 def _write_openvino(model: keras.Model, file: Path, names: list[str] | None) -> None:
     ov = _require("openvino", "openvino", "format='openvino'")
     model.export(str(file), format="openvino", verbose=False)
-    if names is not None:
+    threshold = _unknown_threshold(model)
+    if names is not None or threshold is not None:
         network = ov.Core().read_model(str(file))
-        network.set_rt_info(json.dumps(names), ["xferclass", CLASS_NAMES_KEY])
+        _openvino_info(network, names, threshold)
         final = file.with_name("with_names.xml")
         ov.serialize(network, str(final), str(final.with_suffix(".bin")))
         del network
         os.replace(final, file)
         os.replace(final.with_suffix(".bin"), file.with_suffix(".bin"))
+
+
+def _openvino_info(network: Any, names: list[str] | None, threshold: float | None) -> None:
+    """Class names and the unknown threshold in an OpenVINO model's runtime information."""
+    if names is not None:
+        network.set_rt_info(json.dumps(names), ["xferclass", CLASS_NAMES_KEY])
+    if threshold is not None:
+        network.set_rt_info(json.dumps(threshold), ["xferclass", UNKNOWN_THRESHOLD_KEY])
 
 
 def _write(
@@ -413,8 +458,7 @@ def _write_openvino_from_onnx(
     onnx_file = scratch / "via.onnx"
     _write_onnx(model, onnx_file, None)
     network = ov.convert_model(str(onnx_file))
-    if names is not None:
-        network.set_rt_info(json.dumps(names), ["xferclass", CLASS_NAMES_KEY])
+    _openvino_info(network, names, _unknown_threshold(model))
     ov.save_model(network, str(file), compress_to_fp16=False)
     del network
     onnx_file.unlink()
@@ -474,12 +518,25 @@ def _export_in_tensorflow(
 # --------------------------------------------------------------------------------------
 
 
-def _runner(format: str, path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """A function that runs the exported artifact on a float32 NHWC batch."""
+def _by_rank(outputs: Sequence[Any]) -> list[np.ndarray]:
+    """An artifact's outputs in the model's order: probabilities (rank 2), then the
+    unknown score (rank 1) when there is one. Runtimes need not keep the order."""
+    return sorted((np.asarray(o) for o in outputs), key=lambda a: -a.ndim)
+
+
+def _runner(format: str, path: Path) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """A function that runs the exported artifact on a float32 NHWC batch: its
+    probabilities, then its unknown score when it has one."""
     if format == "saved_model":
         loaded = tf.saved_model.load(str(path))
         serve = loaded.signatures["serving_default"]
-        return lambda batch: serve(tf.constant(batch, tf.float32))["probabilities"].numpy()
+
+        def run_saved(batch: np.ndarray) -> list[np.ndarray]:
+            found = serve(tf.constant(batch, tf.float32))
+            keys = ["probabilities"] + (["unknown_score"] if "unknown_score" in found else [])
+            return [found[key].numpy() for key in keys]
+
+        return run_saved
     if format == "litert":
         return _litert_runner(path)
     if format == "onnx":
@@ -492,44 +549,48 @@ def _runner(format: str, path: Path) -> Callable[[np.ndarray], np.ndarray]:
                 "some constants became graph inputs"
             )
         name = inputs[0].name
-        return lambda batch: session.run(None, {name: batch.astype(np.float32)})[0]
+        return lambda batch: _by_rank(session.run(None, {name: batch.astype(np.float32)}))
     ov = _require("openvino", "openvino", "running an OpenVINO model")
     compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    return lambda batch: np.asarray(compiled(batch.astype(np.float32))[compiled.output(0)])
+    return lambda batch: _by_rank(list(compiled(batch.astype(np.float32)).values()))
 
 
-def _litert_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+def _litert_runner(path: Path) -> Callable[[np.ndarray], list[np.ndarray]]:
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         Interpreter = tf.lite.Interpreter  # noqa: N806
     interpreter = Interpreter(model_path=str(path))
     input_index = interpreter.get_input_details()[0]["index"]
-    output_index = interpreter.get_output_details()[0]["index"]
+    output_indices = [d["index"] for d in interpreter.get_output_details()]
     shape: list[tuple[int, ...]] = [()]
 
-    def run(batch: np.ndarray) -> np.ndarray:
+    def run(batch: np.ndarray) -> list[np.ndarray]:
         if tuple(batch.shape) != shape[0]:
             interpreter.resize_tensor_input(input_index, list(batch.shape))
             interpreter.allocate_tensors()
             shape[0] = tuple(batch.shape)
         interpreter.set_tensor(input_index, batch.astype(np.float32))
         interpreter.invoke()
-        return np.array(interpreter.get_tensor(output_index))
+        return _by_rank([np.array(interpreter.get_tensor(i)) for i in output_indices])
 
     return run
 
 
 def _check_artifact(
-    format: str, path: Path, probe: np.ndarray, expected: np.ndarray, quantized: bool
+    format: str, path: Path, probe: np.ndarray, expected: Sequence[np.ndarray], quantized: bool
 ) -> None:
-    got = _runner(format, path)(probe)
-    if got.shape != expected.shape or not np.all(np.isfinite(got)):
-        raise ExportError(f"it returns {got.shape} values for {expected.shape} expected")
-    if not quantized:
-        worst = float(np.max(np.abs(got - expected)))
-        if worst > _PROBE_TOLERANCE:
-            raise ExportError(f"its probabilities differ from Keras's by up to {worst:.2g}")
+    found = _runner(format, path)(probe)
+    if len(found) != len(expected):
+        raise ExportError(f"it has {len(found)} outputs for {len(expected)} expected")
+    for got, wanted, what in zip(found, expected, ("probabilities", "unknown scores")):
+        got = got.reshape(wanted.shape) if got.size == wanted.size else got
+        if got.shape != wanted.shape or not np.all(np.isfinite(got)):
+            raise ExportError(f"it returns {got.shape} values for {wanted.shape} expected")
+        if not quantized:
+            worst = float(np.max(np.abs(got - wanted)))
+            if worst > _PROBE_TOLERANCE:
+                raise ExportError(f"its {what} differ from Keras's by up to {worst:.2g}")
 
 
 # --------------------------------------------------------------------------------------
@@ -629,7 +690,9 @@ def export(
     size = (int(model.input_shape[1]), int(model.input_shape[2]))
     probe = np.random.default_rng(0).uniform(0, 255, (2, *size, 3)).astype(np.float32)
     # Also calls the model once, which ONNX export needs.
-    expected = keras.ops.convert_to_numpy(model(keras.ops.convert_to_tensor(probe), training=False))
+    found = model(keras.ops.convert_to_tensor(probe), training=False)
+    outputs = found if isinstance(found, (list, tuple)) else [found]
+    expected = [keras.ops.convert_to_numpy(o) for o in outputs]
     parent = targets[0].parent
     parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".xferclass-export-", dir=parent))
@@ -720,3 +783,47 @@ def read_class_names(path: str | os.PathLike[str], *, format: str) -> list[str] 
     if not network.has_rt_info(["xferclass", CLASS_NAMES_KEY]):
         return None
     return list(json.loads(network.get_rt_info(["xferclass", CLASS_NAMES_KEY]).astype(str)))
+
+
+def read_unknown_threshold(path: str | os.PathLike[str], *, format: str) -> float | None:
+    """The threshold of an exported artifact's unknown score (its second output, from a
+    model of :func:`xferclass.detect_unknown`), or ``None`` when it has none: images
+    whose score is above it are unknown. It is kept where the class names are.
+
+    Examples:
+        >>> read_unknown_threshold("model.onnx", format="onnx")  # doctest: +SKIP
+        0.21
+    """
+    if format not in FORMATS:
+        raise InvalidArgumentError(
+            f"format={format!r} is not one of {', '.join(repr(f) for f in FORMATS)}"
+        )
+    location = Path(os.fspath(path))
+    if not location.exists():
+        raise InvalidArgumentError(f"path={os.fspath(path)!r} does not exist")
+    if format == "saved_model":
+        loaded = tf.saved_model.load(str(location))
+        if not hasattr(loaded, UNKNOWN_THRESHOLD_KEY):
+            return None
+        return float(getattr(loaded, UNKNOWN_THRESHOLD_KEY)()[UNKNOWN_THRESHOLD_KEY].numpy())
+    if format == "litert":
+        from tensorflow.lite.tools import flatbuffer_utils
+
+        tree = flatbuffer_utils.read_model_with_mutable_tensors(str(location))
+        for entry in tree.metadata or []:
+            name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
+            if name == UNKNOWN_THRESHOLD_KEY:
+                return float(json.loads(bytes(tree.buffers[entry.buffer].data).decode("utf-8")))
+        return None
+    if format == "onnx":
+        onnx = _require("onnx", "onnx", "reading an ONNX model")
+        proto = onnx.load(str(location), load_external_data=False)
+        props = {p.key: p.value for p in proto.metadata_props}
+        if UNKNOWN_THRESHOLD_KEY not in props:
+            return None
+        return float(json.loads(props[UNKNOWN_THRESHOLD_KEY]))
+    ov = _require("openvino", "openvino", "reading an OpenVINO model")
+    network = ov.Core().read_model(str(location))
+    if not network.has_rt_info(["xferclass", UNKNOWN_THRESHOLD_KEY]):
+        return None
+    return float(json.loads(network.get_rt_info(["xferclass", UNKNOWN_THRESHOLD_KEY]).astype(str)))

@@ -78,8 +78,10 @@ def calibrate(
         >>> choice.temperature, choice.ece_before, choice.ece_after  # doctest: +SKIP
         (1.8, 0.072, 0.021)
     """
+    from ..backbones.layers import refuse_unknown
     from .metrics import collect_predictions
 
+    refuse_unknown(model, "calibrating it")
     _softmax_layer(model)  # before the pass: refuse what cannot be calibrated
     labels, probabilities = collect_predictions(model, dataset, engine=engine, verbose=verbose)
     return calibrate_on(model, labels, probabilities, seed=seed)

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..backbones.layers import built_in_views
+from ..backbones.layers import built_in_views, without_unknown
 from ..core._errors import InvalidArgumentError, InvalidArgumentTypeError, UnsupportedBackendError
 from ._tta import without_views
 
@@ -289,6 +289,7 @@ def explain(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size={batch_size!r} must be a positive int")
     array = _as_images(images)
+    model = without_unknown(model)
     if built_in_views(model) != "none":
         # The maps are of the image as given; the class is the one the model's averaged
         # views predict, unless one is asked for.

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..backbones.layers import unknown_layer, without_unknown
 from ..core._args import verbosity
 from ..core._errors import DatasetError, InvalidArgumentError
 from ..data._decode import without_autotune
@@ -52,9 +53,13 @@ class Predictions:
             ``"openvino"`` (float32) or ``"openvino-bf16"`` (bfloat16, which
             ``engine="auto"`` picks only where it gave float32's decisions on
             at least 99% of the first images).
+        unknown_scores: With ``unknown=True``: each image's unknown score (higher
+            is less like the training images); else None.
+        unknown: With ``unknown=True``: whether each image's score is above the
+            model's threshold; such an image's predicted name is None. Else None.
     """
 
-    predicted_names: list[str]
+    predicted_names: list[str | None]
     indices: np.ndarray
     confidences: np.ndarray
     probabilities: np.ndarray
@@ -63,15 +68,17 @@ class Predictions:
     label_sets: list[list[str]] | None = None
     threshold: float | None = None
     engine: str = "keras"
+    unknown_scores: np.ndarray | None = None
+    unknown: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.predicted_names)
 
-    def __iter__(self) -> Iterator[tuple[str, float]]:
+    def __iter__(self) -> Iterator[tuple[str | None, float]]:
         return iter(zip(self.predicted_names, self.confidences.tolist()))
 
     @property
-    def labels(self) -> list[str]:
+    def labels(self) -> list[str | None]:
         """Deprecated: ``predicted_names`` (a dataset's ``labels`` are class indices)."""
         warnings.warn(
             "Predictions.labels is deprecated: use Predictions.predicted_names (the "
@@ -153,6 +160,7 @@ def predict(
     max_pixels: int | None = None,
     tta: bool | str = False,
     engine: str = "auto",
+    unknown: bool = False,
 ) -> Predictions:
     """Classify images with a trained model.
 
@@ -193,16 +201,22 @@ def predict(
             for a few batches, on a GPU or when the model does not convert),
             ``"keras"``, ``"onnxruntime"`` or ``"openvino"`` (see the
             Performance page). The probabilities agree within 1e-4.
+        unknown: Mark images unlike the training images as unknown, with a model
+            from :func:`xferclass.detect_unknown`: their predicted name is None and
+            every image gets an unknown score. The pass runs on Keras, without
+            ``tta`` (the threshold was measured without outside views).
 
     Returns:
         A :class:`Predictions` with predicted_names, indices, confidences and
-        probabilities, and for a multi-label model the ``label_sets``.
+        probabilities, for a multi-label model the ``label_sets``, and with
+        ``unknown`` the unknown scores and decisions.
 
     Raises:
         DatasetError: An image cannot be read or is larger than ``max_pixels``
             (the message names the file and its size), or the number of class
             names differs from the model's output size.
-        InvalidArgumentError: ``tta`` is not a known mode.
+        InvalidArgumentError: ``tta`` is not a known mode; or ``unknown`` is set for
+            a model without an unknown score, with ``tta`` or with a runtime engine.
         MissingDependencyError: ``engine`` names a runtime that is not installed.
 
     Examples:
@@ -214,6 +228,8 @@ def predict(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size={batch_size!r} must be a positive int")
+    scorer = _unknown_scorer(model, unknown, tta, engine)
+    model = without_unknown(model)
     tta_mode = resolve_tta(model, tta)
     outputs = int(model.output_shape[-1])
     names = list(class_names) if class_names is not None else model_class_names(model)
@@ -229,7 +245,10 @@ def predict(
     cut = stored if threshold is None else check_threshold(threshold)
     dataset, sources = _image_batches(images, _input_size(model), batch_size, max_pixels)
     steps = int(dataset.cardinality())
-    forward = classifier_forward(model, engine=engine, steps=steps if steps > 0 else None)
+    if scorer is None:
+        forward = classifier_forward(model, engine=engine, steps=steps if steps > 0 else None)
+    else:
+        forward = _ScoredForward(scorer)
     progress = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbosity(verbose))
     chunks = []
     try:
@@ -246,8 +265,14 @@ def predict(
         raise DatasetError("images is empty: there is nothing to predict")
     probabilities = np.concatenate(chunks)
     indices = np.argmax(probabilities, axis=1)
+    scores = rejected = None
+    predicted: list[str | None] = [names[i] for i in indices]
+    if isinstance(forward, _ScoredForward):
+        scores = np.concatenate(forward.scores).astype(np.float32)
+        rejected = scores > forward.threshold
+        predicted = [None if out else name for name, out in zip(predicted, rejected)]
     return Predictions(
-        predicted_names=[names[i] for i in indices],
+        predicted_names=predicted,
         indices=indices,
         confidences=probabilities[np.arange(len(indices)), indices],
         probabilities=probabilities,
@@ -260,4 +285,45 @@ def predict(
         ),
         threshold=cut if multi_label else None,
         engine=engine_used(forward),
+        unknown_scores=scores,
+        unknown=rejected,
     )
+
+
+class _ScoredForward:
+    """A two-output model's pass on Keras: probabilities returned, scores kept."""
+
+    engine = "keras"
+
+    def __init__(self, model: keras.Model) -> None:
+        self.model = model
+        self.scores: list[np.ndarray] = []
+        self.threshold = float(unknown_layer(model).threshold)  # type: ignore[union-attr]
+
+    def __call__(self, images: Any) -> np.ndarray:
+        probabilities, scores = self.model.predict_on_batch(np.asarray(images))
+        self.scores.append(np.asarray(scores).reshape(-1))
+        return np.asarray(probabilities)
+
+
+def _unknown_scorer(model: keras.Model, unknown: Any, tta: Any, engine: str) -> keras.Model | None:
+    """The two-output model to run when ``unknown`` asks for scores, else None."""
+    if not isinstance(unknown, bool):
+        raise InvalidArgumentError(f"unknown={unknown!r} must be True or False")
+    if not unknown:
+        return None
+    if unknown_layer(model) is None:
+        raise InvalidArgumentError(
+            "unknown=True needs a model with an unknown score: make one with "
+            "xferclass.detect_unknown(model, training_images, held_out=validation_images)"
+        )
+    if tta not in (False, None, "none"):
+        raise InvalidArgumentError(
+            f"unknown=True takes no tta (got {tta!r}): the unknown threshold was measured "
+            "on the model's own outputs, without outside views"
+        )
+    if engine not in ("auto", "keras"):
+        raise InvalidArgumentError(
+            f"unknown=True runs on Keras: engine={engine!r} is not supported with it"
+        )
+    return model

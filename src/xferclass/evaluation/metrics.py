@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..backbones.layers import without_unknown
 from ..core._args import verbosity
 from ..core._errors import InvalidArgumentError
 from ..data._decode import without_autotune
@@ -80,6 +81,7 @@ def collect_predictions(
             class names are the model's stored ones in another order (the
             message names both orders).
     """
+    model = without_unknown(model)
     tta_mode = resolve_tta(model, tta)
     dataset = require_dataset(dataset, "dataset")
     check_class_count(model, dataset, "dataset")

@@ -409,12 +409,14 @@ def _inspection_section(inspect: Any, data: Any, options: Mapping[str, Any]) -> 
 def _load(model: Any, data: Any, batch_size: int) -> tuple[Any, Any]:
     import tensorflow as tf
 
+    from ..backbones.layers import without_unknown
     from ..backbones.saving import load_model
     from ..data import load_image_dataset
     from ..runtime._common import model_class_names, model_multi_label
 
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
+    model = without_unknown(model)
     if isinstance(data, tf.data.Dataset):
         return model, data
     size = (int(model.input_shape[1]), int(model.input_shape[2]))

@@ -25,6 +25,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from ..backbones.layers import refuse_unknown
 from ..backbones.models import ClassifierParts, split_classifier, tap_widths
 from ..core._checkpoint import save_model
 from ..core._compile import multi_label_class_weight_error, resolve_compile
@@ -84,6 +85,7 @@ def _check_inputs(
 ) -> None:
     if not isinstance(model, keras.Model):
         raise InvalidArgumentTypeError(f"model must be a keras.Model; got {type(model).__name__}")
+    refuse_unknown(model, "training it")
     for name, dataset in (("train", train), ("validation", validation)):
         if dataset is not None or name == "train":
             require_dataset(dataset, name)
