@@ -89,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_export(commands)
     _add_inspect(commands)
     _add_explain(commands)
+    _add_detect_unknown(commands)
 
     commands.add_parser(
         "backbones",
@@ -228,8 +229,73 @@ def _add_predict(commands: Any) -> None:
     predict.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     predict.add_argument("--top", type=int, default=1, help="classes to show per image")
     predict.add_argument("--json", action="store_true", help="print the results as JSON")
+    predict.add_argument(
+        "--unknown", action="store_true",
+        help="answer 'unknown' for images unlike the training images, with each image's "
+        "unknown score (a model from 'xferclass detect-unknown')",
+    )  # fmt: skip
     _add_tta(predict)
     _add_engine(predict, "the forward pass")
+
+
+def _add_detect_unknown(commands: Any) -> None:
+    detect = commands.add_parser(
+        "detect-unknown",
+        help="give a saved model an unknown score, measured on held-out and foreign images",
+        description=(
+            "Measure which unknown score tells TRAIN's kind of images from foreign ones (the "
+            "top class probability, or the distance to the nearest training images), set its "
+            "threshold so that --rejection of the held-out images are rejected, and save the "
+            "model with the score as its second output to OUT. 'xferclass predict --unknown' "
+            "then answers 'unknown' above the threshold; exports carry the score."
+        ),
+    )  # fmt: skip
+    detect.add_argument("model", metavar="MODEL", help="a saved .keras model")
+    detect.add_argument("train", metavar="TRAIN", help="the training images (a folder)")
+    detect.add_argument("--out", metavar="OUT", required=True, help="the .keras file to write")
+    detect.add_argument(
+        "--held-out", metavar="DIR", default=None,
+        help="in-distribution images the model did not train on (the validation folder); "
+        "without them, each training image is scored against the others",
+    )  # fmt: skip
+    detect.add_argument(
+        "--foreign", metavar="DIR", default=None,
+        help="images that belong to no class (default: generated noise, colours and shapes)",
+    )  # fmt: skip
+    detect.add_argument(
+        "--rejection", type=float, default=0.05,
+        help="share of held-out images the threshold rejects (default: 0.05)",
+    )  # fmt: skip
+    detect.add_argument("--json", action="store_true", help="print what was measured as JSON")
+    detect.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _detect_unknown(args: argparse.Namespace) -> int:
+    import xferclass
+    from xferclass.backbones.layers import unknown_layer
+
+    if os.path.exists(args.out):
+        raise InvalidArgumentError(f"--out {args.out} already exists; choose another path")
+    model = xferclass.load_model(args.model)
+    scored = xferclass.detect_unknown(
+        model, args.train, held_out=args.held_out, foreign=args.foreign,
+        rejection=args.rejection, verbose=0 if args.quiet else 1,
+    )  # fmt: skip
+    xferclass.save_model(scored, args.out)
+    measured = unknown_layer(scored).measured  # type: ignore[union-attr]
+    if args.json:
+        print(json.dumps(measured, indent=2))
+        return 0
+    print(f"{'score':<14}{'AUROC':>7}{'held-out rejected':>19}{'foreign rejected':>18}")
+    for row in measured["candidates"]:
+        name = row["score"] + (f" k={row['k']}" if row["k"] else "")
+        print(f"{name:<14}{row['auroc']:>7.3f}{row['held_out_rejected']:>19.1%}"
+              f"{row['foreign_rejected']:>18.1%}")  # fmt: skip
+    k = f" k={measured['k']}" if measured["k"] else ""
+    print(f"kept {measured['score']}{k}, threshold {measured['threshold']:.4g}: measured on "
+          f"{measured['held_out']} against {measured['foreign']}")  # fmt: skip
+    print(f"wrote {args.out}")
+    return 0
 
 
 def _add_export(commands: Any) -> None:
@@ -630,9 +696,12 @@ def _predict(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise InvalidArgumentError(f"--top={args.top} must be at least 1")
     model = xferclass.load_model(args.model)
-    result = xferclass.predict(model, args.images, tta=args.tta, engine=args.engine)
+    result = xferclass.predict(
+        model, args.images, tta=args.tta, engine=args.engine, unknown=args.unknown
+    )
     tops = result.top(args.top)
     label_sets = result.label_sets  # a multi-label model: the classes above its threshold
+    scores = result.unknown_scores
     if args.json:
         rows: list[dict[str, Any]] = [
             {"image": path, "top": [{"class": name, "probability": p} for name, p in top]}
@@ -641,6 +710,10 @@ def _predict(args: argparse.Namespace) -> int:
         if label_sets is not None:
             for row, labels in zip(rows, label_sets):
                 row["labels"] = labels
+        if scores is not None:
+            for row, name, score in zip(rows, result.predicted_names, scores.tolist()):
+                row["predicted"] = "unknown" if name is None else name
+                row["unknown_score"] = score
         print(json.dumps(rows, indent=2))
         return 0
     width = max(len(path) for path in args.images)
@@ -648,6 +721,9 @@ def _predict(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{name} {p:.3f}" for name, p in top)
         if label_sets is not None:
             shown += f"  labels: {', '.join(label_sets[i]) or '(none)'}"
+        if scores is not None:
+            verdict = "unknown" if result.predicted_names[i] is None else "known"
+            shown = f"{verdict} (score {scores[i]:.3f}): {shown}"
         print(f"{path:<{width}}  {shown}")
     return 0
 
@@ -822,6 +898,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "inspect": _inspect,
         "explain": _explain,
         "report": _report,
+        "detect-unknown": _detect_unknown,
     }
     from .core._errors import XferclassError, first_line
 
