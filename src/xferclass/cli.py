@@ -23,6 +23,9 @@ _EPILOG = """examples:
   xferclass inspect data/clothes --report inspection.html --json issues.json
   xferclass explain model.keras shoe.jpg --out gradcam/
   xferclass report model.keras data/clothes/test --out report.html
+  xferclass detect-unknown model.keras data/clothes/train --held-out \
+      data/clothes/validation --out with-unknown.keras
+  xferclass predict with-unknown.keras photo.jpg --unknown
   xferclass backbones
 
 Score a model on images it did not train on: the automatic recipe (the first line)

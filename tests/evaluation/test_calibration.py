@@ -291,3 +291,32 @@ def test_the_recipe_reports_its_calibration_and_returns_the_calibrated_model(
     text = auto.format_report(result.report)
     assert f"calibration: temperature {entry['fitted']:.3f} fitted on out-of-fold" in text
     assert any(item.startswith("calibration temperature") for item in result.report["measured"])
+
+
+def test_the_reliability_bins_are_what_the_calibration_error_averages(tmp_path: Path) -> None:
+    from xferclass.evaluation.calibration import reliability_bins
+
+    labels, probabilities = _overconfident(400, seed=11)
+    counts, accuracy, confidence = reliability_bins(labels, probabilities, 10)
+    top, right = probabilities.max(1), probabilities.argmax(1) == labels
+    for k in range(10):
+        inside = (top > k / 10) & (top <= (k + 1) / 10)
+        assert counts[k] == inside.sum()
+        if inside.any():
+            assert accuracy[k] == pytest.approx(right[inside].mean())
+            assert confidence[k] == pytest.approx(top[inside].mean())
+    gap = np.sum(counts * np.abs(accuracy - confidence)) / counts.sum()
+    assert gap == pytest.approx(expected_calibration_error(labels, probabilities, 10))
+    if importlib.util.find_spec("matplotlib") is None:
+        pytest.skip('matplotlib is not installed (pip install "xferclass[plots]")')
+    from PIL import Image
+
+    from xferclass.plots import plot_reliability
+
+    path = plot_reliability(labels, probabilities, tmp_path / "reliability.png")
+    with Image.open(path) as picture:
+        assert picture.size == (500, 550)
+    with pytest.raises(InvalidArgumentError, match="bins"):
+        plot_reliability(labels, probabilities, tmp_path / "r.png", bins=0)
+    with pytest.raises(InvalidArgumentError, match="png"):
+        plot_reliability(labels, probabilities, tmp_path / "reliability")

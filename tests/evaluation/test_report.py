@@ -55,15 +55,16 @@ def report(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def test_the_page_holds_every_section_and_only_inline_images(report: Path) -> None:
     page = report.read_text(encoding="utf-8")
-    for heading in ("Metrics", "Per class", "Confusion matrix", "Top losses", "Training history"):
+    for heading in ("Metrics", "Per class", "Confusion matrix", "Calibration", "Top losses",
+                    "Training history"):  # fmt: skip
         assert heading in page
     assert "Data inspection" in page and "a/x.png" in page
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
     for name in ("circle", "square", "triangle"):
         assert f"<td>{name}</td>" in page
     sources = re.findall(r'<img src="([^"]+)"', page)
-    # confusion matrix + history + an image and its heatmap per top loss
-    assert len(sources) == 2 + 2 * 4
+    # confusion matrix + reliability diagram + history + an image and its heatmap per top loss
+    assert len(sources) == 3 + 2 * 4
     assert all(src.startswith("data:image/png;base64,") for src in sources)
     assert "<script" not in page and "http://" not in page and "https://" not in page
 
@@ -73,7 +74,9 @@ def test_a_single_label_report_keeps_its_numbers(report: Path) -> None:
     assert list(numbers) == [
         "title", "page", "metrics", "per_class", "training_overlap", "held_out_estimate"
     ]  # fmt: skip
-    assert list(numbers["metrics"]) == ["mae", "mse", "rmse", "r2", "accuracy", "n"]
+    assert list(numbers["metrics"]) == ["mae", "mse", "rmse", "r2", "accuracy", "n", "ece",
+                                        "brier"]  # fmt: skip
+    assert numbers["metrics"]["brier"] == pytest.approx(3 * numbers["metrics"]["mse"])
     assert list(numbers["per_class"]) == [
         "circle", "square", "triangle", "accuracy", "macro avg", "weighted avg"
     ]  # fmt: skip
@@ -107,7 +110,7 @@ def test_a_real_browser_loads_every_image_without_errors(report: Path, tmp_path:
     assert found, f"chromium did not render the page: {result.stderr[-2000:]}"
     probe = json.loads(found.group(1).replace("&quot;", '"'))
     assert probe["errors"] == []
-    assert len(probe["widths"]) == 10 and all(width > 0 for width in probe["widths"])
+    assert len(probe["widths"]) == 11 and all(width > 0 for width in probe["widths"])
     console = [line for line in result.stderr.splitlines() if "CONSOLE" in line]
     assert console == []
 

@@ -33,6 +33,7 @@ from ..training._calibration import (
     expected_calibration_error,
     fit_temperature,
     fold_temperature,
+    reliability_bins,
     with_temperature,
 )
 
@@ -45,6 +46,7 @@ __all__ = [
     "expected_calibration_error",
     "fit_temperature",
     "fold_temperature",
+    "reliability_bins",
     "with_temperature",
 ]
 

@@ -47,6 +47,7 @@ __all__ = [
     "plot_explanations",
     "plot_history",
     "plot_predictions",
+    "plot_reliability",
     "plot_top_losses",
 ]
 
@@ -245,6 +246,57 @@ def _accuracy_key(record: Mapping[str, Any]) -> str | None:
         if not key.startswith("val_") and key not in ("loss", "phase", "learning_rate", "lr")
     ]
     return others[0] if others else None
+
+
+def plot_reliability(
+    labels: Any, probabilities: Any, path: str | os.PathLike[str], *, bins: int = 15
+) -> Path:
+    """Draw a reliability diagram: for each bin of the top probability, the accuracy of
+    its images (bars) against the diagonal a calibrated model would reach, and below,
+    how many images fall in each bin. The title gives the expected calibration error.
+
+    Args:
+        labels: Integer classes, or one-hot rows, of a single-label classifier's images.
+        probabilities: Its ``(images, classes)`` probabilities.
+        path: Where to write the picture; its extension picks the format.
+        bins: Equal-width bins of the top probability.
+
+    Returns:
+        ``path``, as a ``pathlib.Path``.
+
+    Raises:
+        ImportError: matplotlib is not installed.
+        InvalidArgumentError: The shapes do not match, or ``bins`` is not positive.
+
+    Examples:
+        >>> from xferclass.plots import plot_reliability
+        >>> plot_reliability(labels, probabilities, "reliability.png")  # doctest: +SKIP
+        PosixPath('reliability.png')
+    """
+    from ..training._calibration import expected_calibration_error, reliability_bins
+
+    counts, accuracy, confidence = reliability_bins(labels, probabilities, bins)
+    ece = expected_calibration_error(labels, probabilities, bins)
+    figure = _new_figure(5.0, 5.5)
+    target = _output_path(path, figure.canvas)
+    top, bottom = figure.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    width = 1.0 / bins
+    filled = counts > 0
+    top.bar(edges[:-1][filled], accuracy[filled], width=width, align="edge",
+            color="#4c72b0", edgecolor="white", label="accuracy")  # fmt: skip
+    top.plot(edges[:-1][filled] + width / 2, confidence[filled], "o", color="#dd8452",
+             markersize=4, label="mean top probability")  # fmt: skip
+    top.plot([0, 1], [0, 1], "--", color="gray", linewidth=1, label="calibrated")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.set_title(f"Reliability: ECE {ece:.3f} ({int(counts.sum())} images, {bins} bins)")
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar(edges[:-1], counts, width=width, align="edge", color="#8c8c8c")
+    bottom.set_xlabel("top probability")
+    bottom.set_ylabel("images")
+    return _save(figure, target)
 
 
 def plot_history(history: Any, path: str | os.PathLike[str]) -> Path:

@@ -512,8 +512,13 @@ def write_report(
     from ..data._facts import facts_of
     from ..runtime._common import model_multi_label
     from ..training._provenance import held_out_estimate, overlap_summary
-    from .metrics import collect_predictions, per_class_report, regression_metrics
-    from .plots import _matplotlib, _resolve_class_names, plot_confusion_matrix
+    from .metrics import (
+        calibration_metrics,
+        collect_predictions,
+        per_class_report,
+        regression_metrics,
+    )
+    from .plots import _matplotlib, _resolve_class_names, plot_confusion_matrix, plot_reliability
 
     _matplotlib()
     if isinstance(top_losses, bool) or not isinstance(top_losses, int) or top_losses < 1:
@@ -543,9 +548,14 @@ def write_report(
         confusion = _png_of_plot(
             lambda p: plot_confusion_matrix((labels, probabilities), None, p, class_names=names)
         )
+        metrics = {**metrics, **calibration_metrics(labels, probabilities)}
+        reliability = _png_of_plot(lambda p: plot_reliability(labels, probabilities, p))
         evaluation = [
             _metrics_section(metrics, per_class, heading),
             f"<h2>Confusion matrix</h2>{_img(confusion, 'confusion matrix', 'plot')}",
+            "<h2>Calibration</h2><p>The accuracy of the images in each bin of the top "
+            "probability, against the diagonal of a calibrated model (ece: the weighted "
+            "mean gap).</p>" + _img(reliability, "reliability diagram", "plot"),
             _top_losses_section(model, dataset, labels, probabilities, names, top_losses),
         ]
     sections = [

@@ -21,6 +21,7 @@ __all__ = [
     "choose_temperature",
     "held_out_predictions",
     "expected_calibration_error",
+    "reliability_bins",
     "fit_temperature",
     "fold_temperature",
     "with_temperature",
@@ -75,15 +76,33 @@ def expected_calibration_error(labels: Any, probabilities: Any, bins: int = BINS
         >>> round(expected_calibration_error([0, 1, 0, 1], p), 4)
         0.375
     """
+    counts, accuracy, confidence = reliability_bins(labels, probabilities, bins)
+    return float(np.sum(counts * np.abs(accuracy - confidence)) / counts.sum())
+
+
+def reliability_bins(
+    labels: Any, probabilities: Any, bins: int = BINS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a reliability diagram draws: for each of ``bins`` equal-width bins of the top
+    probability (bin ``k`` holds ``(k/bins, (k+1)/bins]``), the number of images, their
+    accuracy and their mean top probability (0 where a bin is empty).
+
+    Examples:
+        >>> counts, accuracy, confidence = reliability_bins([0, 1], [[0.9, 0.1], [0.8, 0.2]], 2)
+        >>> counts.tolist(), accuracy.tolist(), confidence.round(2).tolist()
+        ([0, 2], [0.0, 0.5], [0.0, 0.85])
+    """
     y, p = _as_arrays(labels, probabilities)
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise InvalidArgumentError(f"bins={bins!r} must be a positive int")
-    confidence = p.max(axis=1)
+    top = p.max(axis=1)
     right = (p.argmax(axis=1) == y).astype(np.float64)
-    index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    index = np.clip(np.ceil(top * bins).astype(np.int64) - 1, 0, bins - 1)
     counts = np.bincount(index, minlength=bins)
-    gap = np.abs(np.bincount(index, right, bins) - np.bincount(index, confidence, bins))
-    return float(gap.sum() / counts.sum())
+    shown = np.maximum(counts, 1)
+    accuracy = np.bincount(index, right, bins) / shown
+    confidence = np.bincount(index, top, bins) / shown
+    return counts, accuracy, confidence
 
 
 def with_temperature(probabilities: Any, temperature: float) -> np.ndarray:
