@@ -329,3 +329,35 @@ def test_the_command_line_detects_and_answers_unknown(
         assert ("unknown (score" in line) == (row["predicted"] == "unknown")
     done = run("predict", str(model), *images, "--unknown")
     assert done.returncode == 1 and "detect_unknown" in done.stderr
+
+
+def test_a_model_averaging_views_scores_its_features_averaged_over_them(
+    trained: keras.Model, tmp_path: Path
+) -> None:
+    """The recipe's models carry their views, and a temperature after them."""
+    from xferclass.evaluation._tta import with_views
+    from xferclass.layers import Temperature
+
+    views = with_views(trained, "flip")
+    model = keras.Model(views.input, Temperature(1.5, name="temperature")(views.output))
+    known, _ = tiny_arrays(80, seed=1)
+    scored = xferclass.detect_unknown(model, known, max_references=50)
+    layer = unknown_layer(scored)
+    assert layer is not None and layer.measured["score"] == "knn"
+    images = np.concatenate([tiny_arrays(10, seed=8)[0], generated_foreign((32, 32), 6)])
+    found = xferclass.predict(scored, images, unknown=True)
+    expected = xferclass.predict(model, images).probabilities
+    np.testing.assert_allclose(found.probabilities, expected, atol=1e-6)
+    # The features are the mean of the image's and its mirror's pooled features.
+    pool = keras.Model(trained.input, trained.get_layer("pool").output)
+    mirrored = images[:, :, ::-1, :]
+    features = (pool.predict(images, verbose=0) + pool.predict(mirrored, verbose=0)) / 2
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    references = layer.references.numpy()  # type: ignore[union-attr]
+    k = layer.k
+    expected_scores = 1.0 - np.sort(unit @ references.T, axis=1)[:, -k]
+    np.testing.assert_allclose(found.unknown_scores, expected_scores, atol=1e-5)
+    xferclass.save_model(scored, tmp_path / "views.keras")
+    again = xferclass.predict(xferclass.load_model(tmp_path / "views.keras"), images, unknown=True)
+    np.testing.assert_allclose(again.unknown_scores, found.unknown_scores, atol=1e-6)
+    assert xferclass.explain(scored, images[:2]).shape == (2, 32, 32)

@@ -160,6 +160,8 @@ def without_views(model: Any) -> Any:
     if built_in_views(model) == "none":
         return model
     (inner,) = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(inner.outputs) > 1:  # also gives its features to an unknown score
+        return keras.Model(inner.inputs, inner.outputs[0], name=inner.name)
     return inner
 
 

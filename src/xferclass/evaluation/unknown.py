@@ -13,8 +13,10 @@ The score is measured, not assumed. The candidates:
 - ``knn``: ``1 - `` the cosine similarity of the image's pooled backbone features to
   those of its ``k``-th nearest training image (k = 1, 5 or 10). The references, at
   most ``max_references`` training images, are stored in the model's weights, so the
-  saved model and every export compute it. It needs a model whose pooled features are
-  at its top level: one of :func:`xferclass.build_classifier`'s layout.
+  saved model and every export compute it. It needs a model of
+  :func:`xferclass.build_classifier`'s layout, or one averaging test-time views around
+  such a model (its features are then averaged over the views); not an average of
+  several models.
 
 Each is scored on in-distribution images the model did not train on (``held_out``; for
 ``knn`` without them, each training image against the others, leave-one-out) against
@@ -134,6 +136,44 @@ def _pool_output(model: keras.Model) -> Any:
         return model.get_layer(POOL).output
     except ValueError:
         return None
+
+
+def _graph(model: keras.Model) -> tuple[Any, Any, Any]:
+    """``model``'s inputs, its probabilities and its pooled features (None when it has
+    none to read), as tensors of one graph.
+
+    A model of ``build_classifier``'s layout has its features at its top level. One that
+    averages test-time views (:func:`xferclass.evaluation._tta.with_views`) is rebuilt
+    from the same layers, with its classifier also giving its features, averaged over
+    the views as its probabilities are.
+    """
+    from ..backbones.layers import TestTimeViews, ViewMean
+
+    pool = _pool_output(model)
+    if pool is not None:
+        return model.inputs, model.output, pool
+    layers = model.layers
+    views = [i for i, layer in enumerate(layers) if isinstance(layer, TestTimeViews)]
+    nested = [layer for layer in layers if isinstance(layer, keras.Model)]
+    if len(views) != 1 or len(nested) != 1 or _pool_output(nested[0]) is None:
+        return model.inputs, model.output, None
+    inner = nested[0]
+    start = views[0]
+    names = [type(layer).__name__ for layer in layers]
+    if layers.index(inner) != start + 1 or names[start + 2] != "ViewMean":
+        return model.inputs, model.output, None
+    inputs = keras.Input(tuple(model.input_shape[1:]), name="image")
+    x = inputs
+    for layer in layers[1 : start + 1]:  # preprocessing, then the views
+        x = layer(x)
+    both = keras.Model(inner.inputs, [inner.output, _pool_output(inner)], name=inner.name)
+    probabilities, features = both(x)
+    mean = layers[start + 2]
+    probabilities = mean(probabilities)
+    for layer in layers[start + 3 :]:  # e.g. the temperature
+        probabilities = layer(probabilities)
+    features = ViewMean(mean.views, name="view_mean_features", dtype="float32")(features)
+    return inputs, probabilities, features
 
 
 def _image_files(folder: str) -> list[str]:
@@ -337,8 +377,8 @@ def detect_unknown(
         )
     shown = verbosity(verbose)
     size = _input_size(base)
-    pool = _pool_output(base)
-    network = base if pool is None else keras.Model(base.inputs, [base.output, pool])
+    inputs, output, pool = _graph(base)
+    network = keras.Model(inputs, output if pool is None else [output, pool])
     _, known_features = _pass(network, known, size, batch_size, "known", shown)
     known_count = 0 if known_features is None else len(known_features)
     held = None
@@ -375,5 +415,5 @@ def detect_unknown(
     else:
         layer = UnknownScore("max_softmax", measured["threshold"], measured=measured,
                              name="unknown_score")  # fmt: skip
-        score = layer(base.output)
-    return keras.Model(base.inputs, [base.output, score], name=base.name)
+        score = layer(output)
+    return keras.Model(inputs, [output, score], name=base.name)
