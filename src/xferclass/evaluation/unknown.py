@@ -58,6 +58,9 @@ CANDIDATE_K = (1, 5, 10)
 #: Generated foreign images scored when no foreign images are given.
 GENERATED = 96
 
+#: Rows whose nearest references are found at once.
+_BLOCK = 2048
+
 
 def area_under_roc(inside: Any, outside: Any) -> float:
     """The probability that an ``outside`` score is above an ``inside`` one (ties count
@@ -234,12 +237,17 @@ def _knn_scores(
     rows: np.ndarray, references: np.ndarray, k: int, self_index: Any = None
 ) -> np.ndarray:
     """``1 -`` each row's cosine similarity to its ``k``-th nearest reference; a row that
-    is itself reference ``self_index[i]`` (>= 0) is not its own neighbour."""
-    similarity = _unit(rows) @ references.T
-    if self_index is not None:
-        own = np.flatnonzero(self_index >= 0)
-        similarity[own, self_index[own]] = -np.inf
-    return 1.0 - np.sort(similarity, axis=1)[:, -k]
+    is itself reference ``self_index[i]`` (>= 0) is not its own neighbour. Computed
+    :data:`_BLOCK` rows at a time, so memory stays bounded on large sets."""
+    found = []
+    for start in range(0, len(rows), _BLOCK):
+        similarity = _unit(rows[start : start + _BLOCK]) @ references.T
+        if self_index is not None:
+            block = np.asarray(self_index[start : start + _BLOCK])
+            own = np.flatnonzero(block >= 0)
+            similarity[own, block[own]] = -np.inf
+        found.append(1.0 - np.partition(similarity, -k, axis=1)[:, -k])
+    return np.concatenate(found) if found else np.zeros(0)
 
 
 Scores = dict[tuple[str, int], np.ndarray]
