@@ -172,6 +172,13 @@ def _add_train(commands: Any) -> None:
     _add_fine_tune_flags(train)
     train.add_argument("--seed", type=int, default=None, help="random seed")
     train.add_argument("--quiet", action="store_true", help="no progress output")
+    train.add_argument(
+        "--unknown", action="store_true",
+        help="then give the model an unknown score, as detect-unknown does: held out "
+        "against generated foreign images on the validation images (each training image "
+        "against the others for the automatic recipe, which trains on both); one more "
+        "pass over the images, after the budget",
+    )  # fmt: skip
     _table_arguments(train)
     _add_engine(train, "the frozen passes that fill the cache")
 
@@ -476,7 +483,31 @@ def _train_auto(args: argparse.Namespace, given: list[str]) -> int:
         f"{estimate['standard_error']:.4f} (floor {estimate['floor_value']:.4f}); "
         f"model saved to {args.out}"
     )
+    if args.unknown:
+        from xferclass.evaluation.unknown import _image_files
+
+        known = [f for folder in (train_dir, validation_dir) if folder
+                 for f in _image_files(folder)]  # fmt: skip
+        _add_unknown(result.model, known, None, args)
     return 0
+
+
+def _add_unknown(model: Any, known: Any, held_out: Any, args: argparse.Namespace) -> None:
+    """``xferclass train --unknown``: the model with an unknown score, saved over --out."""
+    import xferclass
+    from xferclass.backbones.layers import unknown_layer
+
+    scored = xferclass.detect_unknown(
+        model, known, held_out=held_out, seed=args.seed or 0, verbose=0 if args.quiet else 1
+    )
+    xferclass.save_model(scored, args.out)
+    measured = unknown_layer(scored).measured  # type: ignore[union-attr]
+    k = f" k={measured['k']}" if measured["k"] else ""
+    print(
+        f"unknown score: {measured['score']}{k}, rejecting {measured['held_out_rejected']:.1%} "
+        f"of {measured['held_out']} and {measured['foreign_rejected']:.1%} of "
+        f"{measured['foreign']}; model saved to {args.out}"
+    )
 
 
 def _train_manual(args: argparse.Namespace) -> int:
@@ -519,6 +550,11 @@ def _train_manual(args: argparse.Namespace) -> int:
                 validation_dir, size, batch_size=args.batch_size, shuffle=False,
                 class_names=class_names_of(train), max_pixels=args.max_pixels,
             )  # fmt: skip
+    if args.unknown and facts_of(train).multi_label:
+        raise InvalidArgumentError(
+            "--unknown needs a single-label classifier: a multi-label one may rightly find "
+            "none of its classes in an image"
+        )
     if args.seed is not None:
         import keras
 
@@ -554,6 +590,8 @@ def _train_manual(args: argparse.Namespace) -> int:
     values = history.history.get(monitor, [])
     best = f"best {monitor} {max(values):.4f}, " if values else ""
     print(f"{best}model saved to {args.out}")
+    if args.unknown:
+        _add_unknown(model, train, validation, args)
     return 0
 
 

@@ -682,9 +682,15 @@ def test_cli_recipe_flags_with_a_budget_fix_the_automatic_choices(
     out = tmp_path / "cli.keras"
     code = main(["train", str(root), "--backbone", "test_tiny", "--weights", "none",
                  "--budget", "2m", "--epochs", "2", "--augment", "flip", "--out", str(out),
-                 "--quiet"])  # fmt: skip
+                 "--quiet", "--unknown"])  # fmt: skip
     printed = capsys.readouterr().out
     assert code == 0 and "candidates (" not in printed and "default budget" not in printed
+    # --unknown: the recipe trained on every image, so each is scored against the others.
+    from xferclass.layers import unknown_layer
+
+    layer = unknown_layer(xferclass.load_model(out))
+    assert layer is not None and layer.measured["score"] == "knn"
+    assert layer.measured["held_out"] == "24 training images, each against the others"
     report = auto.read_report(out)
     assert report is not None and report["budget_s"] == 120
     assert "augment set by the caller" in report["assumed"]

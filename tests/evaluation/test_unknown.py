@@ -329,6 +329,15 @@ def test_the_command_line_detects_and_answers_unknown(
         assert ("unknown (score" in line) == (row["predicted"] == "unknown")
     done = run("predict", str(model), *images, "--unknown")
     assert done.returncode == 1 and "detect_unknown" in done.stderr
+    # train --unknown: the score measured on the validation images, in the saved model.
+    both = tmp_path / "both.keras"
+    done = run("train", str(tiny_dataset_dir), "--backbone", "mobilenet_v2", "--weights", "none",
+               "--size", "32", "--epochs", "1", "--seed", "0", "--validation-split", "0.25",
+               "--unknown", "--quiet", "--out", str(both))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "unknown score:" in done.stdout and "6 held-out images" in done.stdout
+    layer = unknown_layer(xferclass.load_model(both))
+    assert layer is not None and layer.measured["held_out"] == "6 held-out images"
 
 
 def test_a_model_averaging_views_scores_its_features_averaged_over_them(
