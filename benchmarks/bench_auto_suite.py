@@ -277,6 +277,8 @@ def comparison_table(before: list[dict[str, Any]], after: list[dict[str, Any]], 
 CHANGES = {
     "auto_depth": "features from every depth and linear heads",
     "auto_ladder": "the ladder of fine-tuning depths",
+    "auto_adapt": "adapting to the domain (features from every depth, linear heads, the "
+    "ladder of fine-tuning depths)",
 }
 
 
@@ -300,7 +302,8 @@ def main() -> None:
     parser.add_argument(
         "--section", default="auto_depth",
         help="with --before: the section to record (auto_depth: features from every depth "
-        "and linear heads; auto_ladder: the ladder of fine-tuning depths)",
+        "and linear heads; auto_ladder: the ladder of fine-tuning depths; auto_adapt: all "
+        "of them, against the recipe before either)",
     )  # fmt: skip
     parser.add_argument("--no-docs", action="store_true", help="do not record the section")
     parser.add_argument(
