@@ -121,6 +121,16 @@ def test_whole_run_writes_every_output(clothing_dir: Path, tmp_path: Path) -> No
     assert len(record["history"]["loss"]) == 1
     assert {"model.tflite", "model.onnx"} <= set(record["files"])
     assert "WARNING: --weights none" in result.stdout
+    # Calibrated on the validation split, and an unknown score measured on it, inside the
+    # saved model (and so in its exports, which xferclass.export checked).
+    assert record["calibration"]["images"] == 9
+    assert record["unknown"]["held_out"] == "9 held-out images"
+    assert "calibrate_and_unknown" in record["timings_s"]
+    import xferclass
+    from xferclass.layers import unknown_layer
+
+    layer = unknown_layer(xferclass.load_model(out / "model.keras"))
+    assert layer is not None and layer.measured == record["unknown"]
 
 
 def test_without_data_offline_says_how_to_pass_data(tmp_path: Path) -> None:

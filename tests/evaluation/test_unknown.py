@@ -105,7 +105,7 @@ def test_detect_unknown_keeps_the_classifier_and_adds_its_score(
 def test_the_candidates_are_measured_and_the_best_is_kept(scored: keras.Model) -> None:
     measured = unknown_layer(scored).measured  # type: ignore[union-attr]
     names = [(c["score"], c["k"]) for c in measured["candidates"]]
-    assert names == [("max_softmax", None), ("knn", 1), ("knn", 5), ("knn", 10)]
+    assert names == [("max_softmax", None), ("knn", 10), ("knn", 5), ("knn", 1)]
     best = max(c["auroc"] for c in measured["candidates"])
     assert measured["auroc"] == best
     assert measured["held_out"] == "200 held-out images"
@@ -232,7 +232,7 @@ def test_every_export_gives_the_unknown_decisions_of_predict(
 
 
 def test_evaluation_and_explanations_read_the_classifier(
-    trained: keras.Model, scored: keras.Model
+    trained: keras.Model, scored: keras.Model, tmp_path: Path
 ) -> None:
     images, labels = tiny_arrays(30, seed=6)
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(10)
@@ -243,6 +243,13 @@ def test_evaluation_and_explanations_read_the_classifier(
     np.testing.assert_allclose(again, plain, atol=1e-6)
     maps = xferclass.explain(scored, images[:2])
     np.testing.assert_allclose(maps, xferclass.explain(trained, images[:2]), atol=1e-5)
+    if importlib.util.find_spec("matplotlib") is not None:
+        from xferclass.plots import plot_predictions, plot_top_losses
+
+        _, worst = plot_top_losses(scored, dataset, tmp_path / "losses.png", n=3)
+        _, plain_worst = plot_top_losses(trained, dataset, tmp_path / "plain.png", n=3)
+        assert [w.index for w in worst] == [w.index for w in plain_worst]
+        assert plot_predictions(scored, dataset, tmp_path / "p.png", n=4).stat().st_size > 0
 
 
 def test_unknowns_refuse_what_they_cannot_answer(trained: keras.Model, scored: keras.Model) -> None:

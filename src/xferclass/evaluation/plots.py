@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..backbones.layers import without_unknown
 from ..core._errors import (
     DatasetError,
     InvalidArgumentError,
@@ -631,6 +632,7 @@ def plot_predictions(
     _, canvas = _matplotlib()
     target = _output_path(path, canvas)
     _check_count(n)
+    model = without_unknown(model)
     if isinstance(getattr(dataset, "element_spec", None), tuple):
         require_dataset(dataset, "dataset")
         check_class_count(model, dataset, "dataset")
@@ -711,6 +713,7 @@ def plot_top_losses(
     _, canvas = _matplotlib()
     target = _output_path(path, canvas)
     _check_count(n)
+    model = without_unknown(model)
     require_dataset(dataset, "dataset")
     check_class_count(model, dataset, "dataset")
     names = _resolve_class_names(int(model.output_shape[-1]), class_names, dataset, model)

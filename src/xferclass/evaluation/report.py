@@ -621,6 +621,7 @@ def write_explanations(
         >>> write_explanations("model.keras", ["cat.jpg"], "cams")  # doctest: +SKIP
         [PosixPath('cams/cat_gradcam.png')]
     """
+    from ..backbones.layers import without_unknown
     from ..backbones.saving import load_model
     from ..data import read_images
     from ..runtime._common import model_class_names
@@ -630,6 +631,7 @@ def write_explanations(
     _matplotlib()
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
+    model = without_unknown(model)
     paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     index = None
     if class_name is not None:

@@ -52,8 +52,10 @@ __all__ = [
 
 logger = logging.getLogger("xferclass")
 
-#: The nearest reference each ``knn`` candidate reads.
-CANDIDATE_K = (1, 5, 10)
+#: The nearest reference each ``knn`` candidate reads; among candidates that tell the
+#: images apart equally well, the first is kept: the one that averages over more
+#: neighbours, whose threshold a single near copy moves least.
+CANDIDATE_K = (10, 5, 1)
 
 #: Generated foreign images scored when no foreign images are given.
 GENERATED = 96
@@ -290,7 +292,8 @@ def _candidate_scores(
 
 def _measure(inside: Scores, outside: Scores, rejection: float) -> dict[str, Any]:
     """Each candidate's AUROC and rejection rates at its threshold; the best of them
-    (the first of equals: the simplest) with every candidate under ``"candidates"``."""
+    (the first of equals: ``max_softmax``, then ``knn`` from the largest ``k``) with every
+    candidate under ``"candidates"``."""
     if not inside:
         raise InvalidArgumentError(
             "nothing to score: without held_out images only knn can be measured, and it "
