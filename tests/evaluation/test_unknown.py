@@ -377,3 +377,51 @@ def test_a_model_averaging_views_scores_its_features_averaged_over_them(
     again = xferclass.predict(xferclass.load_model(tmp_path / "views.keras"), images, unknown=True)
     np.testing.assert_allclose(again.unknown_scores, found.unknown_scores, atol=1e-6)
     assert xferclass.explain(scored, images[:2]).shape == (2, 32, 32)
+
+
+def test_an_average_of_models_scores_the_mean_similarity_of_its_members(
+    trained: keras.Model, tmp_path: Path
+) -> None:
+    """The recipe's ensembles: each member's features at unit length, side by side."""
+    from xferclass.auto._ensemble import build_ensemble
+    from xferclass.deploy.export import _runner
+    from xferclass.layers import Temperature
+
+    other = tiny_model(seed=7)
+    images, labels = tiny_arrays(60, seed=1)
+    other.compile(optimizer="adam", loss="categorical_crossentropy")
+    other.fit(images, labels, epochs=1, verbose=0)
+    ensemble = build_ensemble([trained, other], ["red", "green", "blue"])
+    model = keras.Model(ensemble.input, Temperature(0.8, name="temperature")(ensemble.output))
+    scored = xferclass.detect_unknown(model, images, max_references=30)
+    layer = unknown_layer(scored)
+    assert layer is not None and layer.measured["score"] == "knn"
+    probe = np.concatenate([tiny_arrays(8, seed=4)[0], generated_foreign((32, 32), 4)])
+    found = xferclass.predict(scored, probe, unknown=True)
+    np.testing.assert_allclose(
+        found.probabilities, xferclass.predict(model, probe).probabilities, atol=1e-6
+    )
+    units = []
+    for member in (trained, other):
+        features = keras.Model(member.input, member.get_layer("pool").output).predict(
+            probe, verbose=0
+        )
+        units.append(features / np.linalg.norm(features, axis=1, keepdims=True))
+    # Each reference is two unit vectors side by side, scaled by 1/sqrt(2) to unit length.
+    references = layer.references.numpy() * np.sqrt(2)  # type: ignore[union-attr]
+    halves = references[:, : units[0].shape[1]], references[:, units[0].shape[1] :]
+    np.testing.assert_allclose(np.linalg.norm(halves[1], axis=1), 1.0, atol=1e-5)
+    # Their cosine similarity: the mean of the members' similarities.
+    similarity = (units[0] @ halves[0].T + units[1] @ halves[1].T) / 2
+    expected = 1.0 - np.sort(similarity, axis=1)[:, -layer.k]
+    np.testing.assert_allclose(found.unknown_scores, expected, atol=1e-5)
+    xferclass.save_model(scored, tmp_path / "ensemble.keras")
+    again = xferclass.load_model(tmp_path / "ensemble.keras")
+    np.testing.assert_allclose(
+        xferclass.predict(again, probe, unknown=True).unknown_scores,
+        found.unknown_scores, atol=1e-6,
+    )  # fmt: skip
+    if importlib.util.find_spec("onnxruntime") is not None:
+        xferclass.export(scored, tmp_path / "e.onnx", format="onnx")
+        _, scores = _runner("onnx", tmp_path / "e.onnx")(probe)
+        np.testing.assert_allclose(scores.ravel(), found.unknown_scores, atol=1e-4)

@@ -13,10 +13,9 @@ The score is measured, not assumed. The candidates:
 - ``knn``: ``1 - `` the cosine similarity of the image's pooled backbone features to
   those of its ``k``-th nearest training image (k = 1, 5 or 10). The references, at
   most ``max_references`` training images, are stored in the model's weights, so the
-  saved model and every export compute it. It needs a model of
-  :func:`xferclass.build_classifier`'s layout, or one averaging test-time views around
-  such a model (its features are then averaged over the views); not an average of
-  several models.
+  saved model and every export compute it. It reads a model of
+  :func:`xferclass.build_classifier`'s layout, one averaging test-time views, and an
+  average of models (the automatic recipe's); see :func:`_with_features`.
 
 Each is scored on in-distribution images the model did not train on (``held_out``; for
 ``knn`` without them, each training image against the others, leave-one-out) against
@@ -145,40 +144,64 @@ def _pool_output(model: keras.Model) -> Any:
 
 def _graph(model: keras.Model) -> tuple[Any, Any, Any]:
     """``model``'s inputs, its probabilities and its pooled features (None when it has
-    none to read), as tensors of one graph.
-
-    A model of ``build_classifier``'s layout has its features at its top level. One that
-    averages test-time views (:func:`xferclass.evaluation._tta.with_views`) is rebuilt
-    from the same layers, with its classifier also giving its features, averaged over
-    the views as its probabilities are.
-    """
-    from ..backbones.layers import TestTimeViews, ViewMean
-
+    none to read), as tensors of one graph (see :func:`_with_features`)."""
     pool = _pool_output(model)
     if pool is not None:
         return model.inputs, model.output, pool
+    both = _with_features(model)
+    if both is None:
+        return model.inputs, model.output, None
+    return both.inputs, both.outputs[0], both.outputs[1]
+
+
+def _with_features(model: keras.Model) -> keras.Model | None:
+    """``model`` rebuilt from its own layers with a second output, its pooled features;
+    None for a model whose features cannot be read.
+
+    - A model of ``build_classifier``'s layout: the features at its top level.
+    - One averaging test-time views (:func:`xferclass.evaluation._tta.with_views`): its
+      classifier's features, averaged over the views as its probabilities are.
+    - An average of models (the automatic recipe's ensembles): each member's features
+      scaled to unit length, side by side, so that their cosine similarity is the mean
+      of the members'.
+
+    Layers after the average (a temperature) are kept.
+    """
+    from ..backbones.layers import ViewMean
+
+    pool = _pool_output(model)
+    if pool is not None:
+        return keras.Model(model.inputs, [model.output, pool], name=model.name)
     layers = model.layers
-    views = [i for i, layer in enumerate(layers) if isinstance(layer, TestTimeViews)]
-    nested = [layer for layer in layers if isinstance(layer, keras.Model)]
-    if len(views) != 1 or len(nested) != 1 or _pool_output(nested[0]) is None:
-        return model.inputs, model.output, None
-    inner = nested[0]
-    start = views[0]
-    names = [type(layer).__name__ for layer in layers]
-    if layers.index(inner) != start + 1 or names[start + 2] != "ViewMean":
-        return model.inputs, model.output, None
+    kinds = [type(layer).__name__ for layer in layers]
+    nested = [i for i, layer in enumerate(layers) if isinstance(layer, keras.Model)]
+    if not nested or kinds[1] != "Preprocessing":
+        return None
     inputs = keras.Input(tuple(model.input_shape[1:]), name="image")
-    x = inputs
-    for layer in layers[1 : start + 1]:  # preprocessing, then the views
-        x = layer(x)
-    both = keras.Model(inner.inputs, [inner.output, _pool_output(inner)], name=inner.name)
-    probabilities, features = both(x)
-    mean = layers[start + 2]
-    probabilities = mean(probabilities)
-    for layer in layers[start + 3 :]:  # e.g. the temperature
+    x = layers[1](inputs)
+    if kinds[2] == "TestTimeViews" and nested == [3] and kinds[4] == "ViewMean":
+        inner = _with_features(layers[3])
+        if inner is None:
+            return None
+        probabilities, features = inner(layers[2](x))
+        probabilities = layers[4](probabilities)
+        features = ViewMean(layers[4].views, name="view_mean_features", dtype="float32")(features)
+        rest = layers[5:]
+    elif nested == list(range(2, 2 + len(nested))) and kinds[2 + len(nested)] == "Average":
+        members = [_with_features(layers[i]) for i in nested]
+        if any(member is None for member in members):
+            return None
+        pairs = [member(x) for member in members]  # type: ignore[misc]
+        probabilities = layers[2 + len(nested)]([p for p, _ in pairs])
+        units = [keras.layers.UnitNormalization(name=f"unit_features_{i}")(f)
+                 for i, (_, f) in enumerate(pairs)]  # fmt: skip
+        features = keras.layers.Concatenate(name="member_features")(units)
+        rest = layers[3 + len(nested) :]
+    else:
+        return None
+    for layer in rest:  # e.g. the temperature
         probabilities = layer(probabilities)
-    features = ViewMean(mean.views, name="view_mean_features", dtype="float32")(features)
-    return inputs, probabilities, features
+    return keras.Model(inputs, [probabilities, features], name=model.name)
 
 
 def _image_files(folder: str) -> list[str]:
