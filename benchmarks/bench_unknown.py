@@ -29,10 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _bench import CLOTHING, ROOT, machine, quiet_tensorflow, table, write_markers
+from _bench import (
+    CLOTHING,
+    ROOT,
+    _results_table,
+    machine,
+    quiet_tensorflow,
+    record_section,
+    table,
+)
 
 RESULTS = ROOT / "benchmarks" / "results" / "bench_unknown.json"
-DOCS = ROOT / "docs" / "benchmarks.md"
 SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -174,6 +181,9 @@ def _every_candidate(
     return found
 
 
+TITLE = "Trust: calibration and unknown images (`bench_unknown.py`)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=CLOTHING)
@@ -182,21 +192,32 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument(
+        "--summary-only", action="store_true",
+        help="run nothing: record the section from the runs in " + str(RESULTS.name),
+    )  # fmt: skip
     args = parser.parse_args()
-    quiet_tensorflow()
-    info = machine()
-    with tempfile.TemporaryDirectory() as scratch:
-        foreign = {"digits": _digits(Path(scratch) / "digits", args.digits, 0)}
-        for item in args.foreign:
-            name, folder = item.split("=", 1)
-            foreign[name] = [str(p) for p in _files(Path(folder))]
-        rows = [run(args.data, foreign, seed, args.epochs) for seed in args.seeds]
-    info.finish()
-    results = {**info.fields(), "runs": rows}
-    RESULTS.write_text(json.dumps(results, indent=1, default=str))
-    print(json.dumps(rows, indent=1, default=str))
+    if args.summary_only:
+        results = json.loads(RESULTS.read_text())
+    else:
+        quiet_tensorflow()
+        info = machine()
+        with tempfile.TemporaryDirectory() as scratch:
+            foreign = {"digits": _digits(Path(scratch) / "digits", args.digits, 0)}
+            for item in args.foreign:
+                name, folder = item.split("=", 1)
+                foreign[name] = [str(p) for p in _files(Path(folder))]
+            rows = [run(args.data, foreign, seed, args.epochs) for seed in args.seeds]
+        info.finish()
+        results = {**info.fields(), "runs": rows}
+        RESULTS.write_text(json.dumps(results, indent=1, default=str))
+        print(json.dumps(rows, indent=1, default=str))
     if not args.no_docs:
-        write_markers("unknown", markdown(results), DOCS)
+        fields = ("command", "commit", "date", "machine", "load", "software")
+        tables = _results_table()
+        entry = {"title": TITLE, **{key: results[key] for key in fields},
+                 "body": tables.parse_body(markdown(results))}  # fmt: skip
+        record_section("unknown", entry)
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -215,9 +236,6 @@ def markdown(results: dict[str, Any]) -> str:
         ])  # fmt: skip
     names = list(rows[0]["foreign"]) if rows else []
     return "\n\n".join([
-        "## Trust: calibration and unknown images (`bench_unknown.py`)",
-        f"Run: `{results['command']}`; commit `{results['commit']}`; {results['date']}; "
-        f"{results['machine']}; load average {results['load']}; {results['software']}.",
         "A classifier of `fit`'s defaults (EfficientNet-Lite0 at 224 px, 10 epochs) on "
         "clothing's train split. Its validation split is halved: half A chooses the best "
         "epoch, the temperature (`xferclass.calibrate`) and the unknown threshold "
