@@ -492,6 +492,15 @@ def _train_auto(args: argparse.Namespace, given: list[str]) -> int:
     return 0
 
 
+def _refuse_unknown_for_multi_label(args: argparse.Namespace, multi_label: bool) -> None:
+    """``--unknown`` is refused before training on multi-label data."""
+    if args.unknown and multi_label:
+        raise InvalidArgumentError(
+            "--unknown needs a single-label classifier: a multi-label one may rightly find "
+            "none of its classes in an image"
+        )
+
+
 def _add_unknown(model: Any, known: Any, held_out: Any, args: argparse.Namespace) -> None:
     """``xferclass train --unknown``: the model with an unknown score, saved over --out."""
     import xferclass
@@ -550,11 +559,7 @@ def _train_manual(args: argparse.Namespace) -> int:
                 validation_dir, size, batch_size=args.batch_size, shuffle=False,
                 class_names=class_names_of(train), max_pixels=args.max_pixels,
             )  # fmt: skip
-    if args.unknown and facts_of(train).multi_label:
-        raise InvalidArgumentError(
-            "--unknown needs a single-label classifier: a multi-label one may rightly find "
-            "none of its classes in an image"
-        )
+    _refuse_unknown_for_multi_label(args, facts_of(train).multi_label)
     if args.seed is not None:
         import keras
 

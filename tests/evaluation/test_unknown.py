@@ -425,3 +425,14 @@ def test_an_average_of_models_scores_the_mean_similarity_of_its_members(
         xferclass.export(scored, tmp_path / "e.onnx", format="onnx")
         _, scores = _runner("onnx", tmp_path / "e.onnx")(probe)
         np.testing.assert_allclose(scores.ravel(), found.unknown_scores, atol=1e-4)
+
+
+def test_train_refuses_an_unknown_score_for_multi_label_data_before_training() -> None:
+    import argparse
+
+    from xferclass.cli import _refuse_unknown_for_multi_label
+
+    with pytest.raises(InvalidArgumentError, match="single-label"):
+        _refuse_unknown_for_multi_label(argparse.Namespace(unknown=True), True)
+    _refuse_unknown_for_multi_label(argparse.Namespace(unknown=True), False)
+    _refuse_unknown_for_multi_label(argparse.Namespace(unknown=False), True)
