@@ -728,6 +728,18 @@ def export(
     return targets
 
 
+def _artifact(path: str | os.PathLike[str], format: str) -> Path:
+    """An exported artifact's path, checked: a known ``format`` and a path that exists."""
+    if format not in FORMATS:
+        raise InvalidArgumentError(
+            f"format={format!r} is not one of {', '.join(repr(f) for f in FORMATS)}"
+        )
+    location = Path(os.fspath(path))
+    if not location.exists():
+        raise InvalidArgumentError(f"path={os.fspath(path)!r} does not exist")
+    return location
+
+
 def read_class_names(path: str | os.PathLike[str], *, format: str) -> list[str] | None:
     """The class names stored in an exported artifact, or ``None`` when it has none.
 
@@ -746,13 +758,7 @@ def read_class_names(path: str | os.PathLike[str], *, format: str) -> list[str] 
         >>> read_class_names("model.onnx", format="onnx")  # doctest: +SKIP
         ['hat', 'pants', 'shoes']
     """
-    if format not in FORMATS:
-        raise InvalidArgumentError(
-            f"format={format!r} is not one of {', '.join(repr(f) for f in FORMATS)}"
-        )
-    location = Path(os.fspath(path))
-    if not location.exists():
-        raise InvalidArgumentError(f"path={os.fspath(path)!r} does not exist")
+    location = _artifact(path, format)
     if format == "saved_model":
         asset = location / "assets" / SAVED_MODEL_ASSET
         return asset.read_text(encoding="utf-8").splitlines() if asset.is_file() else None
@@ -794,13 +800,7 @@ def read_unknown_threshold(path: str | os.PathLike[str], *, format: str) -> floa
         >>> read_unknown_threshold("model.onnx", format="onnx")  # doctest: +SKIP
         0.21
     """
-    if format not in FORMATS:
-        raise InvalidArgumentError(
-            f"format={format!r} is not one of {', '.join(repr(f) for f in FORMATS)}"
-        )
-    location = Path(os.fspath(path))
-    if not location.exists():
-        raise InvalidArgumentError(f"path={os.fspath(path)!r} does not exist")
+    location = _artifact(path, format)
     if format == "saved_model":
         loaded = tf.saved_model.load(str(location))
         if not hasattr(loaded, UNKNOWN_THRESHOLD_KEY):
