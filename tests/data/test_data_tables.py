@@ -201,6 +201,95 @@ def test_stratified_seeded_validation_split(images: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------
+# the excluded column
+# ------------------------------------------------------------------------------------
+
+#: Marks of the excluded column, true and false, as a review tool or a person writes them.
+EXCLUDE_YES = ("1", "TRUE", " yes ", "y", "X")
+EXCLUDE_NO = ("", "0", "false", "No", "n")
+
+
+def test_excluded_rows_are_left_out_of_every_split(images: Path) -> None:
+    from xferclass.data._tables import read_label_table, split_values
+
+    rows = folder_rows(images)
+    uses = ["train", "train", "validation", "test"]
+    marks = [EXCLUDE_YES[i % 5] if i % 3 == 0 else EXCLUDE_NO[i % 5] for i in range(len(rows))]
+    table_rows = [[p, c, uses[i % 4], marks[i]] for i, (p, c) in enumerate(rows)]
+    table_rows.append([rows[0][0], "hexagon", "train", "x"])  # a class only excluded rows hold
+    table_rows.append(["", "circle", "train", "no"])  # row 26: no path
+    header = ["path", "label", "split", "Excluded"]
+    table = write_csv(images / "reviewed.csv", header, table_rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SkippedFilesWarning)
+        for split in ("train", "validation", "test"):
+            kept = [(p, c) for i, (p, c) in enumerate(rows) if uses[i % 4] == split and i % 3 != 0]
+            if split == "train":
+                with pytest.warns(SkippedFilesWarning, match="Skipped 1 of"):
+                    dataset = load_image_dataset(table, 32, split=split, shuffle=False)
+                assert dataset.skipped == [("<row 26>", "no path in column 'path'")]
+            else:
+                dataset = load_image_dataset(table, 32, split=split, shuffle=False)
+                assert dataset.skipped == []
+            assert dataset.class_names == list(TINY_CLASSES)  # no 'hexagon'
+            assert dataset.file_paths == [str(images / p) for p, _ in kept]
+            assert dataset.labels.tolist() == [TINY_CLASSES.index(c) for _, c in kept]
+            selected = sum(uses[i % 4] == split and i % 3 == 0 for i in range(len(rows)))
+            expected = selected + (split == "train")  # and the hexagon row
+            assert read_label_table(table, split=split).excluded == expected
+    whole = read_label_table(table)  # 8 of the 24 images and the hexagon row excluded
+    assert whole.excluded == 9 and len(whole.paths) == 16 and len(whole.unusable) == 1
+    assert whole.classes == list(TINY_CLASSES)
+    plain = write_csv(images / "plain.csv", ["path", "label"], rows)
+    assert read_label_table(plain).excluded == 0
+    # a split whose every row is excluded selects nothing, and is not named
+    hidden = [[p, c, uses[i % 4], uses[i % 4] == "test"] for i, (p, c) in enumerate(rows)]
+    no_test = write_csv(images / "no_test.csv", ["path", "label", "split", "exclude"], hidden)
+    with pytest.raises(DatasetError, match=r"split='test' selects no row .* are all excluded"):
+        load_image_dataset(no_test, 32, split="test")
+    assert split_values(no_test) == {"train", "validation"}
+    everything = [[p, c, "1"] for p, c in rows]
+    gone = write_csv(images / "gone.csv", ["path", "label", "excluded"], everything)
+    with pytest.raises(DatasetError, match="every row of .*gone.csv' is excluded"):
+        load_image_dataset(gone, 32)
+
+
+def test_excluded_column_of_a_dataframe(images: Path) -> None:
+    import pandas as pd
+
+    rows = folder_rows(images)
+    out = [i % 4 == 1 for i in range(len(rows))]
+    kept = [str(images / p) for (p, _), o in zip(rows, out, strict=True) if not o]
+    paths, labels = [p for p, _ in rows], [c for _, c in rows]
+    frames = [
+        pd.DataFrame({"path": paths, "label": labels, "excluded": out}),  # bool
+        pd.DataFrame({"path": paths, "label": labels, "exclude": [int(o) for o in out]}),
+        # floats: 1.0 and NaN; a nullable boolean column: True and pandas.NA
+        pd.DataFrame({"path": paths, "label": labels, "excluded": [1 if o else None for o in out]}),
+        pd.DataFrame({"path": paths, "label": labels, "excluded": pd.array(
+            [True if o else pd.NA for o in out], dtype="boolean")}),
+    ]  # fmt: skip
+    for frame in frames:
+        dataset = load_image_dataset(frame, 32, root=images, shuffle=False)
+        assert dataset.file_paths == kept and dataset.skipped == []
+
+
+def test_bad_or_ambiguous_excluded_column(images: Path) -> None:
+    rows = [[p, c, "maybe" if i == 2 else "no"] for i, (p, c) in enumerate(folder_rows(images))]
+    bad = write_csv(images / "bad.csv", ["path", "label", "excluded"], rows)
+    with pytest.raises(
+        DatasetError,
+        match=r"row 3 of '.*bad.csv' has 'maybe' in column 'excluded', which is neither "
+        r"true \(1, true, yes, y, x\) nor false \(0, false, no, n or an empty cell\)",
+    ):
+        load_image_dataset(bad, 32)
+    both_rows = [[p, c, "", ""] for p, c in folder_rows(images)]
+    both = write_csv(images / "both.csv", ["path", "label", "exclude", "EXCLUDED"], both_rows)
+    with pytest.raises(DatasetError, match=r"excluded marks: \['exclude', 'EXCLUDED'\]; rename"):
+        load_image_dataset(both, 32)
+
+
+# ------------------------------------------------------------------------------------
 # multi-label tables
 # ------------------------------------------------------------------------------------
 

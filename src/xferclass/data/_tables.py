@@ -8,10 +8,11 @@ it does for a folder of class subfolders.
 
 Columns are found by name when not given: the path column is one of
 :data:`PATH_COLUMNS`, the label column one of :data:`LABEL_COLUMNS`, the split
-column one of :data:`SPLIT_COLUMNS` (case and spaces ignored). A CSV without a
-header is read the way Vertex AI reads its import files: ``path,label`` or
-``ML_USE,path,label``. pandas is never imported: a DataFrame is read through
-its own ``columns`` and ``tolist``.
+column one of :data:`SPLIT_COLUMNS`, the excluded column one of
+:data:`EXCLUDED_COLUMNS` (case and spaces ignored). A CSV without a header is
+read the way Vertex AI reads its import files: ``path,label`` or
+``ML_USE,path,label``. pandas is never imported: a DataFrame is read through its
+own ``columns`` and ``tolist``.
 
 A table with a split column is read by role where the library reads it for
 training or inspection (:func:`role_split`): the table given as training
@@ -19,6 +20,12 @@ data gives its ``train`` rows (and its ``validation`` and ``test`` rows where
 no other data is given for those), one given as validation data its
 ``validation`` rows, one given as test data its ``test`` rows. Test rows never
 reach training.
+
+An excluded column (``excluded``: ``1``, ``true``, ``yes``, ``y`` or ``x``; empty,
+``0``, ``false``, ``no`` or ``n`` keep the row) marks rows left out without deleting
+them, as in a label table a review tool corrected: they are dropped before
+anything else, so they are neither unusable rows nor in any split, and their
+labels are not classes unless other rows hold them.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import Any
 from ..core._errors import DatasetError
 
 __all__ = [
+    "EXCLUDED_COLUMNS",
     "LABEL_COLUMNS",
     "LabelTable",
     "PATH_COLUMNS",
@@ -65,6 +73,12 @@ SPLIT_VALUES = {
     "test": "test", "testing": "test",
     "unassigned": "unassigned",
 }  # fmt: skip
+#: Header names taken as the column that marks rows left out (true) or kept (false).
+EXCLUDED_COLUMNS = ("excluded", "exclude")
+#: Values of the excluded column (case and spaces ignored) that leave a row out.
+_EXCLUDED_TRUE = ("1", "true", "yes", "y", "x")
+#: Values that keep a row; a missing value (None, NaN) keeps it too.
+_EXCLUDED_FALSE = ("", "0", "false", "no", "n")
 _TABLE_SUFFIXES = (".csv", ".tsv")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 
@@ -82,6 +96,9 @@ class LabelTable:
             order: numbers numerically, other names alphabetically.
         multi_label: Whether rows hold label lists or separator-joined labels.
         unusable: ``(path, reason)`` of the rows that cannot be used.
+        excluded: How many rows the excluded column leaves out, of those the
+            split selects (of the whole table without a split). They are in
+            neither ``paths`` nor ``unusable``.
     """
 
     source: str
@@ -90,6 +107,7 @@ class LabelTable:
     classes: list[str]
     multi_label: bool
     unusable: list[tuple[str, str]]
+    excluded: int = 0
 
 
 def _is_dataframe(value: Any) -> bool:
@@ -180,9 +198,13 @@ def _columns(value: Any, function: str) -> tuple[str, list[str], dict[str, list[
 
 
 def _pick(
-    names: list[str], given: Any, candidates: Sequence[str], argument: str, source: str, what: str
-) -> str | None:
-    """The column for ``argument``: the one given, or the one whose name is a known one."""
+    names: list[str], given: Any, candidates: Sequence[str], argument: str, source: str, what: str,
+    remedy: str | None = None,
+) -> str | None:  # fmt: skip
+    """The column for ``argument``: the one given, or the one whose name is a known one.
+
+    ``remedy`` replaces the advice to pass ``argument=`` when several names match.
+    """
     if given is not None:
         if given not in names:
             raise DatasetError(
@@ -194,9 +216,63 @@ def _pick(
     if len(found) > 1:
         raise DatasetError(
             f"load_image_dataset: {source} has several columns that could hold {what}: "
-            f"{found}; pass {argument}= to say which (its columns are {names})"
+            f"{found}; {remedy or f'pass {argument}= to say which'} (its columns are {names})"
         )
     return found[0] if found else None
+
+
+def _excluded_column(names: list[str], source: str, taken: Sequence[str | None]) -> str | None:
+    """The excluded column, found by name; None without one or when it is a column in use."""
+    found = _pick(
+        names, None, EXCLUDED_COLUMNS, "", source, "the excluded marks",
+        remedy="rename or remove all but one",
+    )  # fmt: skip
+    return None if found in taken else found
+
+
+def _is_excluded(value: Any, source: str, column: str, row: int) -> bool:
+    """Whether one cell of the excluded column leaves its row (1-based) out."""
+    if _missing(value) or type(value).__name__ == "NAType":  # pandas.NA: a nullable column
+        return False
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a pandas int column with gaps holds floats
+    text = str(value).strip().lower()  # Python and NumPy bools print as True and False
+    if text in _EXCLUDED_TRUE:
+        return True
+    if text in _EXCLUDED_FALSE:
+        return False
+    raise DatasetError(
+        f"load_image_dataset: row {row} of {source} has {value!r} in column {column!r}, "
+        f"which is neither true ({', '.join(_EXCLUDED_TRUE)}) nor false "
+        f"({', '.join(_EXCLUDED_FALSE[1:])} or an empty cell)"
+    )
+
+
+def _in_split(cell: Any, wanted: str | None) -> bool:
+    """Whether a row whose split cell is ``cell`` is one ``wanted`` selects (None: all)."""
+    return wanted is None or SPLIT_VALUES.get(_normal(cell)) == wanted
+
+
+def _drop_excluded(
+    data: dict[str, list[Any]], column: str | None, source: str, split_name: str | None,
+    wanted: str | None,
+) -> tuple[dict[str, list[Any]], int, list[int]]:  # fmt: skip
+    """The table without its excluded rows, how many of them ``wanted`` selects, and the
+    number (1-based) of each row kept."""
+    everything = list(range(1, len(next(iter(data.values()), [])) + 1))
+    if column is None:
+        return data, 0, everything
+    flags = [_is_excluded(v, source, column, row + 1) for row, v in enumerate(data[column])]
+    if not any(flags):
+        return data, 0, everything
+    splits = data[split_name] if split_name is not None else [None] * len(flags)
+    selected = sum(flag and _in_split(s, wanted) for flag, s in zip(flags, splits, strict=True))
+    kept = {
+        name: [v for v, out in zip(values, flags, strict=True) if not out]
+        for name, values in data.items()
+    }
+    numbers = [number for number, out in zip(everything, flags, strict=True) if not out]
+    return kept, selected, numbers
 
 
 def _label_list(value: Any, separator: str | None) -> tuple[list[str], bool]:
@@ -222,7 +298,7 @@ def _class_order(labels: set[str]) -> list[str]:
 
 def _resolve(path: str, root: str) -> tuple[str, bool]:
     """The file of a table row, and whether it exists; an extension is tried when missing."""
-    full = path if os.path.isabs(path) else os.path.join(root, path)
+    full = os.path.normpath(path if os.path.isabs(path) else os.path.join(root, path))
     if os.path.isfile(full):
         return full, True
     if not os.path.splitext(full)[1]:  # ids without an extension, as in many Kaggle tables
@@ -271,11 +347,15 @@ def read_label_table(
     assert path_name is not None and label_name is not None
     split_name = _pick(names, split_column, SPLIT_COLUMNS, "split_column", source, "the split")
     wanted = _wanted_split(split, split_column, split_name, source, names)
+    excluded_name = _excluded_column(names, source, (path_name, label_name, split_name))
+    if not data[path_name]:
+        raise DatasetError(f"{function}: {source} has no rows")
+    data, excluded, numbers = _drop_excluded(data, excluded_name, source, split_name, wanted)
+    if not data[path_name]:
+        raise DatasetError(f"{function}: every row of {source} is excluded ({excluded_name!r})")
     cells = [_label_list(v, label_separator) for v in data[label_name]]
     multi_label = label_separator is not None or any(is_list for _, is_list in cells)
     classes = _class_order({label for labels, _ in cells for label in labels})
-    if not data[path_name]:
-        raise DatasetError(f"{function}: {source} has no rows")
     split_cells = data[split_name] if split_name is not None else None
     rows = _rows(
         data[path_name],
@@ -285,16 +365,22 @@ def read_label_table(
         multi_label=multi_label,
         root=default_root,
         columns=(path_name, label_name),
+        numbers=numbers,
     )
     paths, labels, unusable, selected = rows
     if wanted is not None and not selected:
         assert split_name is not None
+        if excluded:
+            raise DatasetError(
+                f"{function}: split={split!r} selects no row of {source} that is not "
+                f"excluded: its {excluded} row(s) are all excluded ({excluded_name!r})"
+            )
         values = sorted({str(v) for v in data[split_name]})
         raise DatasetError(
             f"{function}: split={split!r} selects no row of {source}; column {split_name!r} "
             f"holds {values[:10]}"
         )
-    return LabelTable(source, paths, labels, classes, multi_label, unusable)
+    return LabelTable(source, paths, labels, classes, multi_label, unusable, excluded)
 
 
 def _wanted_split(
@@ -324,21 +410,21 @@ def _wanted_split(
 def _rows(
     raw_paths: list[Any], cells: list[list[str]], split_cells: list[Any] | None,
     wanted: str | None, *, multi_label: bool, root: str, columns: tuple[str, str],
+    numbers: list[int],
 ) -> tuple[list[str], list[list[str]], list[tuple[str, str]], int]:  # fmt: skip
     """The usable rows of the selected split: paths, labels, the unusable ones and why,
-    and how many rows the split selected."""
+    and how many rows the split selected. ``numbers``: each row's number in the table."""
     path_name, label_name = columns
     paths: list[str] = []
     labels: list[list[str]] = []
     unusable: list[tuple[str, str]] = []
     selected = 0
     for row, (raw_path, row_labels) in enumerate(zip(raw_paths, cells, strict=True)):
-        if wanted is not None and split_cells is not None:
-            if SPLIT_VALUES.get(_normal(split_cells[row])) != wanted:
-                continue
+        if split_cells is not None and not _in_split(split_cells[row], wanted):
+            continue
         selected += 1
         if _missing(raw_path):
-            unusable.append((f"<row {row + 1}>", f"no path in column {path_name!r}"))
+            unusable.append((f"<row {numbers[row]}>", f"no path in column {path_name!r}"))
             continue
         full, exists = _resolve(os.fspath(str(raw_path)).strip(), root)
         if not multi_label and not row_labels:
@@ -354,13 +440,18 @@ def _rows(
 def split_values(value: Any, *, path_column: str | None = None) -> set[str] | None:
     """The splits (``train``, ``validation``, ...) a table's split column names; None without one.
 
+    Excluded rows do not count: a split whose rows are all excluded is not named.
+
     Raises:
-        DatasetError: The table cannot be read, or several columns could be the split column.
+        DatasetError: The table cannot be read, several columns could be the split
+            column or the excluded column, or an excluded cell is not a yes/no value.
     """
     source, names, data, _ = _columns(value, "load_image_dataset")
     column = _pick(names, None, SPLIT_COLUMNS, "split_column", source, "the split")
     if column is None or column == path_column:
         return None
+    excluded_name = _excluded_column(names, source, (column, path_column))
+    data, _, _ = _drop_excluded(data, excluded_name, source, None, None)
     return {SPLIT_VALUES.get(_normal(v), str(v)) for v in data[column]}
 
 
