@@ -117,6 +117,12 @@ class Inspection:
         splits: The split of each of ``paths``.
         outlier_scores: The outlier score of each of ``paths`` (to choose
             another cutoff than ``outlier_threshold``).
+        labels: The given label (class name) of each of ``paths``.
+        decided: What a review decided for an image, by path, read from the
+            ``review`` column of a corrected label table (``xferclass review``):
+            ``"kept"``, ``"relabelled"`` or ``"excluded"``. Empty for data that
+            was not reviewed; otherwise every finding row and duplicate group
+            carries a ``"decided"`` entry, empty where nothing was decided.
     """
 
     label_issues: list[dict[str, Any]]
@@ -132,6 +138,8 @@ class Inspection:
     paths: list[str] = field(default_factory=list)
     splits: list[str] = field(default_factory=list)
     outlier_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    labels: list[str] = field(default_factory=list)
+    decided: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The findings as the JSON contract: label issues, duplicates, outliers.
@@ -140,16 +148,17 @@ class Inspection:
             >>> Inspection([], [], []).to_dict()
             {'label_issues': [], 'duplicates': [], 'outliers': []}
         """
+        extra = ("decided",) if self.decided else ()
         return {
             "label_issues": [
-                {k: row[k] for k in ("path", "given", "suggested", "score")}
+                {k: row[k] for k in ("path", "given", "suggested", "score", *extra)}
                 for row in self.label_issues
             ],
             "duplicates": [
-                {k: group[k] for k in ("paths", "splits", "cross_split")}
+                {k: group[k] for k in ("paths", "splits", "cross_split", *extra)}
                 for group in self.duplicates
             ],
-            "outliers": [{k: row[k] for k in ("path", "score")} for row in self.outliers],
+            "outliers": [{k: row[k] for k in ("path", "score", *extra)} for row in self.outliers],
         }
 
     def to_json(self, path: str | os.PathLike[str]) -> None:
@@ -803,7 +812,8 @@ def inspect(
     labels = np.asarray(known.labels, np.int64)
     _check_folds(folds, np.bincount(labels, minlength=len(names)), names)
     features = _features(splits, _extractor(backbone, weights, size), engine, verbose)
-    return _findings(splits, features, labels, names, folds, seed, rule)
+    found = _findings(splits, features, labels, names, folds, seed, rule)
+    return _mark_decided(found, reviewed_rows(data))
 
 
 def _check_rule(floor: Any, margin: Any) -> tuple[float, float]:
@@ -863,6 +873,11 @@ def _findings(
         for i in find_label_issues(labels, probs)
     ]
     paths = [p for split in files for p in split]
+    given = [
+        names[int(label)]
+        for _, dataset in splits
+        for label in np.asarray(facts_of(dataset).labels).reshape(-1)
+    ]
     split_of = [name for (name, _), split in zip(splits, files) for _ in split]
     train = np.array([s == "train" for s in split_of])
     every = np.concatenate(features)
@@ -883,7 +898,56 @@ def _findings(
         paths=paths,
         splits=split_of,
         outlier_scores=scores,
+        labels=given,
     )
+
+
+#: The column of a corrected label table that says what a review decided.
+REVIEW_COLUMN = "review"
+#: What the review column may hold (empty: not decided).
+REVIEW_VALUES = ("", "kept", "relabelled", "excluded")
+
+
+def reviewed_rows(data: Any) -> dict[str, str]:
+    """``{absolute path: decision}`` from the review column of a label table file.
+
+    Empty for anything but a ``.csv`` table with a ``review`` column (as
+    ``xferclass review`` writes), and for rows with nothing decided.
+    """
+    import csv
+
+    from ..data._tables import is_label_table
+
+    if not isinstance(data, (str, os.PathLike)) or not is_label_table(data):
+        return {}
+    path = os.fspath(data)
+    with open(path, newline="", encoding="utf-8-sig") as file:
+        rows = list(csv.DictReader(file))
+    if not rows or REVIEW_COLUMN not in rows[0] or "path" not in rows[0]:
+        return {}
+    root = os.path.dirname(os.path.abspath(path))
+    return {
+        os.path.normpath(os.path.join(root, row["path"])): row[REVIEW_COLUMN]
+        for row in rows
+        if row.get(REVIEW_COLUMN)
+    }
+
+
+def _mark_decided(found: Inspection, decided: dict[str, str]) -> Inspection:
+    """``found`` with each finding's ``"decided"`` entry, when a review decided anything."""
+    if not decided:
+        return found
+
+    def of(path: str) -> str:
+        return decided.get(os.path.normpath(os.path.abspath(path)), "")
+
+    found.decided = {os.path.normpath(os.path.abspath(p)): d for p, d in decided.items()}
+    for row in [*found.label_issues, *found.outliers]:
+        row["decided"] = of(row["path"])
+    for group in found.duplicates:
+        marks = {of(path) for path in group["paths"]}
+        group["decided"] = "" if "" in marks else ", ".join(sorted(marks))
+    return found
 
 
 # --------------------------------------------------------------------------- HTML
@@ -900,6 +964,7 @@ margin:.5rem 0}
 .xferclass-inspection .xi-leak{border-color:#b00020;background:#fff4f4}
 .xferclass-inspection .xi-badge{color:#b00020;font-weight:bold}
 .xferclass-inspection .xi-note{color:#555}
+.xferclass-inspection .xi-decided{color:#1b5e20;font-weight:bold}
 """
 
 
@@ -932,6 +997,12 @@ def _more(total: int, rows: int) -> str:
     return ""
 
 
+def _decided_line(row: dict[str, Any]) -> list[str]:
+    """``["decided: kept"]`` for a finding a review decided, else nothing."""
+    decided = row.get("decided")
+    return [f'<span class="xi-decided">decided: {html.escape(decided)}</span>'] if decided else []
+
+
 def _cards(figures: Sequence[str]) -> str:
     return f'<div class="xi-cards">{"".join(figures)}</div>' if figures else "<p>None found.</p>"
 
@@ -944,6 +1015,7 @@ def _label_part(found: Inspection, rows: int, thumbnails: dict[str, str | None])
                 f"given <b>{html.escape(row['given'])}</b>",
                 f"suggested <b>{html.escape(row['suggested'])}</b>",
                 f"score {row['score']:.3f}",
+                *_decided_line(row),
             ],
             thumbnails,
         )
@@ -968,6 +1040,7 @@ def _duplicate_part(found: Inspection, rows: int, thumbnails: dict[str, str | No
     for group in found.duplicates[:rows]:
         leak = group["cross_split"]
         badge = '<p class="xi-badge">Leak across splits</p>' if leak else ""
+        badge += "".join(f"<p>{line}</p>" for line in _decided_line(group))
         figures = [
             _figure(path, [html.escape(split)], thumbnails)
             for path, split in zip(group["paths"], group["splits"])
@@ -982,7 +1055,7 @@ def _duplicate_part(found: Inspection, rows: int, thumbnails: dict[str, str | No
 
 def _outlier_part(found: Inspection, rows: int, thumbnails: dict[str, str | None]) -> list[str]:
     figures = [
-        _figure(row["path"], [f"score {row['score']:.3f}"], thumbnails)
+        _figure(row["path"], [f"score {row['score']:.3f}", *_decided_line(row)], thumbnails)
         for row in found.outliers[:rows]
     ]
     return [
