@@ -329,7 +329,7 @@ def test_cli_help_in_the_docs_is_current(
         and block.code.startswith("$ xferclass")
         and "--help" in block.code
     ]
-    assert len(shown) == 7, "cli.md should show the help of xferclass and its 6 subcommands"
+    assert len(shown) == 8, "cli.md should show the help of xferclass and its 7 subcommands"
     for text in shown:
         command, _, documented = text.partition("\n")
         with pytest.raises(SystemExit):

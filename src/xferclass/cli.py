@@ -21,6 +21,7 @@ _EPILOG = """examples:
   xferclass predict model.keras shoe.jpg hat.png
   xferclass export model.keras model.onnx --format onnx
   xferclass inspect data/clothes --report inspection.html --json issues.json
+  xferclass review data/clothes
   xferclass explain model.keras shoe.jpg --out gradcam/
   xferclass report model.keras data/clothes/test --out report.html
   xferclass detect-unknown model.keras data/clothes/train --held-out \
@@ -93,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_inspect(commands)
     _add_explain(commands)
     _add_detect_unknown(commands)
+    _add_review(commands)
 
     commands.add_parser(
         "backbones",
@@ -824,28 +826,16 @@ def _add_inspect(commands: Any) -> None:
 def _inspect_splits(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """The training, validation and test data of ``xferclass inspect``.
 
-    A folder with ``train/`` inside is split as for ``train``; a table with a
-    split column gives its ``train``, ``validation`` and ``test`` rows.
+    A folder with ``train/`` inside is split as for ``train``; a table is passed
+    whole (``inspect`` reads the rows of each split from its split column, and what
+    a review decided from its ``review`` column).
     """
-    from .data._tables import is_label_table, split_values
+    from .data._tables import is_label_table
 
     if not is_label_table(args.data):
         train, validation = _split_dirs(args.data, args.validation)
         return train, validation, args.test
-    values = split_values(args.data) or set()
-    if not values:
-        return args.data, args.validation, args.test
-    import xferclass
-
-    size = args.size or xferclass.get_backbone(args.backbone).default_size
-
-    def rows(split: str) -> Any:
-        return xferclass.load_image_dataset(
-            args.data, size, batch_size=args.batch_size, shuffle=False, split=split
-        )
-
-    validation = args.validation or (rows("validation") if "validation" in values else None)
-    return rows("train"), validation, args.test or (rows("test") if "test" in values else None)
+    return args.data, args.validation, args.test
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -862,12 +852,91 @@ def _inspect(args: argparse.Namespace) -> int:
         f"{len(found.label_issues)} label issues, {len(found.duplicates)} groups of duplicates "
         f"({leaks} across splits), {len(found.outliers)} outliers"
     )
+    if found.decided:
+        rows = [*found.label_issues, *found.duplicates, *found.outliers]
+        print(f"{sum(1 for row in rows if row['decided'])} of them decided in a review")
     if args.json:
         found.to_json(args.json)
         print(f"findings written to {args.json}")
     if args.report:
         found.to_html(args.report)
         print(f"report written to {args.report}")
+    return 0
+
+
+def _add_review(commands: Any) -> None:
+    review = commands.add_parser(
+        "review",
+        help="fix label issues, duplicates and outliers in a browser",
+        description=(
+            "Start a local web application (on 127.0.0.1, with a token in its URL) to accept or "
+            "reject each finding of xferclass inspect, which is computed once and cached in "
+            "DATA/.xferclass/. Every decision is saved as it is made to "
+            "DATA/.xferclass/review.jsonl; a restart resumes. 'Apply' (or --apply) writes the "
+            "corrected label table (path,label,split,excluded,review,original_label) that "
+            "load_image_dataset, train and inspect read. No file moves unless --apply-moves."
+        ),
+    )
+    review.add_argument(
+        "data", metavar="DATA",
+        help="folder with train/ (and validation/, test/) inside, or of class subfolders; or a "
+        ".csv label table",
+    )  # fmt: skip
+    review.add_argument(
+        "--port", type=int, default=None, help="port (default: 8765, or a free one)"
+    )
+    review.add_argument("--open", action="store_true", help="open the page in the browser")
+    review.add_argument(
+        "--apply", action="store_true",
+        help="write the corrected label table from the saved decisions, and exit",
+    )  # fmt: skip
+    review.add_argument(
+        "--apply-moves", action="store_true",
+        help="also move relabelled images to their class folders and excluded ones to "
+        "DATA/.xferclass/excluded/, after writing an undo log, and exit",
+    )  # fmt: skip
+    review.add_argument("--undo", action="store_true", help="put back the files of the last moves")
+    review.add_argument("--out", metavar="CSV", default=None, help="where --apply writes the table")
+    review.add_argument("--refresh", action="store_true", help="inspect anew, ignoring the cache")
+    review.add_argument(
+        "--backbone", default="efficientnet_lite0", help="backbone (default: efficientnet_lite0)"
+    )
+    review.add_argument("--size", type=_size, default=None, help="input side in pixels")
+    review.add_argument(
+        "--weights", type=_weights, default="imagenet",
+        help="'imagenet' (default), 'none' for random, or a weights file",
+    )  # fmt: skip
+    review.add_argument("--folds", type=int, default=5, help="out-of-fold heads (default: 5)")
+    review.add_argument("--seed", type=int, default=0, help="seed of the folds (default: 0)")
+    review.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _review(args: argparse.Namespace) -> int:
+    from .review import DEFAULT_PORT, Review, serve, undo
+
+    if args.undo:
+        used, back = undo(args.data)
+        print(f"{back} files put back as before ({os.path.basename(used)})")
+        return 0
+    found = Review(
+        args.data, refresh=args.refresh, verbose=0 if args.quiet else 1, backbone=args.backbone,
+        weights=args.weights, input_size=args.size, folds=args.folds, seed=args.seed,
+    )  # fmt: skip
+    if not (args.apply or args.apply_moves):
+        serve(found, port=DEFAULT_PORT if args.port is None else args.port, open_browser=args.open)
+        return 0
+    decided, total = found.progress()
+    counts = found.summary()
+    if args.apply_moves:
+        log, moved, table = found.apply_moves(args.out)
+        if log:
+            print(f"{moved} files moved; xferclass review --undo puts them back ({log})")
+    else:
+        table = found.write_table(args.out)
+    print(
+        f"{decided} of {total} findings decided: {counts['relabelled']} images relabelled, "
+        f"{counts['excluded']} excluded; table written to {table}"
+    )
     return 0
 
 
@@ -945,6 +1014,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "explain": _explain,
         "report": _report,
         "detect-unknown": _detect_unknown,
+        "review": _review,
     }
     from .core._errors import XferclassError, first_line
 
