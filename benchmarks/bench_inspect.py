@@ -110,12 +110,14 @@ def prepare(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     train = sorted(p for p in (work / "train").rglob("*") if p.is_file())
     classes = sorted(p.name for p in (work / "train").iterdir() if p.is_dir())
     flipped = []
+    was = {}
     for index in rng.choice(len(train), round(args.flip * len(train)), replace=False):
         path = train[int(index)]
         others = [c for c in classes if c != path.parent.name]
         target = work / "train" / others[int(rng.integers(len(others)))] / path.name
         path.rename(target)
         flipped.append(str(target))
+        was[str(target)] = path.parent.name
     validation = sorted(p for p in (work / "validation").rglob("*") if p.is_file())
     sources = rng.choice(len(validation), args.exact + args.near, replace=False)
     copies = []
@@ -129,7 +131,9 @@ def prepare(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         else:
             target.write_bytes(near_copy(source, kind, rng))
         copies.append({"copy": str(target), "source": str(source), "kind": kind})
-    return {"flipped": flipped, "copies": copies, "train": len(train), "classes": classes}
+    return {
+        "flipped": flipped, "was": was, "copies": copies, "train": len(train), "classes": classes,
+    }  # fmt: skip
 
 
 def label_scores(found: set[str], truth: set[str]) -> dict[str, float]:

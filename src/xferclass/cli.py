@@ -407,17 +407,16 @@ _RECIPE_FLAGS = {
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .data._tables import is_label_table
-
     given = [name for name in _RECIPE_FLAGS if getattr(args, name) is not None]
     table = [name for name in _TABLE_OPTIONS if getattr(args, name, None) is not None]
-    if is_label_table(args.data_dir) or table:
-        # train_auto reads folders of class subfolders; tables take the manual route.
+    if table:
+        # The automatic recipe reads a folder, or a table whose paths need no options.
         if args.budget is not None:
-            what = ", ".join("--" + name.replace("_", "-") for name in table) or "a label table"
+            what = ", ".join("--" + name.replace("_", "-") for name in table)
             raise InvalidArgumentError(
-                f"--budget (the automatic recipe) reads a folder of class subfolders, not "
-                f"{what}; drop --budget and give the recipe flags (--epochs, ...)"
+                f"--budget (the automatic recipe) reads a folder of class subfolders or a "
+                f"label table without {what}; drop --budget and give the recipe flags "
+                "(--epochs, ...)"
             )
     elif args.budget is not None or not given:
         return _train_auto(args, given)

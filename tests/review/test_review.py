@@ -389,3 +389,24 @@ def test_the_command_line_applies_moves_and_undoes_them(
     assert tree(data) == before
     assert main(["review", str(data), "--undo"]) == 1
     assert "nothing to undo" in capsys.readouterr().err
+
+
+def test_the_automatic_recipe_trains_on_the_corrected_table(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    review = hand_review(data)
+    review.decide("label:train/circle/circle_00.png", "accept")
+    review.decide("outlier:validation/circle/circle_01.jpg", "exclude")
+    table = review.write_table()
+    out = tmp_path / "auto.keras"
+    code = main(["train", table, "--budget", "60", "--backbone", "test_tiny", "--weights",
+                 "none", "--fine-tune-epochs", "0", "--out", str(out), "--quiet"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    from xferclass.training._provenance import trained_on
+
+    files = sorted(p for p in data.rglob("*.*") if ".xferclass" not in p.parts)
+    seen = trained_on(xferclass.load_model(out), files)
+    assert seen is not None
+    # The train and validation rows joined the recipe; the excluded image did not.
+    left_out = [str(p.relative_to(data)) for p, s in zip(files, seen) if not s]
+    assert left_out == ["validation/circle/circle_01.jpg"]
