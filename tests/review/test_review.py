@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,12 @@ import xferclass
 from conftest import make_shape_dataset
 from helpers import SIZE  # noqa: F401  (registers the test_tiny backbone)
 from xferclass.cli import main
-from xferclass.core._errors import DatasetError, InvalidArgumentError, InvalidArgumentTypeError
+from xferclass.core._errors import (
+    DatasetError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    MissingDependencyError,
+)
 from xferclass.review import TABLE_COLUMNS, Review, locate
 from xferclass.review._decisions import DecisionLog, corrected_rows, items_of
 from xferclass.review._findings import Findings, from_inspection
@@ -410,3 +416,11 @@ def test_the_automatic_recipe_trains_on_the_corrected_table(
     # The train and validation rows joined the recipe; the excluded image did not.
     left_out = [str(p.relative_to(data)) for p, s in zip(files, seen) if not s]
     assert left_out == ["validation/circle/circle_01.jpg"]
+
+
+def test_without_the_review_extra_the_error_names_it(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    with pytest.raises(MissingDependencyError, match=r"pip install 'xferclass\[review\]'"):
+        xferclass.review.serve(hand_review(data), port=0)
