@@ -15,9 +15,11 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..core._errors import DatasetError, InvalidArgumentError
+from ..core._files import atomic_write
 from ._findings import DataSet, Findings, write_json_atomically
 
 __all__ = [
@@ -247,12 +249,8 @@ def write_table(dataset: DataSet, rows: list[dict[str, Any]], out: str | None = 
             [relative, row["label"], row["split"], "1" if row["excluded"] else "0", row["review"],
              row["original_label"]]
         )  # fmt: skip
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w", encoding="utf-8", newline="") as file:
-        file.write(text.getvalue())
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    content = text.getvalue()
+    atomic_write(path, lambda name: Path(name).write_text(content, encoding="utf-8", newline=""))
     return path
 
 

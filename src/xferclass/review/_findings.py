@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..core._errors import DatasetError, InvalidArgumentTypeError
@@ -176,15 +177,11 @@ def _covered(dataset: DataSet, findings: Findings) -> list[str]:
 
 
 def write_json_atomically(path: str, value: Any) -> None:
-    """Write ``value`` as JSON to ``path`` through a temporary file and a rename."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w", encoding="utf-8") as file:
-        json.dump(value, file, indent=1, ensure_ascii=False)
-        file.write("\n")
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    """Write ``value`` as JSON to ``path`` through :func:`~xferclass.core._files.atomic_write`."""
+    from ..core._files import atomic_write
+
+    text = json.dumps(value, indent=1, ensure_ascii=False) + "\n"
+    atomic_write(path, lambda name: Path(name).write_text(text, encoding="utf-8"))
 
 
 def from_inspection(dataset: DataSet, found: Any) -> Findings:
