@@ -621,6 +621,7 @@ PAGE_OF: dict[str, tuple[str, ...]] = {
     "auto_depth": ("benchmarks_auto.md",),
     "auto_ladder": ("benchmarks_auto.md",),
     "auto_adapt": ("benchmarks_auto.md",),
+    "bench_finetune_memory": ("benchmarks_auto.md",),
 }
 DEFAULT_PAGE = "benchmarks.md"
 #: The pages this script writes whole: every marked section on them is one of ours.
