@@ -38,16 +38,19 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def _bf16(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A CPU that computes bfloat16, with reduced precision allowed."""
+    """A CPU that computes bfloat16 (and no int8), with reduced precision allowed."""
     monkeypatch.setenv("XFERCLASS_PRECISION", "auto")
     monkeypatch.setattr(_runtime, "cpu_bf16", lambda: True)
+    monkeypatch.setattr(_runtime, "cpu_int8", lambda: False)
     monkeypatch.setenv("XFERCLASS_CONVERSION_SECONDS", "0")
 
 
 # ---------------------------------------------------------------- the setting
 
 
-@pytest.mark.parametrize("value,expected", [("", "auto"), ("auto", "auto"), (" F32 ", "f32")])
+@pytest.mark.parametrize(
+    "value,expected", [("", "auto"), ("auto", "auto"), (" F32 ", "f32"), ("bf16", "bf16")]
+)
 def test_the_precision_setting(monkeypatch: pytest.MonkeyPatch, value: str, expected: str) -> None:
     monkeypatch.setenv("XFERCLASS_PRECISION", value)
     assert _runtime.precision_setting() == expected
@@ -65,13 +68,20 @@ def test_reduced_precision_is_offered_only_where_the_cpu_has_it_and_it_is_allowe
 ) -> None:
     monkeypatch.setenv("XFERCLASS_PRECISION", "auto")
     monkeypatch.setattr(_runtime, "cpu_bf16", lambda: True)
+    monkeypatch.setattr(_runtime, "cpu_int8", lambda: False)
     assert _runtime.reduced_runtimes() == ["openvino-bf16"]
+    monkeypatch.setattr(_runtime, "cpu_int8", lambda: True)
+    assert _runtime.reduced_runtimes() == ["openvino-bf16", "openvino-int8"]
     monkeypatch.setattr(_runtime, "cpu_bf16", lambda: False)
+    assert _runtime.reduced_runtimes() == ["openvino-int8"]
+    monkeypatch.setenv("XFERCLASS_PRECISION", "bf16")  # bfloat16 at most: no int8
     assert _runtime.reduced_runtimes() == []
     monkeypatch.setattr(_runtime, "cpu_bf16", lambda: True)
+    assert _runtime.reduced_runtimes() == ["openvino-bf16"]
     monkeypatch.setenv("XFERCLASS_PRECISION", "f32")
     assert _runtime.reduced_runtimes() == []
     assert check_engine("openvino-bf16") == "openvino-bf16"
+    assert check_engine("openvino-int8") == "openvino-int8"
 
 
 # ---------------------------------------------------------------- judging
@@ -288,6 +298,129 @@ def test_auto_without_labels_keeps_features_in_float32(
         forward(batch)
     assert forward.engine in ("onnxruntime", "openvino")
     assert "not judged" in forward.judged["openvino-bf16"]
+
+
+# ---------------------------------------------------------------- int8
+
+needs_int8 = pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in ("onnx", "tf2onnx", "openvino", "onnxruntime")),
+    reason="needs onnx, tf2onnx, onnxruntime and openvino (pip install 'xferclass[export]')",
+)
+
+
+@pytest.fixture
+def _int8(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU that runs int8 (and no bfloat16), with reduced precision allowed."""
+    monkeypatch.setenv("XFERCLASS_PRECISION", "auto")
+    monkeypatch.setattr(_runtime, "cpu_bf16", lambda: False)
+    monkeypatch.setattr(_runtime, "cpu_int8", lambda: True)
+    monkeypatch.setenv("XFERCLASS_CONVERSION_SECONDS", "0")
+
+
+INT8_COSTS = {**COSTS, "openvino-int8": 0.03}
+
+
+@needs_int8
+def test_auto_quantizes_on_the_pass_images_and_runs_int8_once_a_probe_finds_it_harmless(
+    _int8: None, _cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = _Clock(monkeypatch)
+    _sessions(monkeypatch, clock, INT8_COSTS)
+    sub = _runtime_extractor()
+    forward = _runtime.runtime_forward(
+        sub, clock.costing(sub.predict_on_batch, COSTS["keras"]), engine="auto", steps=40
+    )
+    assert "openvino-int8" in forward.names
+    with caplog.at_level(logging.INFO, logger="xferclass"):
+        images, outputs = _labelled_pass(forward, 40, clock)
+    assert forward.engine == "openvino-int8" and engine_used(forward) == "openvino-int8"
+    messages = [r.getMessage() for r in caplog.records]
+    # Calibrated on the three batches Keras ran before converting; judged on those and
+    # the comparison batch.
+    assert any("to int8 on 48 images" in m for m in messages)
+    verdict = [m for m in messages if "may use openvino-int8" in m]
+    assert len(verdict) == 1 and "linear probe" in verdict[0]
+    # Features near float32's: uint8 activations keep about 1/255 of each range.
+    expected = sub.predict_on_batch(images)
+    np.testing.assert_allclose(outputs, expected, atol=0.05 * np.abs(expected).max())
+    (quantized,) = (_cache / "onnx").glob("*.int8.onnx")
+    written = quantized.stat().st_mtime_ns
+    # Remembered with its int8 model: the next pass runs it without quantizing again.
+    again = forward_function(sub, engine="auto")
+    assert engine_used(again) == "openvino-int8" and getattr(again, "precision", None) == "int8"
+    np.testing.assert_allclose(np.asarray(again(images[-16:])), outputs[-16:], atol=1e-5)
+    assert quantized.stat().st_mtime_ns == written
+
+
+@needs_int8
+def test_auto_keeps_float32_when_int8_loses_what_the_labels_need(
+    _int8: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = _Clock(monkeypatch)
+    rng = np.random.default_rng(9)
+    _sessions(monkeypatch, clock, INT8_COSTS, damage=lambda o: rng.permutation(o))
+    sub = _runtime_extractor()
+    forward = _runtime.runtime_forward(
+        sub, clock.costing(sub.predict_on_batch, COSTS["keras"]), engine="auto", steps=40
+    )
+    with caplog.at_level(logging.INFO, logger="xferclass"):
+        _labelled_pass(forward, 40, clock)
+    assert forward.engine in ("onnxruntime", "openvino")
+    assert any("keeps float32 over openvino-int8" in r.getMessage() for r in caplog.records)
+    assert not any(r.levelno >= logging.WARNING for r in caplog.records)
+
+
+@needs_int8
+def test_a_failed_quantization_leaves_the_pass_on_float32(
+    _int8: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fail(path: Path, images: Any) -> Path:
+        raise xferclass.ExportError(f"int8 quantization of {path.name} failed: no kernel")
+
+    monkeypatch.setattr(_runtime, "quantize_int8", fail)
+    clock = _Clock(monkeypatch)
+    _sessions(monkeypatch, clock, INT8_COSTS)
+    sub = _runtime_extractor()
+    forward = _runtime.runtime_forward(
+        sub, clock.costing(sub.predict_on_batch, COSTS["keras"]), engine="auto", steps=40
+    )
+    with caplog.at_level(logging.INFO, logger="xferclass"):
+        _labelled_pass(forward, 40, clock)
+    assert forward.engine in ("onnxruntime", "openvino")
+    assert "no kernel" in forward.judged["openvino-int8"]
+    assert not any(r.levelno >= logging.WARNING for r in caplog.records)
+
+
+@needs_int8
+def test_a_first_quantization_must_pay_back_like_the_conversion(
+    _int8: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40 batches at 0.3 s on Keras save about 6 s at the prior ratio: enough for a
+    conversion of 1 s, not for a quantization of 10 s more."""
+    monkeypatch.delenv("XFERCLASS_CONVERSION_SECONDS")
+    _runtime._update_machine_record(conversion_s=1.0, quantize_s=10.0)
+    clock = _Clock(monkeypatch)
+    _sessions(monkeypatch, clock, INT8_COSTS)
+    sub = _runtime_extractor()
+    keras_forward = clock.costing(sub.predict_on_batch, COSTS["keras"])
+    forward = _runtime.runtime_forward(sub, keras_forward, engine="auto", steps=40)
+    _labelled_pass(forward, 40, clock)
+    assert forward.engine == "keras"
+    _runtime._update_machine_record(quantize_s=0.5)
+    forward = _runtime.runtime_forward(sub, keras_forward, engine="auto", steps=40)
+    _labelled_pass(forward, 40, clock)
+    assert forward.engine == "openvino-int8"
+
+
+@needs_int8
+def test_an_explicit_int8_engine_calibrates_on_its_first_batch(_cache: Path) -> None:
+    model = tiny_model()
+    images, _ = tiny_arrays(40, seed=6)
+    result = xferclass.predict(model, images, engine="openvino-int8")
+    assert result.engine == "openvino-int8"
+    assert len(list((_cache / "onnx").glob("*.int8.onnx"))) == 1
+    np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(result.probabilities, model.predict_on_batch(images), atol=0.05)
 
 
 def _runtime_extractor() -> Any:

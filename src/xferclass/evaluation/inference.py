@@ -50,9 +50,9 @@ class Predictions:
             order; None for a single-label model.
         threshold: The threshold of ``label_sets``; None for a single-label model.
         engine: What computed the probabilities: ``"keras"``, ``"onnxruntime"``,
-            ``"openvino"`` (float32) or ``"openvino-bf16"`` (bfloat16, which
-            ``engine="auto"`` picks only where it gave float32's decisions on
-            at least 99% of the first images).
+            ``"openvino"`` (float32), ``"openvino-bf16"`` (bfloat16) or
+            ``"openvino-int8"`` (int8), which ``engine="auto"`` picks only where they
+            gave float32's decisions on at least 99% of the first images.
         unknown_scores: With ``unknown=True``: each image's unknown score (higher
             is less like the training images); else None.
         unknown: With ``unknown=True``: whether each image's score is above the

@@ -121,7 +121,7 @@ def store_class_names(model: keras.Model, class_names: Any) -> None:
 
 
 #: Inference engines a frozen forward pass can run on (``engine=`` arguments).
-ENGINES = ("auto", "keras", "onnxruntime", "openvino", "openvino-bf16")
+ENGINES = ("auto", "keras", "onnxruntime", "openvino", "openvino-bf16", "openvino-int8")
 
 
 def check_engine(engine: Any) -> str:
@@ -153,7 +153,9 @@ def forward_function(
     ``predict_on_batch`` does. ``steps``, the number of batches of the pass
     when it is known, lets ``"auto"`` skip the conversion for a pass too short
     to pay for it. ``"auto"`` also tries ``"openvino-bf16"`` where the CPU
-    computes bfloat16 natively, and keeps it only when it measured harmless on
+    computes bfloat16 natively and ``"openvino-int8"`` (quantized, calibrated on the
+    pass's first images) where OpenVINO runs int8, and keeps either only when it
+    measured harmless on
     the pass's first images: by their decisions when ``probabilities`` (``sub``
     is a whole classifier), else by a linear probe on the labels the caller
     passes to the function's ``note_labels`` (see :func:`engine_used` for what ran).
@@ -232,7 +234,8 @@ def classifier_forward(
 
 def engine_used(forward: Any) -> str:
     """The engine a forward function of :func:`forward_function` ran its pass on:
-    ``"keras"``, a runtime, or a runtime in reduced precision (``"openvino-bf16"``);
+    ``"keras"``, a runtime, or a runtime in reduced precision (``"openvino-bf16"``,
+    ``"openvino-int8"``);
     ``"auto"`` while it has not decided yet."""
     engine = getattr(forward, "engine", None)
     if engine is None:

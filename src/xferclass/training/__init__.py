@@ -276,9 +276,10 @@ def fit(
             A compiled model's ``run_eagerly`` is kept too.
         engine: Runtime of the frozen forward passes that fill the cache
             (``"auto"``, ``"keras"``, ``"onnxruntime"``, ``"openvino"``,
-            ``"openvino-bf16"``). ``"auto"`` runs each pass on the fastest it
-            measured, and in bfloat16 only where a linear probe on the first
-            images' features scored within one standard error of float32's.
+            ``"openvino-bf16"``, ``"openvino-int8"``). ``"auto"`` runs each pass on
+            the fastest it measured, and in bfloat16 or int8 only where a linear probe
+            on the first images' features scored within one standard error of
+            float32's.
         deadline: A ``time.monotonic()`` value to finish by: no epoch starts that
             the last one's length says would end after it, an epoch running past
             it stops after its current batch, and the best epoch's weights are
