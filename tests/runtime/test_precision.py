@@ -393,10 +393,11 @@ def test_a_failed_quantization_leaves_the_pass_on_float32(
 
 @needs_int8
 def test_a_first_quantization_must_pay_back_like_the_conversion(
-    _int8: None, monkeypatch: pytest.MonkeyPatch
+    _int8: None, _cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """40 batches at 0.3 s on Keras save about 6 s at the prior ratio: enough for a
-    conversion of 1 s, not for a quantization of 10 s more."""
+    conversion of 1 s, not for a quantization of 10 s more, so the pass converts
+    without int8; with a quantization of 0.5 s it tries int8 too."""
     monkeypatch.delenv("XFERCLASS_CONVERSION_SECONDS")
     _runtime._update_machine_record(conversion_s=1.0, quantize_s=10.0)
     clock = _Clock(monkeypatch)
@@ -405,7 +406,16 @@ def test_a_first_quantization_must_pay_back_like_the_conversion(
     keras_forward = clock.costing(sub.predict_on_batch, COSTS["keras"])
     forward = _runtime.runtime_forward(sub, keras_forward, engine="auto", steps=40)
     _labelled_pass(forward, 40, clock)
+    assert forward.engine in ("onnxruntime", "openvino")
+    assert "too short to pay for a first quantization" in forward.judged["openvino-int8"]
+    assert not list((_cache / "onnx").glob("*.int8.onnx"))
+    # Too short even for the conversion: Keras.
+    other = _runtime_extractor(seed=5)  # not converted yet
+    short = clock.costing(other.predict_on_batch, COSTS["keras"])
+    forward = _runtime.runtime_forward(other, short, engine="auto", steps=9)
+    _labelled_pass(forward, 9, clock)
     assert forward.engine == "keras"
+    # A choice made without int8 is not remembered: the next pass measures again.
     _runtime._update_machine_record(quantize_s=0.5)
     forward = _runtime.runtime_forward(sub, keras_forward, engine="auto", steps=40)
     _labelled_pass(forward, 40, clock)
@@ -423,10 +433,10 @@ def test_an_explicit_int8_engine_calibrates_on_its_first_batch(_cache: Path) -> 
     np.testing.assert_allclose(result.probabilities, model.predict_on_batch(images), atol=0.05)
 
 
-def _runtime_extractor() -> Any:
+def _runtime_extractor(seed: int = 1) -> Any:
     import keras
 
-    model = tiny_model()
+    model = tiny_model(seed)
     return keras.Model(model.input, model.get_layer(POOL).output)
 
 

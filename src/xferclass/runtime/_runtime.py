@@ -725,7 +725,9 @@ class _Auto:
         self.last: tuple[str, float] | None = None  # engine and start of a timed batch
         self.seconds: dict[str, list[float]] = {"keras": []}
         self.dropped = ""
-        self.estimates: tuple[float, float] | None = None  # gain and conversion seconds
+        self.estimates: tuple[float, float, float] | None = None  # see _estimates
+        #: Whether int8 was left out because this pass could not pay for quantizing.
+        self.int8_deferred = False
 
     def note_labels(self, labels: Any) -> None:
         """The labels of the batch the next call runs (one call per view of it)."""
@@ -769,27 +771,47 @@ class _Auto:
         return output
 
     def _pays_back(self) -> bool:
-        """Whether converting now is expected to win back its cost (see the class)."""
+        """Whether converting now is expected to win back its cost (see the class).
+
+        A first int8 quantization must pay back too; when it would not and the
+        conversion alone would, the pass converts without trying int8."""
         keras_times = self.seconds["keras"]
         per_batch = sum(keras_times) / max(len(keras_times), 1)
         if self.estimates is None:  # read once: the record and the model's digest
-            prior = PRIOR_RATIO_BF16 if self.reduced else PRIOR_RATIO
-            ratio = _machine_record().get("ratio", prior)
-            conversion = _conversion_seconds(self.model)
-            stated = "XFERCLASS_CONVERSION_SECONDS" in os.environ  # the whole cost, stated
-            if "openvino-int8" in self.names and not stated and not _int8_cached(self.model):
-                conversion += _machine_record().get("quantize_s", QUANTIZE_SECONDS)
-            self.estimates = (1.0 - 1.0 / max(ratio, 1e-9), conversion)
-        gain, conversion = self.estimates
-        cost = conversion + per_batch * len(self.names)  # the comparison batch's extra runs
+            self.estimates = self._estimates()
+        gain, conversion, quantize = self.estimates
         if gain <= 0:
             return False
-        if self.steps is None:  # spend on Keras what converting would cost, then convert
-            return sum(keras_times) * gain >= cost
-        # Batches left that could run on a runtime: not the comparison batch nor
-        # Keras's timed ones (the runtimes' timed batches already save).
-        remaining = self.steps - self.calls - TIMED_ROUNDS
-        return remaining * per_batch * gain >= PAYBACK * cost
+
+        def pays(cost: float) -> bool:
+            if self.steps is None:  # spend on Keras what converting would cost, then convert
+                return sum(keras_times) * gain >= cost
+            # Batches left that could run on a runtime: not the comparison batch nor
+            # Keras's timed ones (the runtimes' timed batches already save).
+            remaining = self.steps - self.calls - TIMED_ROUNDS
+            return remaining * per_batch * gain >= PAYBACK * cost
+
+        cost = conversion + per_batch * len(self.names)  # the comparison batch's extra runs
+        if not quantize or pays(cost + quantize):
+            return pays(cost)
+        if self.steps is not None and pays(cost - per_batch):
+            self.names.remove("openvino-int8")
+            self.int8_deferred = True
+            self.judged["openvino-int8"] = "the pass is too short to pay for a first quantization"
+            logger.debug("engine='auto' converts without int8: %s", self.judged["openvino-int8"])
+            return True
+        return False
+
+    def _estimates(self) -> tuple[float, float, float]:
+        """The expected gain (a share of Keras's time), and the seconds of converting and
+        of a first int8 quantization (0 when none is needed)."""
+        prior = PRIOR_RATIO_BF16 if self.reduced else PRIOR_RATIO
+        ratio = _machine_record().get("ratio", prior)
+        quantize = 0.0
+        stated = "XFERCLASS_CONVERSION_SECONDS" in os.environ  # the whole cost, stated
+        if "openvino-int8" in self.names and not stated and not _int8_cached(self.model):
+            quantize = _machine_record().get("quantize_s", QUANTIZE_SECONDS)
+        return 1.0 - 1.0 / max(ratio, 1e-9), _conversion_seconds(self.model), quantize
 
     def _convert_and_compare(self, images: Any) -> Any:
         cached = _cached_path(self.model) is not None
@@ -928,6 +950,10 @@ class _Auto:
                 f"({runtime_time:.3f} s vs {keras_time:.3f} s a batch)",
                 logging.INFO,
             )
+        if self.int8_deferred:
+            # Not final: a longer pass may pay for the quantization, so it measures again.
+            logger.debug("engine='auto' does not remember a choice made without int8")
+            return
         _remember(self.path, self.engine, rates)
 
     def _choose_keras(self, reason: str, level: int) -> None:
