@@ -30,7 +30,8 @@ import xferclass
 SCRIPT = Path(__file__).with_name("_backend_script.py")
 # Seconds a run may take before it is killed: an idle 2-core machine needs about two
 # minutes for the JAX run (compiling each new shape); this only guards against a hang.
-TIMEOUT = 1200
+# Two suites and a training job on 2 cores once took the three runs past 20 minutes.
+TIMEOUT = 3600
 TAGS = ("cache", "nocache", "finetune")
 OTHER_BACKENDS = ("jax", "torch")
 
