@@ -397,7 +397,7 @@ def test_a_first_quantization_must_pay_back_like_the_conversion(
 ) -> None:
     """40 batches at 0.3 s on Keras save about 6 s at the prior ratio: enough for a
     conversion of 1 s, not for a quantization of 10 s more, so the pass converts
-    without int8; with a quantization of 0.5 s it tries int8 too."""
+    without int8; 200 batches pay for it, so a pass that long tries int8 too."""
     monkeypatch.delenv("XFERCLASS_CONVERSION_SECONDS")
     _runtime._update_machine_record(conversion_s=1.0, quantize_s=10.0)
     clock = _Clock(monkeypatch)
@@ -415,10 +415,12 @@ def test_a_first_quantization_must_pay_back_like_the_conversion(
     forward = _runtime.runtime_forward(other, short, engine="auto", steps=9)
     _labelled_pass(forward, 9, clock)
     assert forward.engine == "keras"
-    # A choice made without int8 is not remembered: the next pass measures again.
-    _runtime._update_machine_record(quantize_s=0.5)
-    forward = _runtime.runtime_forward(sub, keras_forward, engine="auto", steps=40)
-    _labelled_pass(forward, 40, clock)
+    # The choice made without int8 is remembered for passes as short; a pass long enough
+    # to pay for the quantization measures again, and runs int8.
+    again = _runtime.runtime_forward(sub, keras_forward, engine="auto", steps=40)
+    assert engine_used(again) in ("onnxruntime", "openvino")
+    forward = _runtime.runtime_forward(sub, keras_forward, engine="auto", steps=200)
+    _labelled_pass(forward, 200, clock)
     assert forward.engine == "openvino-int8"
 
 

@@ -950,11 +950,9 @@ class _Auto:
                 f"({runtime_time:.3f} s vs {keras_time:.3f} s a batch)",
                 logging.INFO,
             )
-        if self.int8_deferred:
-            # Not final: a longer pass may pay for the quantization, so it measures again.
-            logger.debug("engine='auto' does not remember a choice made without int8")
-            return
         _remember(self.path, self.engine, rates)
+        if self.int8_deferred:  # a longer pass may pay for the quantization: it measures again
+            _update_record(self.path, int8_deferred=True, keras_batch_s=round(keras_time, 4))
 
     def _choose_keras(self, reason: str, level: int) -> None:
         """Go on with Keras: a measured choice (INFO) or a fallback (WARNING)."""
@@ -1210,6 +1208,19 @@ def _recalled(path: Path) -> tuple[str, dict[str, float]] | None:
     return engine, rates
 
 
+def _int8_would_pay_back(path: Path, steps: int | None) -> bool:
+    """Whether a pass of ``steps`` batches would pay for the int8 quantization that an
+    earlier, shorter pass over ``path`` left out (see :meth:`_Auto._pays_back`), at the
+    Keras time a batch took then and the ratio measured on this machine."""
+    entry = _read_record(path)
+    if steps is None or not entry.get("int8_deferred") or int8_path(path).is_file():
+        return False
+    record = _machine_record()
+    gain = 1.0 - 1.0 / max(record.get("ratio", PRIOR_RATIO_BF16), 1e-9)
+    saving = steps * float(entry.get("keras_batch_s", 0.0)) * gain
+    return saving >= PAYBACK * record.get("quantize_s", QUANTIZE_SECONDS)
+
+
 def _under_head(
     path: Path,
     engine: str,
@@ -1325,6 +1336,8 @@ def runtime_forward(
     if engine == "keras":
         return keras_forward
     if engine not in runtimes + reduced:  # or float32 only was asked for since
+        return measure()
+    if "openvino-int8" in reduced and _int8_would_pay_back(path, steps):
         return measure()
     if engine in REDUCED and head is not None and head_key is not None:
         return _under_head(path, engine, runtimes, keras_forward, head, head_key)
