@@ -233,9 +233,9 @@ def with_training_views(dataset: Any, train_views: str) -> Any:
     trained its heads: each batch is followed by the same images in each further view,
     one batch per view, so a batch stays the size asked for.
 
-    Stacking the views into one batch instead made a batch of 32 images at 288 px in
-    five views a step of 160 through the whole backbone: about 6.6 GB of memory for
-    EfficientNet-Lite0 at 224 px, where 32 took 3.0 (``python
+    Stacking the views into one batch instead made a batch of 32 images in five views
+    a step of 160 through the backbone: a peak of 7.3 GB for EfficientNet-Lite0 at 224
+    px fine-tuned whole, against 3.6 GB for batches of 32 (``python
     benchmarks/bench_finetune_memory.py``). :func:`optimizer_for` averages the
     views' gradients before each update, which gives the stacked batch's update.
     """
