@@ -176,34 +176,29 @@ def precision_setting() -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_bf16() -> bool:
-    """Whether OpenVINO's CPU plugin computes bfloat16 natively on this processor
-    (its ``OPTIMIZATION_CAPABILITIES`` list ``BF16``: AMX or AVX-512-bf16)."""
+def _openvino_capabilities() -> tuple[str, ...]:
+    """OpenVINO's CPU plugin's ``OPTIMIZATION_CAPABILITIES`` (none without OpenVINO)."""
     if not _installed("openvino"):
-        return False
+        return ()
     import openvino
 
     try:
-        capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        return tuple(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     except Exception:  # no CPU plugin: the runtime will say why when it is asked for
-        return False
-    return "BF16" in capabilities
+        return ()
 
 
-@functools.lru_cache(maxsize=1)
+def cpu_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bfloat16 natively on this processor
+    (its ``OPTIMIZATION_CAPABILITIES`` list ``BF16``: AMX or AVX-512-bf16)."""
+    return "BF16" in _openvino_capabilities()
+
+
 def cpu_int8() -> bool:
     """Whether OpenVINO's CPU plugin runs int8 kernels on this processor (its
     ``OPTIMIZATION_CAPABILITIES`` list ``INT8``), and ONNX Runtime's quantizer is there
     to make the int8 model."""
-    if not (_installed("openvino") and _installed("onnxruntime")):
-        return False
-    import openvino
-
-    try:
-        capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    except Exception:  # no CPU plugin: the runtime will say why when it is asked for
-        return False
-    return "INT8" in capabilities
+    return _installed("onnxruntime") and "INT8" in _openvino_capabilities()
 
 
 def reduced_runtimes() -> list[str]:
